@@ -1,0 +1,261 @@
+"""Pure GAN losses on discriminator outputs.
+
+Every adversarial loss takes *logits*: the discriminator's pre-sigmoid outputs, of any shape
+(usually ``(batch,)`` or ``(batch, 1)``), and returns a scalar: the mean over all elements. The
+log-probabilities are written with ``log_sigmoid``/``softplus`` so that values and gradients stay
+finite for logits of any magnitude (``log(sigmoid(x))`` underflows to ``-inf`` near ``x = -104``
+in float32). Nothing here holds state or calls a model, so every function composes with ``jit``,
+``grad`` and ``vmap``.
+
+Sign conventions: ``discriminator_*`` / ``critic`` losses are what the discriminator *minimizes*;
+``*_generator_loss`` is what the generator minimizes.
+
+Reference: Goodfellow et al., "Generative Adversarial Nets", NeurIPS 2014.
+"""
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+LogitFn = Callable[[Array], Array]
+"""A discriminator as a function of inputs ``(batch, *data_shape) -> logits (batch,)``."""
+
+
+def _log_d(logits: Array) -> Array:
+  """log D = log sigmoid(logits), elementwise."""
+  return jax.nn.log_sigmoid(logits)
+
+
+def _log_one_minus_d(logits: Array) -> Array:
+  """log(1 - D) = log sigmoid(-logits), elementwise."""
+  return jax.nn.log_sigmoid(-logits)
+
+
+# --- The original game (Goodfellow et al. 2014) ------------------------------------------------
+
+
+def value_function(real_logits: Array, fake_logits: Array) -> Array:
+  """Monte-Carlo estimate of V(D, G) = E_data[log D(x)] + E_z[log(1 - D(G(z)))].
+
+  Args:
+    real_logits: discriminator logits on data samples, any shape, e.g. ``(batch,)``.
+    fake_logits: discriminator logits on generated samples, any shape.
+
+  Returns:
+    Scalar. At the Nash equilibrium (D = 1/2 everywhere) it equals -log 4.
+  """
+  return jnp.mean(_log_d(real_logits)) + jnp.mean(_log_one_minus_d(fake_logits))
+
+
+def discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """What the discriminator minimizes in the original game: -V(D, G).
+
+  This is the binary cross-entropy with label 1 for data and 0 for samples.
+
+  Args:
+    real_logits: logits on data samples, any shape.
+    fake_logits: logits on generated samples, any shape.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  return -value_function(real_logits, fake_logits)
+
+
+def minimax_generator_loss(fake_logits: Array) -> Array:
+  """The saturating generator loss of the original game: mean log(1 - D(G(z))).
+
+  Its gradient with respect to a logit is -sigmoid(logit) = -D(G(z)), which vanishes when the
+  discriminator confidently rejects the samples (D(G(z)) -> 0): the generator stalls early in
+  training, when it is furthest from the data.
+
+  Args:
+    fake_logits: logits on generated samples, any shape.
+
+  Returns:
+    Scalar, <= 0.
+  """
+  return jnp.mean(_log_one_minus_d(fake_logits))
+
+
+def non_saturating_generator_loss(fake_logits: Array) -> Array:
+  """The non-saturating generator loss: mean -log D(G(z)).
+
+  Same fixed point as :func:`minimax_generator_loss`, but its gradient with respect to a logit is
+  -(1 - D(G(z))), close to -1 exactly where the saturating loss gives nothing.
+
+  Args:
+    fake_logits: logits on generated samples, any shape.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  return -jnp.mean(_log_d(fake_logits))
+
+
+# --- Other families ----------------------------------------------------------------------------
+
+
+def wasserstein_critic_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """WGAN critic loss: mean f(G(z)) - mean f(x) (Arjovsky et al. 2017).
+
+  The "logits" are unbounded critic scores; the critic must be kept (about) 1-Lipschitz, e.g. by
+  :func:`gradient_penalty` (Gulrajani et al. 2017) or spectral normalization.
+
+  Args:
+    real_logits: critic scores on data, any shape.
+    fake_logits: critic scores on samples, any shape.
+
+  Returns:
+    Scalar, an estimate of minus the Wasserstein-1 distance when the critic is optimal.
+  """
+  return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def wasserstein_generator_loss(fake_logits: Array) -> Array:
+  """WGAN generator loss: -mean f(G(z)).
+
+  Args:
+    fake_logits: critic scores on samples, any shape.
+
+  Returns:
+    Scalar.
+  """
+  return -jnp.mean(fake_logits)
+
+
+def hinge_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """Hinge loss: mean relu(1 - D(x)) + mean relu(1 + D(G(z))) (Lim & Ye 2017; Miyato et al. 2018).
+
+  Args:
+    real_logits: discriminator scores on data, any shape.
+    fake_logits: discriminator scores on samples, any shape.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def hinge_generator_loss(fake_logits: Array) -> Array:
+  """Generator side of the hinge game: -mean D(G(z)).
+
+  Args:
+    fake_logits: discriminator scores on samples, any shape.
+
+  Returns:
+    Scalar.
+  """
+  return -jnp.mean(fake_logits)
+
+
+def least_squares_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """LSGAN discriminator loss with targets b = 1 (data), a = 0 (samples) (Mao et al. 2017).
+
+  0.5 mean (D(x) - 1)^2 + 0.5 mean D(G(z))^2, on the raw (pre-sigmoid) outputs.
+
+  Args:
+    real_logits: discriminator outputs on data, any shape.
+    fake_logits: discriminator outputs on samples, any shape.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  return 0.5 * jnp.mean(jnp.square(real_logits - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_logits))
+
+
+def least_squares_generator_loss(fake_logits: Array) -> Array:
+  """LSGAN generator loss with target c = 1: 0.5 mean (D(G(z)) - 1)^2.
+
+  Args:
+    fake_logits: discriminator outputs on samples, any shape.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  return 0.5 * jnp.mean(jnp.square(fake_logits - 1.0))
+
+
+# --- Regularizers ------------------------------------------------------------------------------
+
+
+def _input_gradients(logit_fn: LogitFn, x: Array) -> Array:
+  """d logit_fn(x)_i / d x_i for every example i, shape ``x.shape``.
+
+  Uses the gradient of the summed logits, which is the per-example gradient when ``logit_fn``
+  treats examples independently (no batch statistics).
+  """
+  return jax.grad(lambda inputs: jnp.sum(logit_fn(inputs)))(x)
+
+
+def _per_example_norm(grads: Array) -> Array:
+  """Euclidean norm of each example's gradient: ``(batch, ...) -> (batch,)``."""
+  return jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
+
+
+def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
+                     target_norm: float = 1.0) -> Array:
+  """WGAN-GP penalty: mean (||grad_x D(x_hat)|| - target)^2 on random interpolates.
+
+  x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per example (Gulrajani et al. 2017).
+  The caller multiplies by the weight (10 in the paper).
+
+  Args:
+    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch,)`` that treats
+      examples independently.
+    real: data samples, ``(batch, *data_shape)``.
+    fake: generated samples, same shape as ``real``.
+    key: PRNG key for the interpolation weights.
+    target_norm: the gradient norm the penalty pulls towards.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  eps_shape = (real.shape[0],) + (1,) * (real.ndim - 1)
+  eps = jax.random.uniform(key, eps_shape, dtype=real.dtype)
+  interpolates = eps * real + (1.0 - eps) * fake
+  norms = _per_example_norm(_input_gradients(logit_fn, interpolates))
+  return jnp.mean(jnp.square(norms - target_norm))
+
+
+def r1_penalty(logit_fn: LogitFn, real: Array) -> Array:
+  """R1 penalty: mean ||grad_x D(x)||^2 on data (Mescheder et al. 2018).
+
+  The paper's regularizer is (gamma / 2) times this; the caller applies the weight.
+
+  Args:
+    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch,)`` that treats
+      examples independently.
+    real: data samples, ``(batch, *data_shape)``.
+
+  Returns:
+    Scalar, >= 0.
+  """
+  grads = _input_gradients(logit_fn, real)
+  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
+
+
+# --- Named loss pairs --------------------------------------------------------------------------
+
+
+class GANLoss(NamedTuple):
+  """A discriminator loss ``(real_logits, fake_logits) -> scalar`` and its generator loss."""
+  discriminator: Callable[[Array, Array], Array]
+  generator: Callable[[Array], Array]
+
+
+LOSSES = {
+    "minimax": GANLoss(discriminator_loss, minimax_generator_loss),
+    "non_saturating": GANLoss(discriminator_loss, non_saturating_generator_loss),
+    "wasserstein": GANLoss(wasserstein_critic_loss, wasserstein_generator_loss),
+    "hinge": GANLoss(hinge_discriminator_loss, hinge_generator_loss),
+    "least_squares": GANLoss(least_squares_discriminator_loss, least_squares_generator_loss),
+}
+
+
+def get_loss(name: str) -> GANLoss:
+  """The loss pair called ``name``, one of ``LOSSES``; ValueError naming the choices otherwise."""
+  if name not in LOSSES:
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
+  return LOSSES[name]

@@ -1,0 +1,1 @@
+"""Flax modules only: they know nothing of losses, optimizers or devices."""

@@ -1,0 +1,104 @@
+"""DCGAN (Radford et al. 2016), laid out as the PyTorch examples DCGAN.
+
+Generator: z -> project to base x base x (width * 2^(n-1)) -> BN + ReLU -> (n - 1) x [4x4 stride-2
+transposed conv, BN, ReLU], halving the channels -> 4x4 stride-2 transposed conv -> tanh.
+Discriminator: 4x4 stride-2 conv + LeakyReLU(0.2) -> (n - 1) x [4x4 stride-2 conv, BN,
+LeakyReLU(0.2)], doubling the channels -> base x base valid conv -> one logit. No pooling, no
+fully connected hidden layers, no biases before batch norm, N(0, 0.02) weights.
+
+``base`` is 4 for resolutions 32 and 64 (n = 3, 4) and 7 for 28 (n = 2). The projection is a
+dense layer with the same weights as PyTorch's 4x4 stride-1 transposed conv on a 1x1 input, so
+``width=64, resolution=32, channels=1`` has exactly the PyTorch reference's 1,066,880 generator
+and 661,248 discriminator parameters.
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gan_jax.models import layers
+
+Array = jax.Array
+RESOLUTIONS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # resolution -> (base, resampling layers)
+
+
+def resolution_layout(resolution: int):
+  """``(base, num_resampling_layers)`` for a supported resolution; ValueError otherwise."""
+  if resolution not in RESOLUTIONS:
+    raise ValueError(f"unsupported resolution {resolution}; choose one of "
+                     f"{', '.join(map(str, RESOLUTIONS))}")
+  return RESOLUTIONS[resolution]
+
+
+def _batch_norm(train: bool, axis_name: Optional[str], dtype) -> nn.BatchNorm:
+  # PyTorch's defaults (momentum 0.1 there is 0.9 here) and the reference's N(1, 0.02) scale.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      axis_name=axis_name, dtype=dtype,
+                      scale_init=lambda key, shape, dt: 1.0 + 0.02 * jax.random.normal(key, shape, dt))
+
+
+class Generator(nn.Module):
+  """``latents (batch, latent_dim) -> images (batch, resolution, resolution, channels)`` in [-1, 1].
+
+  Attributes:
+    resolution: 28, 32 or 64.
+    channels: image channels.
+    width: channels of the last hidden layer (PyTorch's ``ngf``).
+    latent_dim: size of the noise vector (``nz``).
+    conv_method: how ``UpConv`` is computed ("auto", "xla", "phase"); same params either way.
+    axis_name: pmap axis for cross-replica batch norm, or None.
+    dtype: computation dtype (params stay float32).
+  """
+  resolution: int = 32
+  channels: int = 1
+  width: int = 64
+  latent_dim: int = 100
+  conv_method: str = "auto"
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: Array, train: bool = True) -> Array:
+    base, n_up = resolution_layout(self.resolution)
+    features = self.width * 2 ** (n_up - 1)
+    x = nn.Dense(base * base * features, use_bias=False, kernel_init=layers.dcgan_init(),
+                 dtype=self.dtype)(z)
+    x = x.reshape(z.shape[0], base, base, features)
+    x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    for _ in range(n_up - 1):
+      features //= 2
+      x = layers.UpConv(features, self.conv_method, self.dtype)(x)
+      x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    x = layers.UpConv(self.channels, self.conv_method, self.dtype)(x)
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+  """``images (batch, resolution, resolution, channels) -> logits (batch,)``.
+
+  Attributes:
+    resolution: 28, 32 or 64.
+    width: channels of the first layer (PyTorch's ``ndf``).
+    conv_method: how ``DownConv`` is computed ("auto", "xla", "phase"); same params either way.
+    axis_name: pmap axis for cross-replica batch norm, or None.
+    dtype: computation dtype (params stay float32).
+  """
+  resolution: int = 32
+  width: int = 64
+  conv_method: str = "auto"
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = True) -> Array:
+    base, n_down = resolution_layout(self.resolution)
+    features = self.width
+    x = nn.leaky_relu(layers.DownConv(features, self.conv_method, self.dtype)(x), 0.2)
+    for _ in range(n_down - 1):
+      features *= 2
+      x = layers.DownConv(features, self.conv_method, self.dtype)(x)
+      x = nn.leaky_relu(_batch_norm(train, self.axis_name, self.dtype)(x), 0.2)
+    x = nn.Conv(1, (base, base), padding="VALID", use_bias=False,
+                kernel_init=layers.dcgan_init(), dtype=self.dtype)(x)
+    return x.reshape(x.shape[0]).astype(jnp.float32)

@@ -1,0 +1,73 @@
+"""Data parallelism: compiling the train step for one or all devices, and device-invariant noise.
+
+The train step is written once for one shard of the batch. Called with ``axis_name=None`` it is
+the single-device step; under ``pmap(axis_name='batch')`` it averages gradients, metrics and
+batch statistics across replicas. Noise is drawn per *global example index* (example i of the
+global batch always gets the key ``fold_in(key, i)``), so a run on N devices draws the same
+latents as the same run on one device: results do not depend on how many devices you have.
+"""
+from typing import Any, Callable, Optional
+
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+PyTree = Any
+AXIS_NAME = "batch"
+
+
+def shard_index(axis_name: Optional[str]) -> Array:
+  """This replica's position along ``axis_name`` (0 outside pmap)."""
+  return jnp.int32(0) if axis_name is None else lax.axis_index(axis_name)
+
+
+def mean_over_replicas(tree: PyTree, axis_name: Optional[str]) -> PyTree:
+  """``lax.pmean`` over ``axis_name``; the identity outside pmap."""
+  return tree if axis_name is None else lax.pmean(tree, axis_name)
+
+
+def per_replica_key(key: Array, axis_name: Optional[str]) -> Array:
+  """A key of this replica's own: ``fold_in(key, axis_index)`` (``key`` outside pmap)."""
+  return key if axis_name is None else jax.random.fold_in(key, lax.axis_index(axis_name))
+
+
+def per_example_normal(key: Array, shape, axis_name: Optional[str]) -> Array:
+  """Standard normal noise for this shard, ``shape = (local_batch, *event_shape)``.
+
+  Example j of replica r is global example ``i = r * local_batch + j`` and gets
+  ``normal(fold_in(key, i), event_shape)``: the same numbers whatever the number of replicas.
+  """
+  local_batch, event_shape = shape[0], tuple(shape[1:])
+  first = shard_index(axis_name) * local_batch
+  indices = first + jnp.arange(local_batch)
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), event_shape))(indices)
+
+
+def jit_step(step_fn: Callable) -> Callable:
+  """``jax.jit`` with the state (first argument) donated, so its buffers are reused."""
+  return jax.jit(step_fn, donate_argnums=(0,))
+
+
+def pmap_step(step_fn: Callable, axis_name: str = AXIS_NAME) -> Callable:
+  """``jax.pmap`` over local devices with the replicated state donated."""
+  return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,))
+
+
+def replicate(tree: PyTree) -> PyTree:
+  """Copies ``tree`` to every local device (leading axis = local device count)."""
+  return flax.jax_utils.replicate(tree)
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first replica of a replicated tree."""
+  return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def shard(batch: np.ndarray, num_shards: int) -> np.ndarray:
+  """Splits a batch ``(B, ...)`` into ``(num_shards, B // num_shards, ...)``, contiguous blocks."""
+  if batch.shape[0] % num_shards:
+    raise ValueError(f"batch of {batch.shape[0]} cannot be split over {num_shards} devices")
+  return batch.reshape((num_shards, -1) + batch.shape[1:])

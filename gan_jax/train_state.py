@@ -1,0 +1,89 @@
+"""GANState: everything a GAN run needs to continue exactly, as one pytree.
+
+Both players are Flax ``TrainState``s with a ``batch_stats`` collection (running batch-norm
+statistics, spectral-norm power-iteration vectors; empty for models without them). ``step`` counts
+generator updates; ``rng`` is the run's root key, from which every step derives its own key with
+``jax.random.fold_in(rng, step)``, so the state never threads keys through Python.
+"""
+import dataclasses
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+Array = jax.Array
+PyTree = Any
+
+
+class ModelState(train_state.TrainState):
+  """A Flax TrainState plus the model's non-trainable ``batch_stats`` collection."""
+  batch_stats: PyTree = dataclasses.field(default_factory=dict)
+
+  @property
+  def variables(self) -> dict:
+    """The variables to pass to ``module.apply``."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+@flax.struct.dataclass
+class GANState:
+  """The whole training state.
+
+  Attributes:
+    generator: the generator's params, optimizer state and batch statistics.
+    discriminator: the discriminator's params, optimizer state and batch statistics.
+    step: int32 scalar, generator updates done so far.
+    rng: the run's root PRNG key (raw uint32 ``(2,)`` key, so checkpoints can store it).
+    ema_params: exponential moving average of the generator params, or None when disabled.
+  """
+  generator: ModelState
+  discriminator: ModelState
+  step: Array
+  rng: Array
+  ema_params: Optional[PyTree] = None
+
+
+def _init_model(module: nn.Module, key: Array, example: Array, tx: optax.GradientTransformation):
+  variables = module.init(key, example, train=False)
+  return ModelState.create(apply_fn=module.apply, params=variables["params"], tx=tx,
+                           batch_stats=variables.get("batch_stats", {}))
+
+
+def create_gan_state(key: Array, generator: nn.Module, discriminator: nn.Module, data_shape,
+                     generator_tx: optax.GradientTransformation,
+                     discriminator_tx: optax.GradientTransformation,
+                     use_ema: bool = False, init_batch_size: int = 1) -> GANState:
+  """Initializes both players from ``key``.
+
+  Args:
+    key: PRNG key; the same key gives the same state.
+    generator: module mapping latents ``(batch, generator.latent_dim)`` to samples.
+    discriminator: module mapping samples ``(batch, *data_shape)`` to logits ``(batch,)``.
+    data_shape: shape of one sample, e.g. ``(2,)`` or ``(32, 32, 1)``.
+    generator_tx: the generator's optax optimizer.
+    discriminator_tx: the discriminator's optax optimizer.
+    use_ema: whether to keep an exponential moving average of the generator params.
+    init_batch_size: batch of the dummy inputs used to build the params (a multiple of the
+      discriminator's packing, where it packs samples).
+
+  Returns:
+    A GANState at step 0.
+  """
+  g_key, d_key, run_key = jax.random.split(key, 3)
+  g_state = _init_model(generator, g_key, jnp.zeros((init_batch_size, generator.latent_dim)),
+                        generator_tx)
+  d_state = _init_model(discriminator, d_key, jnp.zeros((init_batch_size,) + tuple(data_shape)),
+                        discriminator_tx)
+  return GANState(generator=g_state, discriminator=d_state, step=jnp.zeros((), jnp.int32),
+                  rng=run_key,
+                  # a copy: a donated state must not hold the same buffer twice.
+                  ema_params=jax.tree_util.tree_map(jnp.copy, g_state.params) if use_ema else None)
+
+
+def count_params(params: PyTree) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))

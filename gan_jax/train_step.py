@@ -1,0 +1,166 @@
+"""The GAN train step: a pure function ``(GANState, real) -> (GANState, metrics)``.
+
+One step does ``n_critic`` discriminator updates, then one generator update, as in Goodfellow et
+al. 2014 (Algorithm 1) and Gulrajani et al. 2017. As in the PyTorch DCGAN reference, the generator
+runs forward once per critic update: the generator update reuses the samples (and the forward pass)
+of the last critic update, and scores them with the freshly updated discriminator.
+
+Randomness: the step's key is ``fold_in(state.rng, state.step)``; latents are drawn per global
+example index (``parallel.per_example_normal``), so the step gives the same numbers on one device
+and, under ``pmap``, on many. Updates whose loss or gradient is not finite are skipped (the old
+params and optimizer state are kept) and counted in ``metrics['nonfinite']``.
+"""
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gan_jax import losses, parallel
+from gan_jax.train_state import GANState, ModelState
+
+Array = jax.Array
+Metrics = Dict[str, Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """What a step optimizes.
+
+  Attributes:
+    loss: a name in ``losses.LOSSES`` ("non_saturating", "minimax", "wasserstein", ...).
+    n_critic: discriminator updates per generator update.
+    gradient_penalty: weight of the WGAN-GP penalty (0 disables it).
+    r1_penalty: weight of the R1 penalty, gamma / 2 in Mescheder et al. 2018 (0 disables it).
+    ema_decay: decay of the generator's weight EMA; used when the state holds ``ema_params``.
+  """
+  loss: str = "non_saturating"
+  n_critic: int = 1
+  gradient_penalty: float = 0.0
+  r1_penalty: float = 0.0
+  ema_decay: float = 0.999
+
+
+def _all_finite(*trees) -> Array:
+  leaves = jax.tree_util.tree_leaves(trees)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _apply_if_finite(state: ModelState, grads, ok: Array) -> ModelState:
+  """``state.apply_gradients(grads)``, or ``state`` unchanged (params and optimizer) if not ok."""
+  updated = state.apply_gradients(grads=grads)
+  return jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), updated, state)
+
+
+def make_train_step(generator: nn.Module, discriminator: nn.Module, config: StepConfig,
+                    axis_name: Optional[str] = None
+                    ) -> Callable[[GANState, Array], Tuple[GANState, Metrics]]:
+  """Builds the train step for one shard of the batch.
+
+  Args:
+    generator: Flax module ``(latents (b, latent_dim), train) -> samples (b, *data_shape)``,
+      with a ``latent_dim`` attribute.
+    discriminator: Flax module ``(samples, train) -> logits (b,)``.
+    config: losses, critic updates, regularizers, EMA.
+    axis_name: the pmap axis to average gradients, metrics and batch statistics over, or None
+      for the single-device step. Models with batch norm should be built with the same
+      ``axis_name`` so that they normalize with statistics of the global batch.
+
+  Returns:
+    ``train_step(state, real) -> (state, metrics)`` where ``real`` holds ``n_critic * b`` data
+    samples ``(n_critic * b, *data_shape)``; example j of critic update i is ``real[j * n_critic
+    + i]``, so contiguous shards of the global batch hold the same examples of every update.
+    ``metrics`` maps names to scalars averaged over replicas: ``d_loss``, ``g_loss`` (adversarial
+    losses), ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z)) (before the critic update),
+    ``d_grad_norm``, ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty``
+    / ``r1_penalty`` when enabled.
+  """
+  if config.n_critic < 1:
+    raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
+  gan_loss = losses.get_loss(config.loss)
+  n_critic = config.n_critic
+
+  def forward_d(d_params, batch_stats, x):
+    logits, updates = discriminator.apply({"params": d_params, "batch_stats": batch_stats}, x,
+                                          train=True, mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+
+  def discriminator_update(d_state: ModelState, real, fake, key):
+    def loss_fn(d_params):
+      real_logits, batch_stats = forward_d(d_params, d_state.batch_stats, real)
+      fake_logits, batch_stats = forward_d(d_params, batch_stats, fake)
+      adversarial = gan_loss.discriminator(real_logits, fake_logits)
+      logit_fn = lambda x: forward_d(d_params, batch_stats, x)[0]
+      penalties = {}
+      if config.gradient_penalty:
+        penalties["gradient_penalty"] = losses.gradient_penalty(
+            logit_fn, real, fake, parallel.per_replica_key(key, axis_name))
+      if config.r1_penalty:
+        penalties["r1_penalty"] = losses.r1_penalty(logit_fn, real)
+      total = adversarial + (config.gradient_penalty * penalties.get("gradient_penalty", 0.0)
+                             + config.r1_penalty * penalties.get("r1_penalty", 0.0))
+      aux = dict(penalties, d_loss=adversarial, d_real=jnp.mean(nn.sigmoid(real_logits)),
+                 d_fake=jnp.mean(nn.sigmoid(fake_logits)))
+      return total, (batch_stats, aux)
+
+    (total, (batch_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        d_state.params)
+    grads, total = parallel.mean_over_replicas((grads, total), axis_name)
+    ok = _all_finite(total, grads)
+    new_state = _apply_if_finite(d_state, grads, ok)
+    new_state = new_state.replace(
+        batch_stats=parallel.mean_over_replicas(batch_stats, axis_name))
+    return new_state, dict(aux, d_grad_norm=optax.tree.norm(grads)), ok
+
+  def generator_forward(g_state: ModelState, latents):
+    def forward(g_params):
+      fake, updates = generator.apply({"params": g_params, "batch_stats": g_state.batch_stats},
+                                      latents, train=True, mutable=["batch_stats"])
+      return fake, updates["batch_stats"]
+    return jax.vjp(forward, g_state.params, has_aux=True)
+
+  def generator_update(g_state: ModelState, d_state: ModelState, fake, fake_vjp,
+                       g_batch_stats):
+    def loss_fn(samples):
+      logits, d_batch_stats = forward_d(d_state.params, d_state.batch_stats, samples)
+      return gan_loss.generator(logits), d_batch_stats
+
+    (g_loss, d_batch_stats), d_fake = jax.value_and_grad(loss_fn, has_aux=True)(fake)
+    (grads,) = fake_vjp(d_fake)
+    grads, g_loss = parallel.mean_over_replicas((grads, g_loss), axis_name)
+    ok = _all_finite(g_loss, grads)
+    new_g = _apply_if_finite(g_state, grads, ok)
+    new_g = new_g.replace(batch_stats=parallel.mean_over_replicas(g_batch_stats, axis_name))
+    new_d = d_state.replace(batch_stats=parallel.mean_over_replicas(d_batch_stats, axis_name))
+    return new_g, new_d, dict(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads)), ok
+
+  def train_step(state: GANState, real: Array) -> Tuple[GANState, Metrics]:
+    step_key = jax.random.fold_in(state.rng, state.step)
+    batch = real.shape[0] // n_critic
+    per_update = jnp.swapaxes(real.reshape((batch, n_critic) + real.shape[1:]), 0, 1)
+    d_state, skipped, d_metrics = state.discriminator, 0, []
+    for i in range(n_critic):
+      noise_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, i))
+      latents = parallel.per_example_normal(noise_key, (batch, generator.latent_dim), axis_name)
+      fake, fake_vjp, g_batch_stats = generator_forward(state.generator, latents)
+      d_state, metrics, ok = discriminator_update(d_state, per_update[i], fake, penalty_key)
+      skipped += 1 - ok.astype(jnp.int32)
+      d_metrics.append(metrics)
+    g_state, d_state, g_metrics, ok = generator_update(state.generator, d_state, fake, fake_vjp,
+                                                       g_batch_stats)
+    skipped += 1 - ok.astype(jnp.int32)
+
+    ema_params = state.ema_params
+    if ema_params is not None:
+      ema_params = optax.incremental_update(g_state.params, ema_params,
+                                            step_size=1.0 - config.ema_decay)
+    new_state = state.replace(generator=g_state, discriminator=d_state, step=state.step + 1,
+                              ema_params=ema_params)
+    metrics = jax.tree_util.tree_map(lambda *xs: jnp.mean(jnp.stack(xs)), *d_metrics)
+    metrics = parallel.mean_over_replicas(dict(metrics, **g_metrics), axis_name)
+    metrics["nonfinite"] = skipped
+    return new_state, metrics
+
+  return train_step

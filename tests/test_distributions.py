@@ -1,0 +1,44 @@
+"""Toy targets: the PacGAN/VEEGAN layouts, sampling moments and normalized densities."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import distributions
+
+
+def test_ring8_and_grid25_layouts():
+  ring = distributions.get_toy_dataset("ring8")
+  np.testing.assert_allclose(np.linalg.norm(ring.means, axis=1), 1.0)
+  np.testing.assert_allclose(ring.stds, 0.01)
+  grid = distributions.get_toy_dataset("grid25")
+  assert sorted(set(grid.means[:, 0])) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+  assert grid.num_modes == 25 and len({tuple(m) for m in grid.means}) == 25
+  np.testing.assert_allclose(grid.stds, 0.05)
+
+
+def test_samples_hit_every_mode_evenly_with_the_right_spread():
+  ring = distributions.ring()
+  x = np.asarray(ring.sample(jax.random.PRNGKey(0), 80_000))
+  nearest = np.argmin(((x[:, None] - ring.means[None]) ** 2).sum(-1), axis=1)
+  counts = np.bincount(nearest, minlength=8)
+  np.testing.assert_allclose(counts / len(x), 1 / 8, atol=0.006)
+  offsets = x - ring.means[nearest]
+  np.testing.assert_allclose(offsets.std(axis=0), 0.01, rtol=0.02)
+
+
+def test_log_prob_integrates_to_one():
+  mix = distributions.mixture([-1.0, 2.0], [0.3, 0.5], [0.25, 0.75])
+  xs = np.linspace(-5, 6, 20001)[:, None]
+  p = np.exp(np.asarray(mix.log_prob(jnp.asarray(xs))))
+  np.testing.assert_allclose(p.sum() * (xs[1, 0] - xs[0, 0]), 1.0, rtol=1e-4)
+  grid = distributions.grid()
+  ticks = np.linspace(-5.0, 5.0, 1001)
+  cells = np.stack(np.meshgrid(ticks, ticks), -1).reshape(-1, 2)
+  p2 = np.exp(np.asarray(grid.log_prob(jnp.asarray(cells))))
+  np.testing.assert_allclose(p2.sum() * (ticks[1] - ticks[0]) ** 2, 1.0, rtol=1e-3)
+
+
+def test_unknown_dataset_names_the_choices():
+  with pytest.raises(ValueError, match="ring8"):
+    distributions.get_toy_dataset("ring9")

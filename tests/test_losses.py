@@ -1,0 +1,118 @@
+"""Losses against float64 NumPy references, at ordinary and extreme logits."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import losses
+
+LOGITS = np.array([-1e4, -30.0, -10.0, -1.5, 0.0, 0.3, 2.0, 10.0, 30.0, 1e4])
+
+
+def np_log_sigmoid(x):
+  return -np.logaddexp(0.0, -np.asarray(x, np.float64))
+
+
+REAL = LOGITS
+FAKE = LOGITS[::-1] * 0.7
+
+
+def test_value_function_matches_float64_reference():
+  expected = np.mean(np_log_sigmoid(REAL)) + np.mean(np_log_sigmoid(-FAKE))
+  np.testing.assert_allclose(losses.value_function(REAL, FAKE), expected, rtol=1e-6)
+
+
+def test_value_at_coin_flip_discriminator_is_minus_log_4():
+  zeros = jnp.zeros(16)
+  np.testing.assert_allclose(losses.value_function(zeros, zeros), -np.log(4.0), rtol=1e-6)
+
+
+def test_discriminator_loss_is_minus_value():
+  np.testing.assert_array_equal(losses.discriminator_loss(REAL, FAKE),
+                                -losses.value_function(REAL, FAKE))
+
+
+def test_generator_losses_match_float64_reference():
+  np.testing.assert_allclose(losses.minimax_generator_loss(FAKE),
+                             np.mean(np_log_sigmoid(-FAKE)), rtol=1e-6)
+  np.testing.assert_allclose(losses.non_saturating_generator_loss(FAKE),
+                             -np.mean(np_log_sigmoid(FAKE)), rtol=1e-6)
+
+
+def test_other_families_match_float64_reference():
+  r, f = REAL.astype(np.float64), FAKE.astype(np.float64)
+  cases = [
+      (losses.wasserstein_critic_loss(REAL, FAKE), f.mean() - r.mean()),
+      (losses.wasserstein_generator_loss(FAKE), -f.mean()),
+      (losses.hinge_discriminator_loss(REAL, FAKE),
+       np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean()),
+      (losses.hinge_generator_loss(FAKE), -f.mean()),
+      (losses.least_squares_discriminator_loss(REAL, FAKE),
+       0.5 * ((r - 1) ** 2).mean() + 0.5 * (f ** 2).mean()),
+      (losses.least_squares_generator_loss(FAKE), 0.5 * ((f - 1) ** 2).mean()),
+  ]
+  for got, expected in cases:
+    # float32 sums of +-1e4 logits: absolute error ~ eps_32 * 1e4 * len(LOGITS).
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_values_and_gradients_finite_at_extreme_logits(name):
+  pair = losses.get_loss(name)
+  real, fake = jnp.asarray(REAL, jnp.float32), jnp.asarray(FAKE, jnp.float32)
+  d_value, d_grads = jax.value_and_grad(pair.discriminator, argnums=(0, 1))(real, fake)
+  g_value, g_grad = jax.value_and_grad(pair.generator)(fake)
+  chex.assert_tree_all_finite((d_value, d_grads, g_value, g_grad))
+
+
+def test_saturation_claim_at_logit_minus_10():
+  """The seed's claim: at D(G(z)) ~ 0 the minimax loss gives ~e^-10 per example, NS gives ~1."""
+  batch = 8
+  fake = jnp.full((batch,), -10.0)
+  per_example = lambda loss: batch * jax.grad(loss)(fake)
+  minimax = per_example(losses.minimax_generator_loss)
+  non_saturating = per_example(losses.non_saturating_generator_loss)
+  np.testing.assert_allclose(minimax, -1.0 / (1.0 + np.exp(10.0)), rtol=1e-5)  # -sigmoid(-10)
+  np.testing.assert_allclose(non_saturating, -1.0 / (1.0 + np.exp(-10.0)), rtol=1e-6)
+  assert np.all(np.abs(non_saturating) / np.abs(minimax) > 2e4)
+
+
+def test_losses_commute_with_jit_and_vmap():
+  rows = jnp.asarray(np.random.default_rng(0).normal(size=(5, 7)) * 20, jnp.float32)
+  for fn in (losses.non_saturating_generator_loss, losses.minimax_generator_loss):
+    looped = jnp.stack([fn(r) for r in rows])
+    np.testing.assert_allclose(jax.jit(jax.vmap(fn))(rows), looped, rtol=1e-6)
+  looped = jnp.stack([losses.value_function(r, r[::-1]) for r in rows])
+  np.testing.assert_allclose(jax.vmap(lambda r: losses.value_function(r, r[::-1]))(rows),
+                             looped, rtol=1e-6)
+
+
+def test_gradient_penalty_of_linear_critic_is_closed_form():
+  """For f(x) = w.x the input gradient is w everywhere: penalty = (||w|| - 1)^2."""
+  w = jnp.array([3.0, -4.0, 12.0])  # norm 13
+  logit_fn = lambda x: x @ w
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  real = jax.random.normal(keys[0], (6, 3))
+  fake = jax.random.normal(keys[1], (6, 3))
+  penalty = losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(2))
+  np.testing.assert_allclose(penalty, 144.0, rtol=1e-6)
+
+
+def test_gradient_penalty_is_per_example_on_images():
+  """f(x) = sum(x^2) / 2 has gradient x: penalty is the mean of (||x_hat_i|| - 1)^2."""
+  logit_fn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))
+  real = jnp.ones((4, 2, 2, 1))
+  penalty = losses.gradient_penalty(logit_fn, real, real, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(penalty, (2.0 - 1.0) ** 2, rtol=1e-6)  # ||x_hat|| = ||1_4|| = 2
+
+
+def test_r1_penalty_is_mean_squared_input_gradient():
+  logit_fn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1)
+  real = jnp.array([[1.0, 2.0], [3.0, 0.0]])
+  np.testing.assert_allclose(losses.r1_penalty(logit_fn, real), (5.0 + 9.0) / 2, rtol=1e-6)
+
+
+def test_unknown_loss_names_the_choices():
+  with pytest.raises(ValueError, match="non_saturating"):
+    losses.get_loss("nonsaturating")

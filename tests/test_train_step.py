@@ -1,0 +1,156 @@
+"""The train step: determinism, one compilation, pmap == single device, batch norm in sync."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gan_jax import parallel, train_state, train_step
+from gan_jax.models import dcgan, mlp
+
+N_DEVICES = 4
+
+
+def mlp_gan(packing=1):
+  return mlp.MLPGenerator(latent_dim=4, output_dim=2, width=16, depth=2), \
+      mlp.MLPDiscriminator(width=16, depth=2, packing=packing)
+
+
+def dcgan_pair(axis_name=None):
+  kwargs = dict(resolution=28, width=4, axis_name=axis_name)
+  return dcgan.Generator(latent_dim=8, **kwargs), dcgan.Discriminator(**kwargs)
+
+
+def init(generator, discriminator, data_shape, use_ema=False, lr=1e-3):
+  tx = optax.adam(lr, b1=0.5)
+  return train_state.create_gan_state(jax.random.PRNGKey(0), generator, discriminator,
+                                      data_shape, tx, tx, use_ema=use_ema, init_batch_size=2)
+
+
+def toy_batches(n_steps, batch, dim=2, seed=1):
+  return np.random.default_rng(seed).normal(size=(n_steps, batch, dim)).astype(np.float32)
+
+
+def leaves(state):
+  """The arrays of a state (the optimizer objects in its structure differ between inits)."""
+  return jax.tree_util.tree_leaves(state)
+
+
+def run_single(generator, discriminator, config, data, data_shape=(2,), use_ema=False):
+  state = init(generator, discriminator, data_shape, use_ema)
+  step = parallel.jit_step(train_step.make_train_step(generator, discriminator, config))
+  history = []
+  for real in data:
+    state, metrics = step(state, real)
+    history.append(metrics)
+  return state, history
+
+
+def test_same_seed_gives_bit_identical_states():
+  g, d = mlp_gan()
+  config = train_step.StepConfig()
+  data = toy_batches(5, 32)
+  a, _ = run_single(g, d, config, data)
+  b, _ = run_single(g, d, config, data)
+  chex.assert_trees_all_equal(leaves(a), leaves(b))
+  assert int(a.step) == 5
+
+
+def test_step_compiles_once():
+  g, d = mlp_gan()
+  raw = train_step.make_train_step(g, d, train_step.StepConfig())
+  step = jax.jit(chex.assert_max_traces(raw, n=1), donate_argnums=(0,))
+  state = init(g, d, (2,))
+  for real in toy_batches(5, 32):
+    state, _ = step(state, real)  # raises on a second trace
+  assert int(state.step) == 5
+
+
+def test_step_changes_both_players_and_reports_metrics():
+  g, d = mlp_gan()
+  state0 = init(g, d, (2,))
+  state, history = run_single(g, d, train_step.StepConfig(), toy_batches(1, 32))
+  metrics = history[0]
+  assert set(metrics) >= {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm",
+                          "nonfinite"}
+  for player in ("generator", "discriminator"):
+    before = jax.tree_util.tree_leaves(getattr(state0, player).params)
+    after = jax.tree_util.tree_leaves(getattr(state, player).params)
+    assert any(not np.array_equal(x, y) for x, y in zip(before, after))
+  assert 0 < float(metrics["d_real"]) < 1 and float(metrics["nonfinite"]) == 0
+
+
+def run_pmap(generator, discriminator, config, data, data_shape=(2,)):
+  state = parallel.replicate(init(generator, discriminator, data_shape))
+  step = parallel.pmap_step(train_step.make_train_step(generator, discriminator, config,
+                                                       axis_name=parallel.AXIS_NAME))
+  for real in data:
+    state, metrics = step(state, parallel.shard(real, N_DEVICES))
+  return state, metrics
+
+
+def assert_replicas_identical(replicated):
+  for leaf in jax.tree_util.tree_leaves(replicated):
+    for replica in range(1, N_DEVICES):
+      np.testing.assert_array_equal(leaf[replica], leaf[0])
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_parallel_pmap_step_equals_single_device_step(n_critic):
+  assert jax.local_device_count() == N_DEVICES
+  g, d = mlp_gan()
+  config = train_step.StepConfig(n_critic=n_critic)
+  data = toy_batches(3, 32 * n_critic)
+  single, single_metrics = run_single(g, d, config, data)
+  replicated, metrics = run_pmap(g, d, config, data)
+  assert_replicas_identical(replicated)
+  chex.assert_trees_all_close(leaves(parallel.unreplicate(replicated)), leaves(single),
+                              rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics["g_loss"][0], single_metrics[-1]["g_loss"], rtol=1e-4)
+
+
+def test_parallel_batch_norm_statistics_stay_identical_and_global():
+  data = np.random.default_rng(0).uniform(-1, 1, (3, 16, 28, 28, 1)).astype(np.float32)
+  config = train_step.StepConfig()
+  replicated, _ = run_pmap(*dcgan_pair(parallel.AXIS_NAME), config, data, (28, 28, 1))
+  assert_replicas_identical(replicated)
+  # cross-replica batch norm normalizes with global-batch statistics: same as one device.
+  single, _ = run_single(*dcgan_pair(), config, data, (28, 28, 1))
+  pmapped = parallel.unreplicate(replicated)
+  chex.assert_trees_all_close(pmapped.generator.batch_stats, single.generator.batch_stats,
+                              rtol=1e-3, atol=1e-5)
+  chex.assert_trees_all_close(pmapped.discriminator.params, single.discriminator.params,
+                              rtol=1e-3, atol=1e-5)
+
+
+def test_nonfinite_update_is_skipped_and_counted():
+  g, d = mlp_gan()
+  state0 = init(g, d, (2,))
+  step = jax.jit(train_step.make_train_step(g, d, train_step.StepConfig()))
+  bad = np.full((32, 2), np.nan, np.float32)
+  state, metrics = step(state0, bad)
+  assert int(metrics["nonfinite"]) == 1  # the discriminator update; the generator's is finite
+  chex.assert_trees_all_equal(state.discriminator.params, state0.discriminator.params)
+  chex.assert_trees_all_equal(state.discriminator.opt_state, state0.discriminator.opt_state)
+  assert int(state.step) == 1
+
+
+def test_ema_tracks_generator_params():
+  g, d = mlp_gan()
+  config = train_step.StepConfig(ema_decay=0.9)
+  state0 = init(g, d, (2,), use_ema=True)
+  state, _ = run_single(g, d, config, toy_batches(1, 32), use_ema=True)
+  expected = jax.tree_util.tree_map(lambda old, new: 0.9 * old + 0.1 * new,
+                                    state0.generator.params, state.generator.params)
+  chex.assert_trees_all_close(state.ema_params, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["wasserstein", "hinge", "least_squares", "minimax"])
+def test_regularized_losses_train_finite(loss):
+  g, d = mlp_gan(packing=2)
+  config = train_step.StepConfig(loss=loss, n_critic=2, gradient_penalty=10.0, r1_penalty=1.0)
+  _, history = run_single(g, d, config, toy_batches(3, 64))
+  chex.assert_tree_all_finite(history)
+  assert float(history[-1]["gradient_penalty"]) >= 0 and float(history[-1]["r1_penalty"]) >= 0
+  assert all(int(m["nonfinite"]) == 0 for m in history)
