@@ -71,3 +71,10 @@ def shard(batch: np.ndarray, num_shards: int) -> np.ndarray:
   if batch.shape[0] % num_shards:
     raise ValueError(f"batch of {batch.shape[0]} cannot be split over {num_shards} devices")
   return batch.reshape((num_shards, -1) + batch.shape[1:])
+
+
+def put_sharded(batch: np.ndarray, devices) -> Array:
+  """``shard(batch, len(devices))`` placed one block per device, as ``pmap`` expects it."""
+  mesh = jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS_NAME))
+  return jax.device_put(shard(batch, len(devices)), sharding)

@@ -8,7 +8,7 @@ of the last critic update, and scores them with the freshly updated discriminato
 Randomness: the step's key is ``fold_in(state.rng, state.step)``; latents are drawn per global
 example index (``parallel.per_example_normal``), so the step gives the same numbers on one device
 and, under ``pmap``, on many. Updates whose loss or gradient is not finite are skipped (the old
-params and optimizer state are kept) and counted in ``metrics['nonfinite']``.
+params, optimizer state and batch statistics are kept) and counted in ``metrics['nonfinite']``.
 """
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -48,9 +48,9 @@ def _all_finite(*trees) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _apply_if_finite(state: ModelState, grads, ok: Array) -> ModelState:
-  """``state.apply_gradients(grads)``, or ``state`` unchanged (params and optimizer) if not ok."""
-  updated = state.apply_gradients(grads=grads)
+def _apply_if_finite(state: ModelState, grads, batch_stats, ok: Array) -> ModelState:
+  """``state`` with ``grads`` applied and the new ``batch_stats``, or unchanged if not ``ok``."""
+  updated = state.apply_gradients(grads=grads).replace(batch_stats=batch_stats)
   return jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), updated, state)
 
 
@@ -109,9 +109,8 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
         d_state.params)
     grads, total = parallel.mean_over_replicas((grads, total), axis_name)
     ok = _all_finite(total, grads)
-    new_state = _apply_if_finite(d_state, grads, ok)
-    new_state = new_state.replace(
-        batch_stats=parallel.mean_over_replicas(batch_stats, axis_name))
+    new_state = _apply_if_finite(d_state, grads,
+                                 parallel.mean_over_replicas(batch_stats, axis_name), ok)
     return new_state, dict(aux, d_grad_norm=optax.tree.norm(grads)), ok
 
   def generator_forward(g_state: ModelState, latents):
@@ -131,9 +130,11 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     (grads,) = fake_vjp(d_fake)
     grads, g_loss = parallel.mean_over_replicas((grads, g_loss), axis_name)
     ok = _all_finite(g_loss, grads)
-    new_g = _apply_if_finite(g_state, grads, ok)
-    new_g = new_g.replace(batch_stats=parallel.mean_over_replicas(g_batch_stats, axis_name))
-    new_d = d_state.replace(batch_stats=parallel.mean_over_replicas(d_batch_stats, axis_name))
+    new_g = _apply_if_finite(g_state, grads,
+                             parallel.mean_over_replicas(g_batch_stats, axis_name), ok)
+    d_batch_stats = parallel.mean_over_replicas(d_batch_stats, axis_name)
+    new_d = d_state.replace(batch_stats=jax.tree_util.tree_map(
+        lambda new, old: jnp.where(ok, new, old), d_batch_stats, d_state.batch_stats))
     return new_g, new_d, dict(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads)), ok
 
   def train_step(state: GANState, real: Array) -> Tuple[GANState, Metrics]:

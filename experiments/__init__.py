@@ -1,0 +1,1 @@
+"""Experiments: absl entry points run as ``python -m experiments.NAME --flagfile=...``."""

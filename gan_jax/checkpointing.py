@@ -1,0 +1,84 @@
+"""Checkpoints of a run: orbax ``CheckpointManager`` over ``workdir/checkpoints/<step>/``.
+
+Each checkpoint holds the whole ``GANState`` (params, optimizer states, batch statistics, EMA,
+step, root key) and a small JSON record with the data iterator position, so a resumed run repeats
+exactly what the interrupted one would have done. Orbax writes each step into a temporary folder
+and renames it when complete, so a crash mid-save never leaves a half checkpoint behind.
+A checkpoint that still cannot be read (disk corruption, a partial copy) is moved aside to
+``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
+nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep``.
+"""
+import os
+import shutil
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+PyTree = Any
+
+
+class Checkpointer:
+  """Saves and restores ``(state, record)`` pairs by step under ``directory``.
+
+  Args:
+    directory: where the numbered step folders live (created if missing).
+    max_to_keep: how many of the newest checkpoints to keep.
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                             create=True))
+
+  def all_steps(self):
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: PyTree, record: dict, wait: bool = False) -> None:
+    """Starts saving ``state`` and the JSON-able ``record`` as ``step`` (in the background unless
+    ``wait``); a step that is already saved is left as it is."""
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     record=ocp.args.JsonSave(record)))
+    if wait:
+      self._manager.wait_until_finished()
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, target: PyTree) -> Optional[Tuple[int, PyTree, dict]]:
+    """The newest readable checkpoint as ``(step, state, record)``, or None if there is none.
+
+    Args:
+      target: a state with the structure, shapes and dtypes to restore into.
+    """
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+      except Exception as e:  # any failure to read means: try the previous checkpoint
+        aside = self._move_aside(step)
+        logging.warning("checkpoint %d is unreadable (%s: %s); moved it to %s and resuming "
+                        "from the previous one", step, type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else "", aside)
+        continue
+      return step, restored.state, restored.record
+    return None
+
+  def _move_aside(self, step: int) -> str:
+    aside = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints", str(step))
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    if os.path.exists(aside):
+      aside = f"{aside}.{len(os.listdir(os.path.dirname(aside)))}"
+    shutil.move(os.path.join(self.directory, str(step)), aside)
+    self._manager.reload()
+    return aside
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,83 @@
+"""Command-line conventions shared by every experiment.
+
+* Flags are generated from a config dataclass (one field = one flag, its help in the field's
+  metadata), so a config and its flags cannot drift apart.
+* Bad input raises :class:`UsageError` with a message that says what is wrong and what to do; a
+  run that has to stop raises :class:`RunError`. :func:`run` prints either as one ``error:`` line
+  (no traceback unless ``--verbose``) and exits with a non-zero status.
+"""
+import dataclasses
+import logging as std_logging
+import sys
+import typing
+from typing import Any, Callable, Type
+
+from absl import app, flags, logging
+
+flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
+
+
+class UsageError(Exception):
+  """An error in the user's input (flags, data, workdir) that the user can fix."""
+
+
+class RunError(Exception):
+  """A run that cannot go on (e.g. diverged); the message says what was kept and what to try."""
+
+
+class _QuietLibraries:
+  """Drops INFO lines from libraries that narrate every step of their work (orbax)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > std_logging.INFO if "/orbax/" in record.pathname else True
+
+
+def run(main: Callable) -> None:
+  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line."""
+
+  def guarded_main(argv):
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    try:
+      return main(argv)
+    except (UsageError, RunError) as e:
+      if flags.FLAGS.verbose:
+        raise
+      logging.flush()
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2 if isinstance(e, UsageError) else 1)
+
+  app.run(guarded_main)
+
+
+def require(condition: bool, message: str) -> None:
+  """Raises ``UsageError(message)`` unless ``condition``."""
+  if not condition:
+    raise UsageError(message)
+
+
+def field(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin
+  """A config dataclass field with the help text of its flag."""
+  return dataclasses.field(default=default, metadata={"help": help})
+
+
+_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+             bool: flags.DEFINE_bool}
+
+
+def _flag_type(annotation) -> type:
+  args = [a for a in typing.get_args(annotation) if a is not type(None)]
+  return args[0] if typing.get_origin(annotation) is typing.Union else annotation
+
+
+def define_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines one absl flag per field of ``config_class``, with its default and help."""
+  hints = typing.get_type_hints(config_class)
+  for f in dataclasses.fields(config_class):
+    _DEFINERS[_flag_type(hints[f.name])](f.name, f.default, f.metadata["help"],
+                                         flag_values=flag_values)
+
+
+def config_from_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
+  """An instance of ``config_class`` with every field read from its (parsed) flag."""
+  return config_class(**{f.name: flag_values[f.name].value
+                         for f in dataclasses.fields(config_class)})

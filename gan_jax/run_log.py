@@ -1,0 +1,86 @@
+"""What a run reports while it trains: a progress line, ``metrics.jsonl`` and TensorBoard events.
+
+``metrics.jsonl`` has one JSON object per logged step (always with ``step``). When a run resumes
+from a checkpoint at step s, rows after s (logged by the interrupted run after its last
+checkpoint, and about to be logged again) are dropped first, so the file reads as one run.
+"""
+import json
+import logging as std_logging
+import os
+import time
+from typing import Dict, Optional
+
+import numpy as np
+from absl import logging
+from tensorboardX import SummaryWriter
+
+# Non-finite metrics are logged on purpose (they are counted and acted on); no warning per value.
+std_logging.getLogger("tensorboardX.x2num").setLevel(std_logging.ERROR)
+
+PROGRESS_KEYS = (("d_loss", "d_loss"), ("g_loss", "g_loss"), ("d_real", "D(x)"),
+                 ("d_fake", "D(G(z))"))
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def read_metrics(workdir: str) -> list:
+  """The rows of ``workdir/metrics.jsonl`` (empty if there is none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class RunLog:
+  """Appends metrics rows, writes TensorBoard events and logs progress with steps/s and ETA.
+
+  Args:
+    workdir: the run's folder.
+    start_step: the step the run starts (or resumes) from.
+    num_steps: the step it will stop at, for the ETA.
+  """
+
+  def __init__(self, workdir: str, start_step: int, num_steps: int):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in kept)
+    self._file = open(self.path, "a")
+    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.num_steps = num_steps
+    self._last_time, self._last_step = time.time(), start_step
+
+  def write(self, step: int, scalars: Dict[str, float]) -> None:
+    """One metrics row and its TensorBoard scalars."""
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    for name, value in scalars.items():
+      self._tensorboard.add_scalar(name, float(value), step)
+
+  def progress(self, step: int, metrics: Dict[str, float]) -> float:
+    """Logs a progress line for ``step`` and returns the steps/s since the previous one."""
+    now = time.time()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_time, self._last_step = now, step
+    eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
+    values = " ".join(f"{label} {metrics[key]:.3f}" for key, label in PROGRESS_KEYS
+                      if key in metrics)
+    logging.info("step %d/%d (%d%%) | %.2f steps/s | ETA %s | %s", step, self.num_steps,
+                 100 * step // max(self.num_steps, 1), rate,
+                 _format_duration(eta) if np.isfinite(eta) else "?", values)
+    return rate
+
+  def image(self, step: int, name: str, picture: np.ndarray) -> None:
+    """A uint8 picture ``(H, W, C)`` as a TensorBoard image."""
+    self._tensorboard.add_image(name, picture, step, dataformats="HWC")
+
+  def close(self) -> None:
+    self._file.close()
+    self._tensorboard.close()

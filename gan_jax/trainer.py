@@ -1,0 +1,338 @@
+"""The image-GAN training loop: data -> compiled step on all local devices -> workdir.
+
+``train_and_evaluate(config, workdir)`` trains, and writes under ``workdir``:
+
+* ``config.json``: the configuration the run started with (a resume must keep what defines the
+  model and the data);
+* ``checkpoints/<step>/``: orbax checkpoints of the whole state plus the data position; the run
+  resumes from the newest one by itself;
+* ``metrics.jsonl``, ``tensorboard/``: a row every ``log_every_steps`` and at the last step;
+* ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
+* ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``, ``curves.png``.
+
+SIGTERM (a preempted VM) saves a checkpoint at the current step and returns normally.
+"""
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
+from gan_jax.cli import RunError, UsageError, field, require
+from gan_jax.models import dcgan, layers
+from gan_jax.run_log import RunLog, read_metrics
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+GRID_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One DCGAN experiment; every field is a flag of ``experiments.dcgan``."""
+  dataset: str = field("mnist", "mnist (embedded, offline), tfds:NAME or folder:PATH.")
+  data_dir: Optional[str] = field(None, "TFDS data_dir holding prepared datasets.")
+  resolution: int = field(32, "Image size: 28, 32 or 64.")
+  channels: int = field(1, "Image channels: 1 or 3.")
+  latent_dim: int = field(100, "Size of the generator's noise vector.")
+  g_width: int = field(64, "Generator width (channels of its last hidden layer).")
+  d_width: int = field(64, "Discriminator width (channels of its first layer).")
+  batch_size: int = field(64, "Global batch size over all devices and processes.")
+  num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
+  seed: int = field(0, "Seed of the initialization, the noise and the data order.")
+  loss: str = field("non_saturating", "GAN loss: non_saturating, minimax, wasserstein, hinge, "
+                    "least_squares.")
+  n_critic: int = field(1, "Discriminator updates per generator update.")
+  gradient_penalty: float = field(0.0, "WGAN-GP penalty weight (0: off).")
+  r1_penalty: float = field(0.0, "R1 penalty weight gamma/2 (0: off).")
+  g_learning_rate: float = field(2e-4, "Generator Adam learning rate.")
+  d_learning_rate: float = field(2e-4, "Discriminator Adam learning rate.")
+  beta1: float = field(0.5, "Adam beta1.")
+  beta2: float = field(0.999, "Adam beta2.")
+  ema_decay: float = field(0.0, "Decay of an EMA of the generator weights used for samples "
+                           "(0: off, samples from the trained weights).")
+  conv_method: str = field("auto", "Resampling convolutions: auto, xla or phase (same math).")
+  dtype: str = field("float32", "Compute dtype: float32 or bfloat16 (params stay float32).")
+  log_every_steps: int = field(50, "Steps between metrics rows and progress lines.")
+  sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")
+  checkpoint_every_steps: int = field(500, "Steps between checkpoints.")
+  eval_every_steps: int = field(0, "Steps between quality evaluations (0: only at the end).")
+  keep_checkpoints: int = field(3, "How many of the newest checkpoints to keep.")
+  num_final_samples: int = field(5000, "Samples written to final_samples.npy.")
+  max_nonfinite_steps: int = field(20, "Stop after this many steps in a row with non-finite "
+                                   "losses or gradients.")
+
+
+# What defines the model and the data: a resumed run must keep these.
+RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d_width",
+                "batch_size", "seed", "n_critic", "ema_decay")
+
+
+def validate(config: TrainConfig, device_count: int) -> None:
+  """Raises UsageError naming the first bad setting and what to do."""
+  require(config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}")
+  require(config.batch_size % device_count == 0,
+          f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
+          f"use a multiple of {device_count}")
+  require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
+  require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
+          f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
+  require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
+  require(config.dtype in DTYPES, f"--dtype must be float32 or bfloat16, got {config.dtype}")
+  require(config.conv_method in layers.METHODS,
+          f"--conv_method must be one of {', '.join(layers.METHODS)}, got {config.conv_method}")
+  require(config.loss in train_step.losses.LOSSES, f"--loss must be one of "
+          f"{', '.join(sorted(train_step.losses.LOSSES))}, got {config.loss!r}")
+  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  for name in ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
+               "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps"):
+    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+
+
+def prepare_workdir(workdir: str, config: TrainConfig) -> None:
+  """Creates ``workdir``, checks it is writable, and checks a resume keeps the model and data."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UsageError(f"cannot write to --workdir={workdir!r} ({e.strerror}); choose a folder "
+                     "you can write to") from None
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    for name in RESUME_FIXED:
+      if name in saved and saved[name] != getattr(config, name):
+        raise UsageError(
+            f"--{name}={getattr(config, name)} differs from {saved[name]} of the run in "
+            f"{workdir}; resume with --{name}={saved[name]} or use a new --workdir")
+  with open(path, "w") as f:
+    json.dump(dataclasses.asdict(config), f, indent=2)
+
+
+def build_models(config: TrainConfig, axis_name: Optional[str]):
+  """The generator and discriminator the config describes."""
+  common = dict(resolution=config.resolution, conv_method=config.conv_method,
+                axis_name=axis_name, dtype=DTYPES[config.dtype])
+  return (dcgan.Generator(channels=config.channels, width=config.g_width,
+                          latent_dim=config.latent_dim, **common),
+          dcgan.Discriminator(width=config.d_width, **common))
+
+
+def initial_state(config: TrainConfig, generator, discriminator) -> train_state.GANState:
+  adam = lambda lr: optax.adam(lr, b1=config.beta1, b2=config.beta2)
+  return train_state.create_gan_state(
+      jax.random.PRNGKey(config.seed), generator, discriminator,
+      (config.resolution, config.resolution, config.channels), adam(config.g_learning_rate),
+      adam(config.d_learning_rate), use_ema=config.ema_decay > 0)
+
+
+def sampler(config: TrainConfig) -> Callable:
+  """``sample(state, latents (N, latent_dim)) -> images (N, H, W, C)``, eval mode, batched."""
+  generator, _ = build_models(config, axis_name=None)
+  apply = jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+
+  def sample(state: train_state.GANState, latents: np.ndarray, chunk: int = 500) -> np.ndarray:
+    params = state.generator.params if state.ema_params is None else state.ema_params
+    variables = {"params": params, "batch_stats": state.generator.batch_stats}
+    return np.concatenate([np.asarray(apply(variables, latents[i:i + chunk]))
+                           for i in range(0, len(latents), chunk)])
+
+  return sample
+
+
+def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
+  """Fixed latents for sample grids (purpose 0) and final samples (purpose 1)."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_000 + purpose)
+  return np.asarray(jax.random.normal(key, (n, config.latent_dim)))
+
+
+class _Preemption:
+  """Remembers a SIGTERM while installed, so the loop can checkpoint and stop cleanly."""
+
+  def __init__(self):
+    self.requested = False
+
+  def __enter__(self):
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str,
+                       evaluator: Optional[Callable[[np.ndarray], Dict[str, float]]] = None
+                       ) -> dict:
+  """Trains (or resumes) the run in ``workdir`` up to ``config.num_steps``.
+
+  Args:
+    config: the experiment.
+    workdir: where everything is written (see module docstring).
+    evaluator: optional ``images (N, H, W, C) -> {metric: value}``, called every
+      ``eval_every_steps`` and at the end; with an ``fid`` entry, the best checkpoint by FID is
+      kept in ``workdir/best``.
+
+  Returns:
+    A summary: steps trained, wall time, steps/s, final metrics, ``preempted``.
+  """
+  with _Preemption() as preemption:  # from the start: a SIGTERM while setting up is kept too
+    run = _Run(config, workdir, evaluator)
+    try:
+      return run.train(preemption)
+    finally:
+      run.close()
+
+
+class _Run:
+  """One run's state and outputs; ``train`` is the loop."""
+
+  def __init__(self, config: TrainConfig, workdir: str, evaluator):
+    self.config, self.workdir, self.evaluator = config, workdir, evaluator
+    self.devices = jax.local_devices()
+    validate(config, len(self.devices) * jax.process_count())
+    prepare_workdir(workdir, config)
+    source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
+                                        config.data_dir)
+    require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
+            f"than --batch_size={config.batch_size}; lower --batch_size")
+
+    self.use_pmap = len(self.devices) * jax.process_count() > 1
+    axis_name = parallel.AXIS_NAME if self.use_pmap else None
+    generator, discriminator = build_models(config, axis_name)
+    state = initial_state(config, generator, discriminator)
+    self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                                  config.keep_checkpoints)
+    self.start_step, position = 0, 0
+    restored = self.checkpoints.restore_latest(state)
+    if restored is not None:
+      self.start_step, state, record = restored
+      position = record["data_position"]
+      logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
+
+    step_config = train_step.StepConfig(
+        loss=config.loss, n_critic=config.n_critic, gradient_penalty=config.gradient_penalty,
+        r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999)
+    raw_step = train_step.make_train_step(generator, discriminator, step_config, axis_name)
+    if self.use_pmap:
+      self.step_fn, self.state = parallel.pmap_step(raw_step), parallel.replicate(state)
+      to_device = lambda batch: parallel.put_sharded(batch, self.devices)
+    else:
+      self.step_fn, self.state, to_device = parallel.jit_step(raw_step), state, jax.device_put
+    batches = input_pipeline.BatchIterator(
+        source, config.batch_size * config.n_critic, config.seed, jax.process_index(),
+        jax.process_count(), position)
+    self.device_batches = input_pipeline.prefetch(map(to_device, batches))
+
+    self.sample = sampler(config)
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    self.log = RunLog(workdir, self.start_step, config.num_steps)
+    self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
+                 if evaluator else None)
+    self.best_fid = min([r["fid"] for r in read_metrics(workdir) if "fid" in r],
+                        default=np.inf)
+    self.nonfinite_run, self.last_metrics = 0, {}
+
+  def host_state(self) -> train_state.GANState:
+    """The state as host arrays (one replica)."""
+    return jax.device_get(parallel.unreplicate(self.state) if self.use_pmap else self.state)
+
+  def samples(self, purpose: int, n: int) -> np.ndarray:
+    return self.sample(self.host_state(), latents(self.config, purpose, n))
+
+  def save(self, step: int, wait: bool = False) -> None:
+    """Checkpoints ``step``, unless the latest steps were non-finite: a checkpoint must hold a
+    state that trains."""
+    if self.nonfinite_run == 0:
+      self.checkpoints.save(step, self.host_state(), {"data_position": step}, wait=wait)
+
+  def evaluate(self, step: int) -> dict:
+    results = self.evaluator(self.samples(1, self.config.num_final_samples))
+    self.log.write(step, results)
+    logging.info("step %d evaluation: %s", step,
+                 " ".join(f"{k} {v:.4g}" for k, v in results.items()))
+    if "fid" in results and results["fid"] < self.best_fid:
+      self.best_fid = results["fid"]
+      self.best.save(step, self.host_state(), {"data_position": step, **results})
+    return results
+
+  def handle_metrics(self, step: int, metrics) -> None:
+    """Reads one step's metrics: non-finite accounting, metrics row, progress line."""
+    metrics = parallel.unreplicate(metrics) if self.use_pmap else metrics
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
+    if step % self.config.log_every_steps == 0 or step == self.config.num_steps:
+      rate = self.log.progress(step, metrics)
+      self.log.write(step, dict(metrics, steps_per_sec=rate))
+      self.last_metrics = metrics
+    if self.nonfinite_run >= self.config.max_nonfinite_steps:
+      kept = self.checkpoints.all_steps()
+      raise RunError(
+          f"{self.nonfinite_run} steps in a row up to step {step} had non-finite losses or "
+          "gradients (their updates were skipped); stopped. The last good checkpoint "
+          f"{'is step %d' % kept[-1] if kept else 'does not exist yet'}; lower the learning "
+          "rates or add --r1_penalty, then resume")
+
+  def train(self, preemption: "_Preemption") -> dict:
+    config, step = self.config, self.start_step
+    start_time = time.time()
+    pending = None  # (step, metrics) of the previous step, read while the next step runs
+    while step < config.num_steps and not preemption.requested:
+      self.state, metrics = self.step_fn(self.state, next(self.device_batches))
+      step += 1
+      if pending is not None:
+        self.handle_metrics(*pending)
+      pending = (step, metrics)
+      if config.sample_every_steps and step % config.sample_every_steps == 0:
+        write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
+      if step % config.checkpoint_every_steps == 0:
+        self.save(step)
+      if self.evaluator and config.eval_every_steps and step % config.eval_every_steps == 0:
+        self.evaluate(step)
+    if pending is not None:
+      self.handle_metrics(*pending)
+    self.save(step, wait=True)
+    wall = time.time() - start_time
+    summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
+               "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
+               "preempted": preemption.requested, **self.last_metrics}
+    if preemption.requested:
+      logging.info("SIGTERM: saved checkpoint %d; rerun the same command to resume", step)
+      return summary
+    final = self.samples(1, config.num_final_samples)
+    np.save(os.path.join(self.workdir, "final_samples.npy"), final.astype(np.float32))
+    plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
+    if self.evaluator:
+      summary.update(self.evaluate(step))
+    plotting.plot_curves(read_metrics(self.workdir), CURVES,
+                         os.path.join(self.workdir, "curves.png"))
+    return summary
+
+  def close(self) -> None:
+    for closable in (self.log, self.checkpoints, self.best):
+      if closable is not None:
+        closable.close()
+
+
+CURVES = {"losses": ("d_loss", "g_loss"), "discriminator outputs": ("d_real", "d_fake"),
+          "gradient norms": ("d_grad_norm", "g_grad_norm")}
+
+
+def write_grid(log: RunLog, workdir: str, step: int, images: np.ndarray) -> None:
+  path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
+  plotting.save_image_grid(images, path)
+  log.image(step, "samples", plotting.image_grid(images))

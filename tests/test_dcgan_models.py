@@ -1,0 +1,90 @@
+"""DCGAN modules: shapes, ranges, the PyTorch reference's parameter counts, eval mode, and the
+fast resampling convolutions equal to Flax's."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax.models import dcgan, layers
+from gan_jax.train_state import count_params
+
+
+def init(module, x):
+  return module.init(jax.random.PRNGKey(0), x, train=False)
+
+
+@pytest.mark.parametrize("resolution, channels", [(28, 1), (32, 1), (32, 3), (64, 3)])
+def test_shapes_and_ranges(resolution, channels):
+  g = dcgan.Generator(resolution=resolution, channels=channels, width=8, latent_dim=16)
+  d = dcgan.Discriminator(resolution=resolution, width=8)
+  z = jax.random.normal(jax.random.PRNGKey(1), (3, 16))
+  images, _ = g.apply(init(g, z), z, train=True, mutable=["batch_stats"])
+  assert images.shape == (3, resolution, resolution, channels)
+  assert float(jnp.max(jnp.abs(images))) <= 1.0
+  logits = d.apply(init(d, images), images, train=False)
+  assert logits.shape == (3,) and logits.dtype == jnp.float32
+
+
+def test_parameter_counts_equal_the_pytorch_reference():
+  """../shared/bench/torch_dcgan.py at 32x32x1, ngf = ndf = 64, nz = 100."""
+  g = dcgan.Generator(resolution=32, channels=1, width=64, latent_dim=100)
+  d = dcgan.Discriminator(resolution=32, width=64)
+  assert count_params(init(g, jnp.zeros((1, 100)))["params"]) == 1_066_880
+  assert count_params(init(d, jnp.zeros((1, 32, 32, 1)))["params"]) == 661_248
+
+
+def test_eval_mode_uses_running_statistics():
+  g = dcgan.Generator(resolution=28, width=8, latent_dim=16)
+  z = jax.random.normal(jax.random.PRNGKey(1), (8, 16))
+  variables = init(g, z)
+  _, updates = g.apply(variables, z * 3 + 1, train=True, mutable=["batch_stats"])
+  trained = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
+  whole = g.apply(trained, z, train=False)
+  # each sample is independent of the rest of the batch in eval mode ...
+  np.testing.assert_allclose(g.apply(trained, z[:1], train=False), whole[:1], atol=1e-6)
+  # ... depends on the running statistics ...
+  assert float(jnp.max(jnp.abs(g.apply(variables, z, train=False) - whole))) > 1e-3
+  # ... and differs from normalizing with the batch's own statistics.
+  batch_mode, _ = g.apply(trained, z, train=True, mutable=["batch_stats"])
+  assert float(jnp.max(jnp.abs(batch_mode - whole))) > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 7, 5, 8)])
+def test_phase_upconv_equals_flax_conv_transpose(shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  reference = nn.ConvTranspose(6, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                               use_bias=False)
+  params = reference.init(jax.random.PRNGKey(1), x)
+  fast = layers.UpConv(6, method="phase")
+  assert jax.tree_util.tree_map(jnp.shape, fast.init(jax.random.PRNGKey(2), x)) == \
+      jax.tree_util.tree_map(jnp.shape, params)  # interchangeable checkpoints
+  np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x), atol=1e-5)
+  grad = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f.apply(p, x))), argnums=(0, 1))
+  for a, b in zip(jax.tree_util.tree_leaves(grad(fast)(params, x)),
+                  jax.tree_util.tree_leaves(grad(reference)(params, x))):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_space_to_depth_downconv_equals_flax_strided_conv():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
+  reference = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)
+  params = reference.init(jax.random.PRNGKey(1), x)
+  fast = layers.DownConv(5, method="phase")
+  np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x), atol=1e-5)
+  xla = layers.DownConv(5, method="xla")
+  np.testing.assert_allclose(xla.apply(params, x), reference.apply(params, x), atol=1e-5)
+
+
+def test_models_agree_across_conv_methods():
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, 16))
+  g_phase = dcgan.Generator(resolution=32, width=8, latent_dim=16, conv_method="phase")
+  g_xla = g_phase.clone(conv_method="xla")
+  variables = init(g_phase, z)
+  np.testing.assert_allclose(g_phase.apply(variables, z, train=False),
+                             g_xla.apply(variables, z, train=False), atol=1e-5)
+
+
+def test_unsupported_resolution_names_the_choices():
+  with pytest.raises(ValueError, match="28, 32, 64"):
+    dcgan.resolution_layout(48)

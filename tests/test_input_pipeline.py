@@ -1,0 +1,116 @@
+"""The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_jax import input_pipeline
+from gan_jax.cli import UsageError
+
+
+class IndexSource:
+  """Image i is the constant image i: batches reveal which examples they hold."""
+
+  def __init__(self, n):
+    self.n = n
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, indices):
+    return np.asarray(indices, np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1))
+
+
+def ids(batch):
+  return batch[:, 0, 0, 0].astype(int).tolist()
+
+
+def test_same_seed_same_batches_and_other_seed_other_order():
+  a = input_pipeline.BatchIterator(IndexSource(50), 8, seed=3)
+  b = input_pipeline.BatchIterator(IndexSource(50), 8, seed=3)
+  c = input_pipeline.BatchIterator(IndexSource(50), 8, seed=4)
+  first = [ids(next(a)) for _ in range(10)]
+  assert first == [ids(next(b)) for _ in range(10)]
+  assert first != [ids(next(c)) for _ in range(10)]
+
+
+def test_every_epoch_is_a_permutation_and_epochs_differ():
+  it = input_pipeline.BatchIterator(IndexSource(40), 8, seed=0)
+  stream = sum((ids(next(it)) for _ in range(10)), [])  # two epochs of 40
+  assert sorted(stream[:40]) == list(range(40)) and sorted(stream[40:]) == list(range(40))
+  assert stream[:40] != stream[40:]
+
+
+def test_resuming_at_a_position_continues_exactly():
+  straight = input_pipeline.BatchIterator(IndexSource(37), 8, seed=1)
+  batches = [ids(next(straight)) for _ in range(12)]  # crosses epoch boundaries mid-batch
+  resumed = input_pipeline.BatchIterator(IndexSource(37), 8, seed=1, position=7)
+  assert [ids(next(resumed)) for _ in range(5)] == batches[7:]
+
+
+def test_process_slices_concatenate_to_the_global_batch():
+  whole = input_pipeline.BatchIterator(IndexSource(50), 12, seed=2)
+  parts = [input_pipeline.BatchIterator(IndexSource(50), 12, seed=2, process_index=p,
+                                        process_count=3) for p in range(3)]
+  for _ in range(6):
+    assert ids(next(whole)) == sum((ids(next(part)) for part in parts), [])
+  assert parts[0].local_batch_size == 4
+
+
+def test_mnist_is_embedded_real_and_balanced():
+  images, labels = input_pipeline.load_mnist_arrays()
+  assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+  np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+  source = input_pipeline.make_source("mnist", 32, 1)
+  batch = source[np.arange(5)]
+  assert batch.shape == (5, 32, 32, 1) and batch.dtype == np.float32
+  np.testing.assert_array_equal(batch[:, :2], -1.0)  # padded with background, as the reference
+  np.testing.assert_allclose(batch[:, 2:30, 2:30, 0], images[:5] / 127.5 - 1, atol=1e-6)
+
+
+def test_fit_image_pads_crops_resizes_and_converts_channels():
+  gray = np.full((28, 28), 255, np.uint8)
+  np.testing.assert_array_equal(input_pipeline.fit_image(gray, 28, 1), np.ones((28, 28, 1)))
+  rgb = np.zeros((60, 40, 3), np.uint8)
+  rgb[10:50, :, 0] = 255  # the central 40x40 square is pure red
+  fitted = input_pipeline.fit_image(rgb, 32, 3)
+  assert fitted.shape == (32, 32, 3)
+  np.testing.assert_allclose(fitted[..., 0], 1.0, atol=1e-6)
+  np.testing.assert_allclose(fitted[..., 1:], -1.0, atol=1e-6)
+  lum = input_pipeline.fit_image(rgb, 32, 1)
+  np.testing.assert_allclose(lum, round(0.299 * 255) / 127.5 - 1, atol=1e-6)
+  assert input_pipeline.fit_image(gray, 32, 3).shape == (32, 32, 3)
+
+
+def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
+  Image.fromarray(np.full((50, 70, 3), 200, np.uint8)).save(tmp_path / "a.png")
+  Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "b.jpg")
+  (tmp_path / "notes.txt").write_text("not an image")
+  source = input_pipeline.make_source(f"folder:{tmp_path}", 16, 3)
+  assert len(source) == 2
+  batch = source[[0, 1]]
+  assert batch.shape == (2, 16, 16, 3)
+  np.testing.assert_allclose(batch[0], 200 / 127.5 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ("imagenet", "unknown --dataset"),
+    ("folder:/no/such/folder", "does not exist"),
+])
+def test_bad_datasets_raise_one_clear_usage_error(dataset, message):
+  with pytest.raises(UsageError, match=message):
+    input_pipeline.make_source(dataset, 32, 1)
+
+
+def test_empty_and_unreadable_folders_are_usage_errors(tmp_path):
+  with pytest.raises(UsageError, match="no image files"):
+    input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
+  (tmp_path / "broken.png").write_bytes(b"not a png")
+  with pytest.raises(UsageError, match="cannot read image"):
+    input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
+
+
+def test_tfds_dataset_not_prepared_is_a_usage_error(tmp_path):
+  with pytest.raises(UsageError, match="not prepared"):
+    input_pipeline.make_source("tfds:mnist", 28, 1, data_dir=str(tmp_path))
+  with pytest.raises(UsageError, match="no dataset called"):
+    input_pipeline.make_source("tfds:no_such_dataset_xyz", 28, 1, data_dir=str(tmp_path))

@@ -1,0 +1,54 @@
+"""Property tests (hypothesis): the losses and the theory hold their guarantees on any input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gan_jax import losses, theory
+
+SETTINGS = settings(max_examples=60, deadline=None)
+# Fixed shapes: each new shape would compile the functions again.
+finite_logits = hnp.arrays(np.float32, 8, elements=st.floats(-1e4, 1e4, width=32))
+densities = hnp.arrays(np.float64, 24, elements=st.one_of(st.just(0.0), st.floats(1e-6, 10.0)))
+
+
+@SETTINGS
+@given(real=finite_logits, fake=finite_logits, name=st.sampled_from(sorted(losses.LOSSES)))
+def test_losses_and_gradients_finite_for_any_finite_logits(real, fake, name):
+  pair = losses.get_loss(name)
+  d_value, d_grads = jax.value_and_grad(pair.discriminator, argnums=(0, 1))(real, fake)
+  g_value, g_grad = jax.value_and_grad(pair.generator)(fake)
+  for x in (d_value, g_value, *d_grads, g_grad):
+    assert np.all(np.isfinite(np.asarray(x)))
+
+
+@SETTINGS
+@given(real=finite_logits, fake=finite_logits)
+def test_value_is_at_most_zero_and_discriminator_loss_its_negative(real, fake):
+  v = float(losses.value_function(real, fake))
+  assert v <= 0.0
+  assert float(losses.discriminator_loss(real, fake)) == -v
+
+
+def normalize(p):
+  total = p.sum()
+  return p / total if total > 0 else np.full_like(p, 1.0 / p.size)
+
+
+@SETTINGS
+@given(p=densities, q=densities)
+def test_jsd_bounded_symmetric_and_identity_holds(p, q):
+  p, q = normalize(p), normalize(q)
+  jsd = float(theory.js_divergence(p, q, 1.0))
+  assert -1e-6 <= jsd <= np.log(2) + 1e-6
+  np.testing.assert_allclose(jsd, float(theory.js_divergence(q, p, 1.0)), atol=1e-6)
+  np.testing.assert_allclose(theory.optimal_value(p, q, 1.0), -np.log(4) + 2 * jsd, atol=1e-5)
+
+
+@SETTINGS
+@given(p=densities, q=densities)
+def test_optimal_discriminator_in_unit_interval_and_never_nan(p, q):
+  d = np.asarray(theory.optimal_discriminator(jnp.asarray(p), jnp.asarray(q)))
+  assert np.all((d >= 0.0) & (d <= 1.0))

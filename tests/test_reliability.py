@@ -1,0 +1,137 @@
+"""Reliability: exact resume after any stop, preemption, checkpoints never lost, divergence.
+
+Every run uses the default flagfile (dcgan_mnist) and a fixed seed. Runs that must be stopped
+from outside (SIGKILL, SIGTERM) are commands; the others run in this process. All see the same
+4 CPU devices (tests/conftest.py sets XLA_FLAGS, which the commands inherit), so all compile the
+same program, and "equal" below means bitwise equal.
+"""
+import os
+import random
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from gan_jax import trainer
+from gan_jax.cli import RunError, UsageError
+from tests import dcgan_runs
+
+FLAGFILE = "dcgan_mnist.flags"
+ARGS = ["--num_steps=40", "--checkpoint_every_steps=10", "--log_every_steps=1",
+        "--sample_every_steps=0", "--num_final_samples=64", "--seed=7"]
+ARGV = [f"--flagfile={os.path.join(dcgan_runs.CONFIGS, FLAGFILE)}"] + ARGS
+
+
+def config(*overrides):
+  return dcgan_runs.config_from(FLAGFILE, *ARGS, *overrides)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """A run of 40 steps without interruption: the reference."""
+  workdir = tmp_path_factory.mktemp("straight")
+  trainer.train_and_evaluate(config(), str(workdir))
+  return workdir
+
+
+def wait_for_checkpoint(workdir, step, process, timeout=300):
+  path = os.path.join(workdir, "checkpoints", str(step))
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    assert process.poll() is None, process.stderr.read()
+    assert time.time() < deadline, f"no checkpoint {step} after {timeout} s"
+    time.sleep(0.05)
+
+
+def assert_same_run(workdir, reference):
+  step, state, record = dcgan_runs.latest_checkpoint(str(workdir), config())
+  ref_step, ref_state, _ = dcgan_runs.latest_checkpoint(str(reference), config())
+  assert step == ref_step == 40 and record["data_position"] == 40
+  for a, b in zip(dcgan_runs.leaves(state), dcgan_runs.leaves(ref_state)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.load(workdir / "final_samples.npy"),
+                                np.load(reference / "final_samples.npy"))
+
+
+def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path):
+  trainer.train_and_evaluate(config("--num_steps=20"), str(tmp_path))
+  summary = trainer.train_and_evaluate(config(), str(tmp_path))
+  assert summary["start_step"] == 20
+  assert_same_run(tmp_path, straight)
+  steps = [r["step"] for r in trainer.read_metrics(str(tmp_path))]
+  assert steps == list(range(1, 41))  # one row per step, none twice
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, tmp_path):
+  process = dcgan_runs.start_command(tmp_path, ARGV)
+  wait_for_checkpoint(tmp_path, 10, process)
+  time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
+  process.kill()
+  assert process.wait() == -signal.SIGKILL
+  finished = dcgan_runs.run_command(tmp_path, ARGV)
+  assert finished.returncode == 0, finished.stderr[-2000:]
+  assert_same_run(tmp_path, straight)
+
+
+def test_sigterm_saves_current_step_exits_0_and_resumes_exactly(straight, tmp_path):
+  process = dcgan_runs.start_command(tmp_path, ARGV)
+  wait_for_checkpoint(tmp_path, 10, process)
+  process.send_signal(signal.SIGTERM)
+  sent = time.time()
+  assert process.wait(timeout=30) == 0
+  assert time.time() - sent < 30
+  step, _, record = dcgan_runs.latest_checkpoint(str(tmp_path), config())
+  last_logged = trainer.read_metrics(str(tmp_path))[-1]["step"]
+  assert step == record["data_position"] == last_logged >= 10
+  assert not (tmp_path / "final_samples.npy").exists()
+  trainer.train_and_evaluate(config(), str(tmp_path))
+  assert_same_run(tmp_path, straight)
+
+
+def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(straight,
+                                                                                tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  (workdir / "notes.txt").write_text("mine")
+  (workdir / "checkpoints" / "README.txt").write_text("also mine")
+  for root, _, files in os.walk(workdir / "checkpoints" / "40"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\0garbage")
+  summary = trainer.train_and_evaluate(config(), str(workdir))
+  assert summary["start_step"] == 30
+  assert_same_run(workdir, straight)
+  assert (workdir / "unreadable_checkpoints" / "40").is_dir()  # moved aside, not deleted
+  assert (workdir / "notes.txt").read_text() == "mine"
+  assert (workdir / "checkpoints" / "README.txt").read_text() == "also mine"
+
+
+def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  for flag, value, saved in [("resolution", 32, 28), ("g_width", 32, 64),
+                             ("dataset", "tfds:mnist", "mnist"), ("channels", 3, 1)]:
+    with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
+      trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
+  # flags that do not change the model or the data may change
+  summary = trainer.train_and_evaluate(config("--num_steps=41", "--log_every_steps=5"),
+                                       str(workdir))
+  assert summary["start_step"] == 40 and summary["step"] == 41
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoints(straight,
+                                                                                  tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  kept = sorted(os.listdir(workdir / "checkpoints"))
+  # A learning rate of 1e38 puts the weights near float32's limit: every later step overflows.
+  with pytest.raises(RunError, match=r"5 steps in a row .* non-finite .* checkpoint is step 40"):
+    trainer.train_and_evaluate(
+        config("--num_steps=100", "--d_learning_rate=1e38", "--max_nonfinite_steps=5"),
+        str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == kept
+  rows = [r for r in trainer.read_metrics(str(workdir)) if r["step"] > 40]
+  assert sum(r["nonfinite"] > 0 for r in rows) >= 5
+  assert all(np.isfinite(r["d_grad_norm"]) or r["nonfinite"] > 0 for r in rows)
