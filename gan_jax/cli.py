@@ -26,10 +26,22 @@ class RunError(Exception):
 
 
 class _QuietLibraries:
-  """Drops INFO lines from libraries that narrate every step of their work (orbax)."""
+  """Drops INFO lines of libraries that narrate their work (orbax's every save, JAX's backend
+  probing); their warnings and errors still show."""
+  NARRATORS = ("/orbax/", "/jax/_src/")
 
   def filter(self, record) -> bool:
-    return record.levelno > std_logging.INFO if "/orbax/" in record.pathname else True
+    return record.levelno > std_logging.INFO or not any(
+        part in record.pathname for part in self.NARRATORS)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with its errors printed as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e} (see --helpshort for the flags)", file=sys.stderr)
+    sys.exit(2)
 
 
 def run(main: Callable) -> None:
@@ -46,7 +58,7 @@ def run(main: Callable) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2 if isinstance(e, UsageError) else 1)
 
-  app.run(guarded_main)
+  app.run(guarded_main, flags_parser=_parse_flags)
 
 
 def require(condition: bool, message: str) -> None:

@@ -1,0 +1,55 @@
+"""Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
+import os
+
+import pytest
+
+from gan_jax import trainer
+from gan_jax.cli import UsageError
+from tests import dcgan_runs
+
+TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--resolution=28"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset=imagenet"], "unknown --dataset='imagenet'; use mnist, tfds:NAME"),
+    (["--dataset=tfds:mnist", "--data_dir={tmp}"], r"not prepared in .* `tfds build mnist"),
+    (["--dataset=folder:{tmp}"], "holds no image files"),
+    (["--batch_size=0"], "--batch_size must be positive"),
+    (["--batch_size=-8"], "--batch_size must be positive"),
+    (["--batch_size=6"], "not divisible by the 4 devices; use a multiple of 4"),
+    (["--num_steps=-1"], "--num_steps must be >= 0"),
+    (["--resolution=48"], "--resolution must be one of 28, 32, 64"),
+    (["--loss=wgan"], "--loss must be one of"),
+])
+def test_bad_settings_raise_one_usage_error(tmp_path, flags, message):
+  flags = [f.format(tmp=tmp_path) for f in flags]
+  with pytest.raises(UsageError, match=message) as error:
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY, *flags),
+                               str(tmp_path / "run"))
+  assert "\n" not in str(error.value)
+
+
+def test_unwritable_workdir_is_a_usage_error(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(UsageError, match="cannot write to --workdir"):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(blocker / "run"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batchsize=8"], "error: Unknown command line flag 'batchsize'. Did you mean: batch_size"),
+    (["--batch_size=6"], "error: --batch_size=6 is not divisible by the 4 devices"),
+    (["--dataset=folder:/no/such/dir"], "error: image folder '/no/such/dir' does not exist"),
+])
+def test_command_prints_one_error_line_and_exits_2(tmp_path, args, message):
+  result = dcgan_runs.run_command(tmp_path / "run", TINY + args)
+  assert result.returncode == 2
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+  result = dcgan_runs.run_command(tmp_path / "run", TINY + ["--batch_size=6", "--verbose"])
+  assert result.returncode != 0 and "Traceback" in result.stderr
