@@ -6,12 +6,15 @@ the same command to resume it). On a multi-host TPU slice or several processes, 
 """
 from absl import flags, logging
 
-from gan_jax import cli, trainer
+from gan_jax import cli, parallel, trainer
 
 cli.define_flags(trainer.TrainConfig)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, samples and metrics.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-process "
-                  "runs; on Cloud TPU VMs the coordinator is found automatically).")
+flags.DEFINE_bool("distributed", False, "Join a multi-process job first (jax.distributed); on "
+                  "Cloud TPU VMs and SLURM the next three flags are found automatically.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
+flags.DEFINE_integer("num_processes", None, "Processes in the job, for --distributed.")
+flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -20,8 +23,8 @@ def main(argv):
   cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
               "--name=value")
   if FLAGS.distributed:
-    import jax
-    jax.distributed.initialize()
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
   config = cli.config_from_flags(trainer.TrainConfig)
   summary = trainer.train_and_evaluate(config, FLAGS.workdir)
   logging.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v

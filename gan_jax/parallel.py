@@ -62,8 +62,12 @@ def replicate(tree: PyTree) -> PyTree:
 
 
 def unreplicate(tree: PyTree) -> PyTree:
-  """The first replica of a replicated tree."""
-  return jax.tree_util.tree_map(lambda x: x[0], tree)
+  """The first local replica of a replicated tree.
+
+  Reads this process's first shard, so it is no collective: in a multi-process job, any process
+  may call it alone (``x[0]`` would be a computation over every process's devices).
+  """
+  return jax.tree_util.tree_map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
 
 
 def shard(batch: np.ndarray, num_shards: int) -> np.ndarray:
@@ -78,3 +82,16 @@ def put_sharded(batch: np.ndarray, devices) -> Array:
   mesh = jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS_NAME))
   return jax.device_put(shard(batch, len(devices)), sharding)
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+  """Joins a multi-process job (``jax.distributed.initialize``) before JAX uses any device.
+
+  On Cloud TPU VMs and under SLURM every argument is found automatically; elsewhere give all
+  three. CPU devices exchange collectives through gloo (JAX's CPU default has none across
+  processes); other platforms are unaffected by that setting.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)

@@ -44,20 +44,24 @@ class RunLog:
     workdir: the run's folder.
     start_step: the step the run starts (or resumes) from.
     num_steps: the step it will stop at, for the ETA.
+    write: False in every process of a multi-process run but the first: it then only measures.
   """
 
-  def __init__(self, workdir: str, start_step: int, num_steps: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(row) + "\n" for row in kept)
-    self._file = open(self.path, "a")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    self.num_steps = num_steps
+  def __init__(self, workdir: str, start_step: int, num_steps: int, write: bool = True):
+    self.num_steps, self.write_files = num_steps, write
     self._last_time, self._last_step = time.time(), start_step
+    if write:
+      path = os.path.join(workdir, "metrics.jsonl")
+      kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
+      with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in kept)
+      self._file = open(path, "a")
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     """One metrics row and its TensorBoard scalars."""
+    if not self.write_files:
+      return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
@@ -72,15 +76,18 @@ class RunLog:
     eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
     values = " ".join(f"{label} {metrics[key]:.3f}" for key, label in PROGRESS_KEYS
                       if key in metrics)
-    logging.info("step %d/%d (%d%%) | %.2f steps/s | ETA %s | %s", step, self.num_steps,
-                 100 * step // max(self.num_steps, 1), rate,
-                 _format_duration(eta) if np.isfinite(eta) else "?", values)
+    if self.write_files:
+      logging.info("step %d/%d (%d%%) | %.2f steps/s | ETA %s | %s", step, self.num_steps,
+                   100 * step // max(self.num_steps, 1), rate,
+                   _format_duration(eta) if np.isfinite(eta) else "?", values)
     return rate
 
   def image(self, step: int, name: str, picture: np.ndarray) -> None:
     """A uint8 picture ``(H, W, C)`` as a TensorBoard image."""
-    self._tensorboard.add_image(name, picture, step, dataformats="HWC")
+    if self.write_files:
+      self._tensorboard.add_image(name, picture, step, dataformats="HWC")
 
   def close(self) -> None:
-    self._file.close()
-    self._tensorboard.close()
+    if self.write_files:
+      self._file.close()
+      self._tensorboard.close()

@@ -204,8 +204,11 @@ class _Run:
   def __init__(self, config: TrainConfig, workdir: str, evaluator):
     self.config, self.workdir, self.evaluator = config, workdir, evaluator
     self.devices = jax.local_devices()
+    # With several processes, process 0 writes the files; all take part in checkpoints.
+    self.primary = jax.process_index() == 0
     validate(config, len(self.devices) * jax.process_count())
-    prepare_workdir(workdir, config)
+    if self.primary:
+      prepare_workdir(workdir, config)
     source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
                                         config.data_dir)
     require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
@@ -240,7 +243,7 @@ class _Run:
 
     self.sample = sampler(config)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    self.log = RunLog(workdir, self.start_step, config.num_steps)
+    self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary)
     self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
                  if evaluator else None)
     self.best_fid = min([r["fid"] for r in read_metrics(workdir) if "fid" in r],
@@ -297,7 +300,7 @@ class _Run:
       if pending is not None:
         self.handle_metrics(*pending)
       pending = (step, metrics)
-      if config.sample_every_steps and step % config.sample_every_steps == 0:
+      if self.primary and config.sample_every_steps and step % config.sample_every_steps == 0:
         write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
       if step % config.checkpoint_every_steps == 0:
         self.save(step)
@@ -313,13 +316,15 @@ class _Run:
     if preemption.requested:
       logging.info("SIGTERM: saved checkpoint %d; rerun the same command to resume", step)
       return summary
-    final = self.samples(1, config.num_final_samples)
-    np.save(os.path.join(self.workdir, "final_samples.npy"), final.astype(np.float32))
-    plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
+    if self.primary:
+      final = self.samples(1, config.num_final_samples)
+      np.save(os.path.join(self.workdir, "final_samples.npy"), final.astype(np.float32))
+      plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
     if self.evaluator:
       summary.update(self.evaluate(step))
-    plotting.plot_curves(read_metrics(self.workdir), CURVES,
-                         os.path.join(self.workdir, "curves.png"))
+    if self.primary:
+      plotting.plot_curves(read_metrics(self.workdir), CURVES,
+                           os.path.join(self.workdir, "curves.png"))
     return summary
 
   def close(self) -> None:

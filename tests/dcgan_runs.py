@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Sequence
 
 import jax
@@ -32,9 +33,20 @@ def run_command(workdir, args: Sequence[str], **kwargs) -> subprocess.CompletedP
                         **kwargs)
 
 
-def start_command(workdir, args: Sequence[str]) -> subprocess.Popen:
-  return subprocess.Popen(command(workdir, args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+def start_command(workdir, args: Sequence[str], **kwargs) -> subprocess.Popen:
+  """Starts the experiment as a command and returns at once; its output goes to a file (a pipe
+  nobody reads could fill up and stall it), read by :func:`output`."""
+  log = tempfile.TemporaryFile("w+")
+  process = subprocess.Popen(command(workdir, args), cwd=ROOT, stdout=log,
+                             stderr=subprocess.STDOUT, text=True, **kwargs)
+  process.log = log
+  return process
+
+
+def output(process: subprocess.Popen, tail: int = 3000) -> str:
+  """The end of what a process from :func:`start_command` printed."""
+  process.log.seek(0)
+  return process.log.read()[-tail:]
 
 
 def latest_checkpoint(workdir, config: trainer.TrainConfig):

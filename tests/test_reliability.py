@@ -40,7 +40,7 @@ def wait_for_checkpoint(workdir, step, process, timeout=300):
   path = os.path.join(workdir, "checkpoints", str(step))
   deadline = time.time() + timeout
   while not os.path.exists(path):
-    assert process.poll() is None, process.stderr.read()
+    assert process.poll() is None, dcgan_runs.output(process)
     assert time.time() < deadline, f"no checkpoint {step} after {timeout} s"
     time.sleep(0.05)
 
