@@ -1,0 +1,44 @@
+"""Converts pytorch-fid's Inception weights into the ``.npz`` that ``load_inception`` reads.
+
+    python -m experiments.convert_inception_weights \
+        --input=pt_inception-2015-12-05-6726825d.pth --output=inception_fid.npz
+
+The input is pytorch-fid's port of the TensorFlow FID Inception (download it from
+``gan_jax.metrics.inception.PYTORCH_FID_WEIGHTS_URL``); reading it needs ``torch`` (CPU build is
+enough), which gan_jax itself does not depend on. See ``gan_jax/metrics/inception.py`` for the
+file format.
+"""
+from absl import flags, logging
+
+from gan_jax import cli
+from gan_jax.metrics import inception
+
+flags.DEFINE_string("input", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth.")
+flags.DEFINE_string("output", "inception_fid.npz", "Where to write the converted weights.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
+              "--name=value")
+  cli.require(FLAGS.input is not None, "pass --input=pt_inception-2015-12-05-6726825d.pth "
+              f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
+  try:
+    import torch
+  except ImportError:
+    raise cli.UsageError("reading the .pth file needs torch; `pip install torch` (the CPU build "
+                         "is enough) and run this again") from None
+  try:
+    state_dict = torch.load(FLAGS.input, map_location="cpu", weights_only=True)
+  except (OSError, RuntimeError) as e:
+    raise cli.UsageError(f"cannot read {FLAGS.input!r} ({e}); pass pytorch-fid's "
+                         "pt_inception-2015-12-05-6726825d.pth") from None
+  variables = inception.convert_pytorch_state_dict(
+      {name: tensor.numpy() for name, tensor in state_dict.items()})
+  inception.save_weights(variables, FLAGS.output)
+  logging.info("wrote %s; load it with gan_jax.metrics.inception.load_inception(%r)",
+               FLAGS.output, FLAGS.output)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,96 @@
+"""The Fréchet distance between Gaussians fitted to features (FID, Heusel et al. 2017).
+
+Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, "GANs Trained by a Two Time-Scale Update Rule
+Converge to a Local Nash Equilibrium", NeurIPS 2017.
+"""
+import numpy as np
+
+
+def feature_statistics(features) -> tuple:
+  """Mean and covariance of a set of feature vectors, in float64.
+
+  Args:
+    features: ``(N, D)`` feature vectors, N >= 2.
+
+  Returns:
+    ``(mu, sigma)``: mean ``(D,)`` and unbiased (N - 1) covariance ``(D, D)``, float64, as
+    pytorch-fid and the original TensorFlow FID code compute them.
+  """
+  features = np.asarray(features, np.float64)
+  if features.ndim != 2 or len(features) < 2:
+    raise ValueError(f"features must be (N, D) with N >= 2, got shape {features.shape}")
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _symmetric(matrix: np.ndarray) -> np.ndarray:
+  return 0.5 * (matrix + matrix.T)
+
+
+def _check_psd(eigenvalues: np.ndarray, name: str) -> None:
+  """ValueError if a symmetric matrix has eigenvalues below round-off: ``-D * eps * max |w|``,
+  the backward error of a symmetric eigensolver."""
+  tol = len(eigenvalues) * np.finfo(np.float64).eps * max(np.abs(eigenvalues).max(), 1e-300)
+  if eigenvalues.min() < -tol:
+    raise ValueError(f"{name} is not positive semidefinite (eigenvalue {eigenvalues.min():.3g}); "
+                     "pass a covariance matrix")
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+  """Squared Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+  d^2 = |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
+
+  The trace term is computed as tr((A sigma2 A)^(1/2)) with A = sigma1^(1/2), from symmetric
+  eigendecompositions in float64 on the host. ``sigma1 sigma2`` and ``A sigma2 A`` have the same
+  eigenvalues (``XY`` and ``YX`` always do, with ``X = A``, ``Y = A sigma2``), and ``A sigma2 A`` is
+  symmetric positive semidefinite, so its square root is exact, real, and defined for singular
+  covariances (fewer samples than dimensions, dead features). The usual route,
+  ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` of a non-symmetric matrix, can fail or return complex
+  values there and needs pytorch-fid's ``eps * I`` fallback, which changes the result; this one
+  needs neither. Eigenvalues are clipped at 0 only for round-off (see ValueError below), and the
+  result, a sum of terms that is >= 0 in exact arithmetic, is clipped at 0 for the same reason.
+  Near singular covariances the problem itself is ill-conditioned (a perturbation eps of a zero
+  eigenvalue moves its square root by sqrt(eps)), so the relative accuracy there is about 1e-8
+  rather than 1e-15: far below any FID difference that matters.
+
+  Args:
+    mu1: mean ``(D,)`` of the first Gaussian (e.g. of generated-image features).
+    sigma1: covariance ``(D, D)``, symmetric positive semidefinite.
+    mu2: mean ``(D,)`` of the second Gaussian (e.g. of real-image features).
+    sigma2: covariance ``(D, D)``.
+
+  Returns:
+    The distance, a Python float >= 0 (the FID when the statistics are of Inception features).
+
+  Raises:
+    ValueError: on mismatched shapes or a covariance with clearly negative eigenvalues.
+  """
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+  d = mu1.shape[0] if mu1.ndim == 1 else -1
+  if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
+    raise ValueError(f"expected means (D,) and covariances (D, D), got {mu1.shape}, "
+                     f"{sigma1.shape}, {mu2.shape}, {sigma2.shape}")
+  w1, v1 = np.linalg.eigh(_symmetric(sigma1))
+  _check_psd(w1, "sigma1")
+  _check_psd(np.linalg.eigvalsh(_symmetric(sigma2)), "sigma2")
+  sqrt_sigma1 = (v1 * np.sqrt(np.maximum(w1, 0.0))) @ v1.T
+  # A sigma2 A is PSD: its small negative eigenvalues are round-off.
+  product = _symmetric(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)
+  trace_sqrt = np.sqrt(np.maximum(np.linalg.eigvalsh(product), 0.0)).sum()
+  diff = mu1 - mu2
+  distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt
+  return float(max(distance, 0.0))
+
+
+def fid_from_features(features1, features2) -> float:
+  """:func:`frechet_distance` between Gaussians fitted to two feature sets.
+
+  Args:
+    features1: ``(N1, D)`` features, e.g. of generated images.
+    features2: ``(N2, D)`` features, e.g. of real images.
+
+  Returns:
+    The Fréchet distance, a float >= 0.
+  """
+  return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))

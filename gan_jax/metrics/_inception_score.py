@@ -1,0 +1,41 @@
+"""Inception Score (Salimans et al. 2016) from classifier probabilities.
+
+Salimans, Goodfellow, Zaremba, Cheung, Radford, Chen, "Improved Techniques for Training GANs",
+NeurIPS 2016.
+"""
+import numpy as np
+from scipy import special
+
+from gan_jax.metrics._types import MeanStd
+
+
+def inception_score(class_probs, num_splits: int = 10) -> MeanStd:
+  """exp(E_x KL(p(y|x) || p(y))), averaged over splits of the samples.
+
+  As in the original code, the samples are cut into ``num_splits`` consecutive parts
+  ``[i N // num_splits, (i + 1) N // num_splits)`` (shuffle samples that are sorted by class);
+  in each, p(y) is the mean of p(y|x) over the part. KL terms use ``scipy.special.rel_entr``
+  (0 log 0 = 0), so one-hot and other zero probabilities are exact.
+  The score lies in [1, K]: 1 when every sample gets the same prediction, K for confident
+  predictions spread evenly over the K classes.
+
+  Args:
+    class_probs: ``(N, K)`` class probabilities p(y|x), rows summing to 1, N >= num_splits.
+    num_splits: number of parts (10 in the paper).
+
+  Returns:
+    ``MeanStd(mean, std)`` of the per-split scores, Python floats.
+
+  Raises:
+    ValueError: on probabilities that are not ``(N, K)`` with N >= num_splits.
+  """
+  probs = np.asarray(class_probs, np.float64)
+  if probs.ndim != 2 or not 1 <= num_splits <= len(probs):
+    raise ValueError(f"class_probs must be (N, K) with N >= num_splits={num_splits}, got shape "
+                     f"{probs.shape}")
+  bounds = np.arange(1, num_splits) * len(probs) // num_splits
+  scores = []
+  for part in np.split(probs, bounds):
+    marginal = part.mean(axis=0, keepdims=True)
+    scores.append(np.exp(special.rel_entr(part, marginal).sum(axis=1).mean()))
+  return MeanStd(float(np.mean(scores)), float(np.std(scores)))

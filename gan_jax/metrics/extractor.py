@@ -1,0 +1,88 @@
+"""A feature network behind one interface: images in, features and class probabilities out."""
+from typing import Any, Callable, Tuple
+
+import jax
+import numpy as np
+
+from gan_jax.cli import UsageError
+
+ApplyFn = Callable[[Any, jax.Array], Tuple[jax.Array, jax.Array]]
+"""``(variables, images (B, H, W, C) in [-1, 1]) -> (features (B, D), logits (B, K))``."""
+
+
+def check_variables(variables: Any, template: Any, problem: str, remedy: str) -> None:
+  """Raises UsageError unless ``variables`` has the structure and array shapes of ``template``.
+
+  Args:
+    variables: loaded weights (a pytree of arrays).
+    template: the expected pytree, e.g. ``jax.eval_shape`` of the network's ``init``.
+    problem: what is wrong, e.g. ``"'w.npz' does not hold Inception weights"``.
+    remedy: what to do about it.
+  """
+  paths = {jax.tree_util.keystr(p): np.shape(x)
+           for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
+  expected = {jax.tree_util.keystr(p): tuple(x.shape)
+              for p, x in jax.tree_util.tree_flatten_with_path(template)[0]}
+  if paths != expected:
+    differences = sorted(set(paths.items()) ^ set(expected.items()))
+    raise UsageError(f"{problem} ({len(differences)} arrays missing, unexpected or misshapen, "
+                     f"e.g. {differences[0][0]} {differences[0][1]}); {remedy}")
+
+
+class FeatureExtractor:
+  """Runs a jitted network over images in fixed-size batches, returning numpy arrays.
+
+  The last batch is padded to ``batch_size``, so each image shape compiles once. Computation
+  uses JAX's default device; results are deterministic for a given device and input.
+
+  Args:
+    apply_fn: pure function of ``(variables, images)``, see :data:`ApplyFn`; it maps any image
+      size and channel count it accepts to the network's input itself.
+    variables: the network's weights (a pytree), passed to ``apply_fn``.
+    batch_size: images per network call.
+  """
+
+  def __init__(self, apply_fn: ApplyFn, variables: Any, batch_size: int = 200):
+    def run(variables, images):
+      features, logits = apply_fn(variables, images)
+      return features, jax.nn.softmax(logits, axis=-1)
+
+    self._run = jax.jit(run)
+    self.variables = variables
+    self.batch_size = batch_size
+
+  def __call__(self, images) -> Tuple[np.ndarray, np.ndarray]:
+    """Features and class probabilities of images.
+
+    Args:
+      images: ``(N, H, W, C)`` images in [-1, 1], C = 1 or 3.
+
+    Returns:
+      ``(features, probabilities)``: float32 ``(N, D)`` and ``(N, K)`` (softmax of the logits).
+
+    Raises:
+      UsageError: on arrays of another shape, or values outside [-1, 1].
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+      raise UsageError(f"expected images (N, H, W, C) with N >= 1 and C = 1 or 3, in [-1, 1]; "
+                       f"got shape {images.shape}")
+    if not np.all(np.abs(images) <= 1.0 + 1e-3):  # also catches NaN
+      raise UsageError(f"images must be finite and in [-1, 1], got values in [{np.min(images)}, "
+                       f"{np.max(images)}]; map uint8 pixels with x / 127.5 - 1")
+    features, probabilities = [], []
+    for start in range(0, len(images), self.batch_size):
+      batch = images[start:start + self.batch_size]
+      padded = np.pad(batch, ((0, self.batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
+      batch_features, batch_probabilities = self._run(self.variables, padded)
+      features.append(np.asarray(batch_features)[:len(batch)])
+      probabilities.append(np.asarray(batch_probabilities)[:len(batch)])
+    return np.concatenate(features), np.concatenate(probabilities)
+
+  def features(self, images) -> np.ndarray:
+    """``(N, D)`` float32 features of images ``(N, H, W, C)`` in [-1, 1]."""
+    return self(images)[0]
+
+  def probabilities(self, images) -> np.ndarray:
+    """``(N, K)`` float32 class probabilities of images ``(N, H, W, C)`` in [-1, 1]."""
+    return self(images)[1]
