@@ -17,7 +17,7 @@ import json
 import os
 import signal
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from absl import logging
 
 from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
 from gan_jax.cli import RunError, UsageError, field, require
+from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.run_log import RunLog, read_metrics
 
@@ -64,6 +65,13 @@ class TrainConfig:
   sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")
   checkpoint_every_steps: int = field(500, "Steps between checkpoints.")
   eval_every_steps: int = field(0, "Steps between quality evaluations (0: only at the end).")
+  eval_extractor: str = field("auto", "Features for FID/KID/IS/precision/recall: mnist_classifier "
+                              "(shipped weights), inception (needs --inception_weights), none, "
+                              "or auto (the classifier for 1 channel, else inception if "
+                              "weights are given).")
+  inception_weights: Optional[str] = field(None, "FID Inception-v3 weights (.npz made by "
+                                           "experiments/convert_inception_weights.py).")
+  num_eval_real: int = field(10000, "Real images in the evaluation reference set (at most all).")
   keep_checkpoints: int = field(3, "How many of the newest checkpoints to keep.")
   num_final_samples: int = field(5000, "Samples written to final_samples.npy.")
   max_nonfinite_steps: int = field(20, "Stop after this many steps in a row with non-finite "
@@ -91,6 +99,8 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(config.loss in train_step.losses.LOSSES, f"--loss must be one of "
           f"{', '.join(sorted(train_step.losses.LOSSES))}, got {config.loss!r}")
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
+          f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
   for name in ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
                "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps"):
     require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
@@ -127,6 +137,32 @@ def build_models(config: TrainConfig, axis_name: Optional[str]):
   return (dcgan.Generator(channels=config.channels, width=config.g_width,
                           latent_dim=config.latent_dim, **common),
           dcgan.Discriminator(width=config.d_width, **common))
+
+
+EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
+
+
+def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
+  """The sample-quality evaluator the config asks for (None for "none"), against a fixed random
+  subset of ``num_eval_real`` images of the training data ``source``."""
+  name = config.eval_extractor
+  if name == "auto":
+    name = ("mnist_classifier" if config.channels == 1
+            else "inception" if config.inception_weights else "none")
+    if name == "none":
+      logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
+  if name == "none":
+    return None
+  extractor = (mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
+               else inception.load_inception(config.inception_weights))
+  count = min(len(source), config.num_eval_real)
+  needed = 2 * evaluation.MetricOptions().minimum_samples
+  if count < needed:
+    logging.warning("only %d real images: evaluation needs %d; samples are not scored", count,
+                    needed)
+    return None
+  chosen = np.sort(np.random.default_rng(config.seed).choice(len(source), count, replace=False))
+  return evaluation.Evaluator(source[chosen], extractor)
 
 
 def initial_state(config: TrainConfig, generator, discriminator) -> train_state.GANState:
@@ -175,23 +211,22 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str,
-                       evaluator: Optional[Callable[[np.ndarray], Dict[str, float]]] = None
-                       ) -> dict:
+def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
   """Trains (or resumes) the run in ``workdir`` up to ``config.num_steps``.
+
+  Sample quality (FID, KID, IS, precision, recall, density, coverage and their real-vs-real
+  floors, see ``gan_jax.metrics.evaluation``) is measured every ``eval_every_steps`` and at the
+  end, into ``metrics.jsonl``; the best checkpoint by FID is kept in ``workdir/best``.
 
   Args:
     config: the experiment.
     workdir: where everything is written (see module docstring).
-    evaluator: optional ``images (N, H, W, C) -> {metric: value}``, called every
-      ``eval_every_steps`` and at the end; with an ``fid`` entry, the best checkpoint by FID is
-      kept in ``workdir/best``.
 
   Returns:
-    A summary: steps trained, wall time, steps/s, final metrics, ``preempted``.
+    A summary: steps trained, wall time, steps/s, final metrics and evaluation, ``preempted``.
   """
   with _Preemption() as preemption:  # from the start: a SIGTERM while setting up is kept too
-    run = _Run(config, workdir, evaluator)
+    run = _Run(config, workdir)
     try:
       return run.train(preemption)
     finally:
@@ -201,8 +236,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
 class _Run:
   """One run's state and outputs; ``train`` is the loop."""
 
-  def __init__(self, config: TrainConfig, workdir: str, evaluator):
-    self.config, self.workdir, self.evaluator = config, workdir, evaluator
+  def __init__(self, config: TrainConfig, workdir: str):
+    self.config, self.workdir = config, workdir
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
@@ -241,14 +276,15 @@ class _Run:
         jax.process_count(), position)
     self.device_batches = input_pipeline.prefetch(map(to_device, batches))
 
+    self.evaluator = build_evaluator(config, source)
     self.sample = sampler(config)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary)
     self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
-                 if evaluator else None)
+                 if self.evaluator else None)
     self.best_fid = min([r["fid"] for r in read_metrics(workdir) if "fid" in r],
                         default=np.inf)
-    self.nonfinite_run, self.last_metrics = 0, {}
+    self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
 
   def host_state(self) -> train_state.GANState:
     """The state as host arrays (one replica)."""
@@ -264,10 +300,15 @@ class _Run:
       self.checkpoints.save(step, self.host_state(), {"data_position": step}, wait=wait)
 
   def evaluate(self, step: int) -> dict:
+    """Scores the samples of ``step`` (once: a repeated call returns the same results)."""
+    if self.evaluation[0] == step:
+      return self.evaluation[1]
     results = self.evaluator(self.samples(1, self.config.num_final_samples))
+    self.evaluation = (step, results)
     self.log.write(step, results)
-    logging.info("step %d evaluation: %s", step,
-                 " ".join(f"{k} {v:.4g}" for k, v in results.items()))
+    logging.info("step %d evaluation (real-vs-real floor in brackets): %s", step, ", ".join(
+        f"{k} {v:.4g} ({results['real_' + k]:.4g})" for k, v in results.items()
+        if "real_" + k in results and not k.endswith("_std")))
     if "fid" in results and results["fid"] < self.best_fid:
       self.best_fid = results["fid"]
       self.best.save(step, self.host_state(), {"data_position": step, **results})

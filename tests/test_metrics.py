@@ -284,7 +284,17 @@ def test_evaluate_tells_fidelity_from_diversity_and_reports_the_floor():
 
 def test_evaluate_needs_enough_images():
   real = np.zeros((30, 4, 4, 1))
-  with pytest.raises(UsageError, match="at least 10 generated and 20 real"):
+  with pytest.raises(UsageError, match="at least 10 generated images, got 5"):
     evaluation.evaluate(np.zeros((5, 4, 4, 1)), real, pixel_extractor())
-  with pytest.raises(UsageError, match="at least 10 generated and 20 real"):
+  with pytest.raises(UsageError, match="at least 20 real images"):
     evaluation.evaluate(real, real[:15], pixel_extractor())
+
+
+def test_evaluator_reuses_real_features_and_floor():
+  rng = np.random.default_rng(0)
+  real, fake = rng.uniform(-1, 1, (60, 4, 4, 1)), rng.uniform(-1, 1, (40, 4, 4, 1))
+  evaluator = evaluation.Evaluator(real, pixel_extractor())
+  first, second = evaluator(fake), evaluator(fake[::-1])
+  assert first == evaluation.evaluate(fake, real, pixel_extractor())
+  assert {k: v for k, v in first.items() if k.startswith("real_")} == evaluator.floor
+  np.testing.assert_allclose(second["fid"], first["fid"], rtol=1e-9)  # order-free

@@ -86,9 +86,55 @@ def metrics_from_features(fake_features, fake_probabilities, real_features,
   }
 
 
+class Evaluator:
+  """Scores generated images against one fixed real set, e.g. every few thousand training steps.
+
+  The real features and the real-vs-real floor (see the module docstring) are computed once,
+  when the evaluator is made.
+
+  Args:
+    real_images: ``(N, H, W, C)`` real images in [-1, 1] (any size the extractor accepts).
+    extractor: e.g. ``mnist_classifier.load_mnist_classifier()`` or
+      ``inception.load_inception(path)``.
+    options: metric settings.
+
+  Raises:
+    UsageError: with fewer than twice ``options.minimum_samples`` real images.
+  """
+
+  def __init__(self, real_images, extractor: FeatureExtractor,
+               options: MetricOptions = MetricOptions()):
+    if len(real_images) < 2 * options.minimum_samples:
+      raise UsageError(f"evaluation needs at least {2 * options.minimum_samples} real images "
+                       f"(the floor splits them in two), got {len(real_images)}")
+    self.extractor, self.options = extractor, options
+    self.real_features, real_probabilities = extractor(real_images)
+    order = np.random.default_rng(options.seed).permutation(len(self.real_features))
+    half = len(order) // 2
+    reference, stand_in = order[:half], order[half:2 * half]
+    floor = metrics_from_features(self.real_features[stand_in], real_probabilities[stand_in],
+                                  self.real_features[reference], options)
+    self.floor = {f"real_{name}": value for name, value in floor.items()}
+
+  def __call__(self, fake_images) -> Dict[str, float]:
+    """The keys of :func:`metrics_from_features` for ``fake_images`` ``(M, H, W, C)`` in [-1, 1]
+    against the real set, and the same keys prefixed ``real_`` for the floor; Python floats.
+
+    Raises:
+      UsageError: with fewer than ``options.minimum_samples`` generated images.
+    """
+    if len(fake_images) < self.options.minimum_samples:
+      raise UsageError(f"evaluation needs at least {self.options.minimum_samples} generated "
+                       f"images, got {len(fake_images)}")
+    results = metrics_from_features(*self.extractor(fake_images), self.real_features,
+                                    self.options)
+    return {**results, **self.floor}
+
+
 def evaluate(fake_images, real_images, extractor: FeatureExtractor,
              options: MetricOptions = MetricOptions()) -> Dict[str, float]:
-  """All metrics of generated images against real images, plus the real-vs-real floor.
+  """All metrics of generated images against real images, plus the real-vs-real floor: a
+  one-off :class:`Evaluator`.
 
   Args:
     fake_images: ``(M, H, W, C)`` generated images in [-1, 1].
@@ -98,26 +144,10 @@ def evaluate(fake_images, real_images, extractor: FeatureExtractor,
     options: metric settings.
 
   Returns:
-    The keys of :func:`metrics_from_features` for the generated images against all real images,
-    and the same keys prefixed ``real_`` for the floor (see the module docstring), all Python
-    floats.
+    See :meth:`Evaluator.__call__`.
 
   Raises:
     UsageError: with fewer than ``options.minimum_samples`` generated images or fewer than twice
       that many real images.
   """
-  minimum = options.minimum_samples
-  if len(fake_images) < minimum or len(real_images) < 2 * minimum:
-    raise UsageError(f"evaluation needs at least {minimum} generated and {2 * minimum} real images "
-                     f"(the floor splits the real ones in two), got {len(fake_images)} and "
-                     f"{len(real_images)}")
-  fake_features, fake_probabilities = extractor(fake_images)
-  real_features, real_probabilities = extractor(real_images)
-  results = metrics_from_features(fake_features, fake_probabilities, real_features, options)
-  order = np.random.default_rng(options.seed).permutation(len(real_features))
-  half = len(order) // 2
-  reference, stand_in = order[:half], order[half:2 * half]
-  floor = metrics_from_features(real_features[stand_in], real_probabilities[stand_in],
-                                real_features[reference], options)
-  results.update({f"real_{name}": value for name, value in floor.items()})
-  return results
+  return Evaluator(real_images, extractor, options)(fake_images)

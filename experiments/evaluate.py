@@ -1,0 +1,102 @@
+"""Scores generated images against real data: FID, KID, IS, precision, recall, density, coverage.
+
+    python -m experiments.evaluate --workdir=runs/dcgan_mnist          # the newest checkpoint
+    python -m experiments.evaluate --workdir=runs/dcgan_mnist --use_final_samples
+    python -m experiments.evaluate --samples=other.npy --dataset=mnist --resolution=32
+
+With ``--workdir`` the run's ``config.json`` names the model and the data; the generator of the
+newest checkpoint (eval mode, EMA weights when the run keeps them) draws ``--num_samples`` images
+from the run's fixed final latents. ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
+in [-1, 1], e.g. from another framework. Each metric is printed beside its real-vs-real floor
+(two halves of the real set), and everything is written to ``--output`` as JSON.
+"""
+import dataclasses
+import json
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from gan_jax import checkpointing, cli, input_pipeline, trainer
+
+flags.DEFINE_string("workdir", None, "A run's folder (config.json, checkpoints/).")
+flags.DEFINE_bool("use_final_samples", False, "With --workdir: score final_samples.npy instead "
+                  "of sampling the newest checkpoint.")
+flags.DEFINE_string("samples", None, "A .npy of images (N, H, W, C) in [-1, 1] to score.")
+flags.DEFINE_integer("num_samples", None, "Images to score (default: the run's "
+                     "num_final_samples, or all of --samples).")
+flags.DEFINE_string("dataset", "mnist", "Real data for --samples (a run uses its own).")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir for --dataset=tfds:NAME.")
+flags.DEFINE_integer("resolution", 28, "Resolution of the real data for --samples.")
+flags.DEFINE_integer("channels", 1, "Channels of the real data for --samples.")
+flags.DEFINE_string("eval_extractor", None, "Override the run's (or the default) extractor: "
+                    "auto, mnist_classifier, inception, none.")
+flags.DEFINE_string("inception_weights", None, "FID Inception-v3 weights (.npz).")
+flags.DEFINE_string("output", None, "JSON file for the results (default: "
+                    "WORKDIR/evaluation.json, or beside --samples).")
+FLAGS = flags.FLAGS
+REPORTED = ("fid", "kid", "inception_score", "precision", "recall", "density", "coverage")
+
+
+def run_config() -> trainer.TrainConfig:
+  """The config of --workdir's run, or one describing --samples' real data."""
+  if FLAGS.workdir:
+    path = os.path.join(FLAGS.workdir, "config.json")
+    cli.require(os.path.isfile(path), f"{path} not found: --workdir must be a folder that "
+                "experiments.dcgan trained in")
+    with open(path) as f:
+      config = trainer.TrainConfig(**json.load(f))
+  else:
+    config = trainer.TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                                 resolution=FLAGS.resolution, channels=FLAGS.channels)
+  overrides = {name: getattr(FLAGS, name) for name in ("eval_extractor", "inception_weights")
+               if getattr(FLAGS, name) is not None}
+  return dataclasses.replace(config, **overrides)
+
+
+def load_samples(config: trainer.TrainConfig) -> np.ndarray:
+  """The images to score, ``(N, H, W, C)``."""
+  path = FLAGS.samples or (os.path.join(FLAGS.workdir, "final_samples.npy")
+                           if FLAGS.use_final_samples else None)
+  if path:
+    cli.require(os.path.isfile(path), f"samples file {path!r} not found")
+    samples = np.load(path)
+    cli.require(samples.ndim == 4, f"{path} holds an array of shape {samples.shape}; expected "
+                "images (N, H, W, C)")
+    return samples[:FLAGS.num_samples]
+  generator, discriminator = trainer.build_models(config, axis_name=None)
+  checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"))
+  restored = checkpoints.restore_latest(trainer.initial_state(config, generator, discriminator))
+  checkpoints.close()
+  cli.require(restored is not None, f"no checkpoint in {FLAGS.workdir}/checkpoints; train first "
+              "or pass --use_final_samples")
+  step, state, _ = restored
+  logging.info("sampling checkpoint %d", step)
+  n = FLAGS.num_samples or config.num_final_samples
+  return trainer.sampler(config)(state, trainer.latents(config, 1, n))
+
+
+def main(argv):
+  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}")
+  cli.require(bool(FLAGS.workdir) != bool(FLAGS.samples), "pass exactly one of --workdir "
+              "(a training run) and --samples (a .npy of images)")
+  config = run_config()
+  samples = load_samples(config)
+  source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
+                                      config.data_dir)
+  evaluator = trainer.build_evaluator(config, source)
+  cli.require(evaluator is not None, "no feature extractor for these images: pass "
+              "--eval_extractor=mnist_classifier, or --inception_weights=PATH for RGB")
+  results = evaluator(samples)
+  print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples)")
+  for name in REPORTED:
+    print(f"{name:<16}{results[name]:>12.4f}{results['real_' + name]:>14.4f}")
+  output = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
+                            else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
+  with open(output, "w") as f:
+    json.dump({"num_samples": len(samples), **results}, f, indent=2)
+  logging.info("wrote %s", output)
+
+
+if __name__ == "__main__":
+  cli.run(main)
