@@ -88,3 +88,19 @@ def test_models_agree_across_conv_methods():
 def test_unsupported_resolution_names_the_choices():
   with pytest.raises(ValueError, match="28, 32, 64"):
     dcgan.resolution_layout(48)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, 16))
+  g32 = dcgan.Generator(resolution=32, width=8, latent_dim=16)
+  g16 = g32.clone(dtype=jnp.bfloat16)
+  variables = init(g32, z)
+  assert jax.tree_util.tree_map(lambda x: x.dtype, init(g16, z)) == \
+      jax.tree_util.tree_map(lambda x: x.dtype, variables)  # params stay float32
+  out16 = g16.apply(variables, z, train=False)
+  out32 = g32.apply(variables, z, train=False)
+  assert out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16, out32, atol=0.05)  # bfloat16 keeps ~3 significant digits
+  d16 = dcgan.Discriminator(resolution=32, width=8, dtype=jnp.bfloat16)
+  logits = d16.apply(init(d16, out16), out16, train=False)
+  assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))

@@ -1,0 +1,1 @@
+"""Benchmarks that print JSON (run by hand; tests never time anything)."""

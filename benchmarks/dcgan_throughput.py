@@ -1,0 +1,109 @@
+"""DCGAN train-step throughput: `python -m benchmarks.dcgan_throughput --resolution=32`.
+
+Builds the project's real train step (the models, state and step `experiments.dcgan` uses, with
+the architecture of the PyTorch examples DCGAN, `../shared/bench/torch_dcgan.py`), compiles it,
+warms up, then times whole steps (one D update on a real and a fake batch, one G update) with
+`block_until_ready`. With `--torch_python` it also runs the PyTorch reference with the same
+settings in the same invocation, alternating with ours, and reports the ratio.
+
+The last line printed is one JSON object: images_per_sec (real images consumed per second),
+params, compile_s, device, batch_size, resolution, ... and, with the reference, torch_images_per_sec
+and speedup.
+"""
+import json
+import os
+import subprocess
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from gan_jax import parallel, train_state, train_step, trainer
+
+flags.DEFINE_integer("resolution", 32, "32 or 64 (28 has no PyTorch counterpart).")
+flags.DEFINE_integer("channels", 1, "Image channels.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("width", 64, "ngf = ndf.")
+flags.DEFINE_integer("steps", 30, "Timed steps per round.")
+flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
+flags.DEFINE_integer("rounds", 2, "Rounds; each times ours and, with --torch_python, the "
+                     "reference; the best round of each is reported.")
+flags.DEFINE_string("conv_method", "auto", "auto, xla or phase.")
+flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
+flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
+flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
+                                                    os.pardir, "shared", "bench",
+                                                    "torch_dcgan.py"),
+                    "Path of the PyTorch reference script.")
+flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
+FLAGS = flags.FLAGS
+
+
+def build_step():
+  config = trainer.TrainConfig(resolution=FLAGS.resolution, channels=FLAGS.channels,
+                               g_width=FLAGS.width, d_width=FLAGS.width,
+                               batch_size=FLAGS.batch_size, conv_method=FLAGS.conv_method,
+                               dtype=FLAGS.dtype)
+  generator, discriminator = trainer.build_models(config, axis_name=None)
+  state = trainer.initial_state(config, generator, discriminator)
+  step = parallel.jit_step(train_step.make_train_step(generator, discriminator,
+                                                      train_step.StepConfig()))
+  shape = (FLAGS.batch_size, FLAGS.resolution, FLAGS.resolution, FLAGS.channels)
+  real = jax.device_put(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32))
+  return state, step, real
+
+
+def time_ours(state, step, real):
+  for _ in range(FLAGS.warmup):
+    state, metrics = step(state, real)
+  jax.block_until_ready((state, metrics))
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    state, metrics = step(state, real)
+  jax.block_until_ready((state, metrics))
+  return state, FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
+
+
+def time_torch() -> dict:
+  command = [FLAGS.torch_python, FLAGS.torch_reference, "--resolution", str(FLAGS.resolution),
+             "--channels", str(FLAGS.channels), "--batch_size", str(FLAGS.batch_size),
+             "--width", str(FLAGS.width), "--steps", str(FLAGS.steps), "--warmup",
+             str(FLAGS.warmup), "--threads", str(FLAGS.threads), "--device", "cpu"
+             if jax.default_backend() == "cpu" else "cuda"]
+  output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+  return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  state, step, real = build_step()
+  start = time.perf_counter()
+  step = step.lower(state, real).compile()
+  compile_s = time.perf_counter() - start
+  ours, torch = [], []
+  for _ in range(FLAGS.rounds):
+    if FLAGS.torch_python:
+      torch.append(time_torch())
+    state, rate = time_ours(state, step, real)
+    ours.append(rate)
+    print(json.dumps({"round": len(ours), "images_per_sec": rate,
+                      **({"torch_images_per_sec": torch[-1]["images_per_sec"]} if torch else {})}))
+  result = {
+      "framework": "jax", "device": str(jax.devices()[0].device_kind), "backend":
+      jax.default_backend(), "resolution": FLAGS.resolution, "channels": FLAGS.channels,
+      "batch_size": FLAGS.batch_size, "width": FLAGS.width, "dtype": FLAGS.dtype,
+      "conv_method": FLAGS.conv_method, "images_per_sec": max(ours),
+      "steps_per_sec": max(ours) / FLAGS.batch_size, "compile_s": compile_s,
+      "params": {"generator": train_state.count_params(state.generator.params),
+                 "discriminator": train_state.count_params(state.discriminator.params)},
+  }
+  if torch:
+    best = max(torch, key=lambda r: r["images_per_sec"])
+    result.update(torch_images_per_sec=best["images_per_sec"], torch_threads=best["threads"],
+                  torch_params=best["params"], speedup=max(ours) / best["images_per_sec"])
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
