@@ -174,21 +174,35 @@ def initial_state(config: TrainConfig, generator, discriminator) -> train_state.
 
 
 def sampler(config: TrainConfig) -> Callable:
-  """``sample(state, latents (N, latent_dim)) -> images (N, H, W, C)``, eval mode, batched."""
+  """``sample(state, latents (N, latent_dim)) -> images (N, H, W, C)``, eval mode, batched.
+
+  With an EMA of the generator weights, the samples come from the EMA weights with batch-norm
+  statistics of their own: the running statistics were gathered by the trained weights, whose
+  activations differ. The EMA generator's "standing statistics" (Brock et al. 2019) are its
+  batch statistics on a fixed batch of ``STANDING_BATCH`` latents.
+  """
   generator, _ = build_models(config, axis_name=None)
   apply = jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+  measure = generator.clone(batch_norm_momentum=0.0)
+  standing_statistics = jax.jit(lambda variables, z: measure.apply(
+      variables, z, train=True, mutable=["batch_stats"])[1]["batch_stats"])
 
-  def sample(state: train_state.GANState, latents: np.ndarray, chunk: int = 500) -> np.ndarray:
-    params = state.generator.params if state.ema_params is None else state.ema_params
-    variables = {"params": params, "batch_stats": state.generator.batch_stats}
-    return np.concatenate([np.asarray(apply(variables, latents[i:i + chunk]))
-                           for i in range(0, len(latents), chunk)])
+  def sample(state: train_state.GANState, latents_: np.ndarray, chunk: int = 500) -> np.ndarray:
+    variables = {"params": state.generator.params, "batch_stats": state.generator.batch_stats}
+    if state.ema_params is not None:
+      variables = {"params": state.ema_params, "batch_stats": standing_statistics(
+          dict(variables, params=state.ema_params), latents(config, 2, STANDING_BATCH))}
+    return np.concatenate([np.asarray(apply(variables, latents_[i:i + chunk]))
+                           for i in range(0, len(latents_), chunk)])
 
   return sample
 
 
+STANDING_BATCH = 1024
+
+
 def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
-  """Fixed latents for sample grids (purpose 0) and final samples (purpose 1)."""
+  """Fixed latents for sample grids (0), final samples (1) and standing statistics (2)."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_000 + purpose)
   return np.asarray(jax.random.normal(key, (n, config.latent_dim)))
 

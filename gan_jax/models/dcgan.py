@@ -31,9 +31,10 @@ def resolution_layout(resolution: int):
   return RESOLUTIONS[resolution]
 
 
-def _batch_norm(train: bool, axis_name: Optional[str], dtype) -> nn.BatchNorm:
+def _batch_norm(train: bool, axis_name: Optional[str], dtype,
+                momentum: float = 0.9) -> nn.BatchNorm:
   # PyTorch's defaults (momentum 0.1 there is 0.9 here) and the reference's N(1, 0.02) scale.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
                       axis_name=axis_name, dtype=dtype,
                       scale_init=lambda key, shape, dt: 1.0 + 0.02 * jax.random.normal(key, shape, dt))
 
@@ -49,6 +50,8 @@ class Generator(nn.Module):
     conv_method: how ``UpConv`` is computed ("auto", "xla", "phase"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
     dtype: computation dtype (params stay float32).
+    batch_norm_momentum: weight of the old running statistics in each training update; 0 makes
+      them the statistics of the last batch (to measure "standing statistics").
   """
   resolution: int = 32
   channels: int = 1
@@ -57,6 +60,7 @@ class Generator(nn.Module):
   conv_method: str = "auto"
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  batch_norm_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, z: Array, train: bool = True) -> Array:
@@ -65,11 +69,12 @@ class Generator(nn.Module):
     x = nn.Dense(base * base * features, use_bias=False, kernel_init=layers.dcgan_init(),
                  dtype=self.dtype)(z)
     x = x.reshape(z.shape[0], base, base, features)
-    x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    batch_norm = lambda: _batch_norm(train, self.axis_name, self.dtype, self.batch_norm_momentum)
+    x = nn.relu(batch_norm()(x))
     for _ in range(n_up - 1):
       features //= 2
       x = layers.UpConv(features, self.conv_method, self.dtype)(x)
-      x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+      x = nn.relu(batch_norm()(x))
     x = layers.UpConv(self.channels, self.conv_method, self.dtype)(x)
     return jnp.tanh(x).astype(jnp.float32)
 
