@@ -50,6 +50,16 @@ def test_eval_mode_uses_running_statistics():
   assert float(jnp.max(jnp.abs(batch_mode - whole))) > 1e-3
 
 
+def assert_same_values_and_gradients(fast, reference, params, x, fast_params=None):
+  """``fast`` and ``reference`` agree in outputs and in gradients w.r.t. parameters and input."""
+  fast_params = params if fast_params is None else fast_params
+  np.testing.assert_allclose(fast.apply(fast_params, x), reference.apply(params, x), atol=1e-5)
+  grad = lambda f, p: jax.grad(lambda p, x: jnp.sum(jnp.sin(f.apply(p, x))), argnums=(0, 1))(p, x)
+  for a, b in zip(jax.tree_util.tree_leaves(grad(fast, fast_params)),
+                  jax.tree_util.tree_leaves(grad(reference, params))):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 7, 5, 8)])
 def test_phase_upconv_equals_flax_conv_transpose(shape):
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
@@ -59,21 +69,35 @@ def test_phase_upconv_equals_flax_conv_transpose(shape):
   fast = layers.UpConv(6, method="phase")
   assert jax.tree_util.tree_map(jnp.shape, fast.init(jax.random.PRNGKey(2), x)) == \
       jax.tree_util.tree_map(jnp.shape, params)  # interchangeable checkpoints
-  np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x), atol=1e-5)
-  grad = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f.apply(p, x))), argnums=(0, 1))
-  for a, b in zip(jax.tree_util.tree_leaves(grad(fast)(params, x)),
-                  jax.tree_util.tree_leaves(grad(reference)(params, x))):
-    np.testing.assert_allclose(a, b, atol=1e-4)
+  assert_same_values_and_gradients(fast, reference, params, x)
 
 
 def test_space_to_depth_downconv_equals_flax_strided_conv():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
   reference = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)
   params = reference.init(jax.random.PRNGKey(1), x)
-  fast = layers.DownConv(5, method="phase")
-  np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x), atol=1e-5)
-  xla = layers.DownConv(5, method="xla")
-  np.testing.assert_allclose(xla.apply(params, x), reference.apply(params, x), atol=1e-5)
+  assert_same_values_and_gradients(layers.DownConv(5, method="phase"), reference, params, x)
+  assert_same_values_and_gradients(layers.DownConv(5, method="xla"), reference, params, x)
+
+
+def test_conv2x2_equals_a_valid_lax_convolution():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 7, 4))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 4, 6))
+  reference = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(layers.conv2x2(x, kernel), reference, atol=1e-5)
+
+
+def test_whole_image_conv_equals_a_valid_flax_conv():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 4, 5))
+  reference = nn.Conv(2, (4, 4), padding="VALID", use_bias=False)
+  params = reference.init(jax.random.PRNGKey(1), x)
+  fast = layers.WholeImageConv(2)
+  assert jax.tree_util.tree_map(jnp.shape, fast.init(jax.random.PRNGKey(2), x)) == \
+      jax.tree_util.tree_map(jnp.shape, params)
+  assert_same_values_and_gradients(fast, nn.Sequential([reference, lambda y: y[:, 0, 0]]),
+                                   {"params": {"layers_0": params["params"]}}, x,
+                                   fast_params=params)
 
 
 def test_models_agree_across_conv_methods():

@@ -104,6 +104,4 @@ class Discriminator(nn.Module):
       features *= 2
       x = layers.DownConv(features, self.conv_method, self.dtype)(x)
       x = nn.leaky_relu(_batch_norm(train, self.axis_name, self.dtype)(x), 0.2)
-    x = nn.Conv(1, (base, base), padding="VALID", use_bias=False,
-                kernel_init=layers.dcgan_init(), dtype=self.dtype)(x)
-    return x.reshape(x.shape[0]).astype(jnp.float32)
+    return layers.WholeImageConv(1, self.dtype)(x)[:, 0].astype(jnp.float32)
