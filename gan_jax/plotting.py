@@ -78,10 +78,11 @@ def plot_samples_over_modes(samples: np.ndarray, means: np.ndarray, stds: np.nda
   margin = 0.25 * float(np.max(hi - lo))
   fig, axes = _panel_grid(len(samples), 3.2)
   for i, (ax, points) in enumerate(zip(axes, samples)):
-    ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.3, color="tab:blue", linewidths=0)
     for centre, std in zip(means, stds):
       ax.add_patch(plt.Circle(centre, threshold * std, fill=False, color="tab:red",
-                              linewidth=0.8))
+                              linewidth=0.6, zorder=1))
+    ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.3, color="tab:blue", linewidths=0,
+               zorder=2)
     ax.set_xlim(lo[0] - margin, hi[0] + margin)
     ax.set_ylim(lo[1] - margin, hi[1] + margin)
     ax.set_aspect("equal")
@@ -147,7 +148,8 @@ def plot_discriminator_fits(x: np.ndarray, panels: Sequence[dict], path: str) ->
   plt.close(fig)
 
 
-def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, path: str) -> None:
+def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, path: str,
+                    frozen_steps: int = 0) -> None:
   """The generator's gradient norm against D(G(z)), and where each loss takes the generator.
 
   Args:
@@ -155,8 +157,12 @@ def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, pa
       ``sample_mean`` ``(R,)``: the generator's sample mean at some steps.
     data_mean: the data mean, drawn as the target of the last panel.
     path: PNG file to write.
+    frozen_steps: the first steps, in which the generator did not move (shaded).
   """
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for ax in axes[1:]:
+    if frozen_steps:
+      ax.axvspan(0, frozen_steps, color="0.85", label="generator frozen")
   for colour, (loss, run) in zip(("tab:red", "tab:green", "tab:blue"), runs.items()):
     steps = np.arange(1, len(run["d_fake"]) + 1)
     axes[0].scatter(run["d_fake"], run["g_grad_norm"], s=3, color=colour, alpha=0.5, label=loss)

@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -14,8 +14,13 @@ finite_logits = hnp.arrays(np.float32, 8, elements=st.floats(-1e4, 1e4, width=32
 densities = hnp.arrays(np.float64, 24, elements=st.one_of(st.just(0.0), st.floats(1e-6, 10.0)))
 
 
+EXTREMES = np.array([-1e4, 1e4, -104.0, 104.0, -30.0, 30.0, 0.0, -0.0], np.float32)
+
+
 @SETTINGS
 @given(real=finite_logits, fake=finite_logits, name=st.sampled_from(sorted(losses.LOSSES)))
+@example(real=EXTREMES, fake=EXTREMES[::-1], name="non_saturating")  # exp underflows past -103
+@example(real=EXTREMES, fake=EXTREMES[::-1], name="minimax")
 def test_losses_and_gradients_finite_for_any_finite_logits(real, fake, name):
   pair = losses.get_loss(name)
   d_value, d_grads = jax.value_and_grad(pair.discriminator, argnums=(0, 1))(real, fake)

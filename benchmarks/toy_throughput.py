@@ -1,0 +1,112 @@
+"""Vanilla-GAN step throughput on the 2-D targets: `python -m benchmarks.toy_throughput`.
+
+The configuration is that of `../shared/bench/torch_toy_gan.py`: G and D with 3 hidden layers of
+128 (ReLU / LeakyReLU(0.2)), non-saturating loss, Adam(1e-3, b1 = 0.5), batch 256, 2-D noise.
+Two figures, each printed as a JSON line, the summary last:
+
+* one seed: steps/s of the project's vanilla-GAN program (`experiments.vanilla_gan`: the real
+  batch drawn on the device and `--chunk` steps per compiled call), after compiling, against the
+  PyTorch reference's training steps/s (with `--torch_python`);
+* many seeds: whole wall time, compiles included, of `--seeds` runs vmapped into one program
+  (`--num_seeds=S`) against the same runs one after another in this process (`--num_seeds=1`,
+  each compiled anew, as a loop over seeds in a script would), and against the PyTorch
+  reference's sequential seeds.
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import vanilla_gan
+
+flags.DEFINE_string("dataset", "ring8", "ring8 or grid25.")
+flags.DEFINE_integer("steps", 2000, "Training steps per seed.")
+flags.DEFINE_integer("chunk", 500, "Steps per compiled call.")
+flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.")
+flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
+flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
+                                                    os.pardir, "shared", "bench",
+                                                    "torch_toy_gan.py"),
+                    "Path of the PyTorch reference script.")
+FLAGS = flags.FLAGS
+
+
+def reference_config(**overrides) -> vanilla_gan.VanillaConfig:
+  """The PyTorch reference's settings (VanillaConfig's defaults are those already)."""
+  return vanilla_gan.VanillaConfig(dataset=FLAGS.dataset, num_steps=FLAGS.steps,
+                                   log_every_steps=FLAGS.chunk, snapshot_every_steps=0,
+                                   **overrides)
+
+
+def one_seed_steps_per_sec() -> float:
+  """Steps/s of the compiled chunk for one seed, compile excluded (best of the chunks)."""
+  config = reference_config()
+  data = vanilla_gan.load_data(config.dataset)
+  generator, discriminator = vanilla_gan.build_models(config, data.dim)
+  step_fn = vanilla_gan.make_step(config, generator, discriminator)
+  keys = vanilla_gan.seed_keys(config)
+  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0])
+  chunk = vanilla_gan.make_train_chunk(step_fn, data.sample, config.batch_size, FLAGS.chunk)
+  run = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
+      state, keys[:, 1], data.arrays).compile()
+  state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
+  jax.block_until_ready(metrics)
+  rates = []
+  for _ in range(max(1, FLAGS.steps // FLAGS.chunk)):
+    start = time.perf_counter()
+    state, metrics = run(state, keys[:, 1], data.arrays)
+    jax.block_until_ready(metrics)
+    rates.append(FLAGS.chunk / (time.perf_counter() - start))
+  return max(rates)
+
+
+def wall_time(config: vanilla_gan.VanillaConfig) -> float:
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    vanilla_gan.train_and_evaluate(config, workdir)
+    return time.perf_counter() - start
+
+
+def torch_reference(seeds: int) -> dict:
+  with tempfile.TemporaryDirectory() as tmp:
+    command = [FLAGS.torch_python, FLAGS.torch_reference, FLAGS.dataset,
+               os.path.join(tmp, "samples.npy"), str(seeds), str(FLAGS.steps)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+  return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  result = {"framework": "jax", "device": str(jax.devices()[0].device_kind),
+            "backend": jax.default_backend(), "dataset": FLAGS.dataset, "steps": FLAGS.steps,
+            "batch_size": reference_config().batch_size}
+  result["steps_per_sec"] = one_seed_steps_per_sec()
+  if FLAGS.torch_python:
+    reference = torch_reference(1)
+    result.update(torch_steps_per_sec=reference["steps_per_sec"],
+                  speedup=result["steps_per_sec"] / reference["steps_per_sec"])
+  print(json.dumps({"one_seed": result}))
+
+  seeds = FLAGS.seeds
+  vmapped = wall_time(reference_config(num_seeds=seeds))
+  sequential = sum(wall_time(reference_config(seed=k)) for k in range(seeds))
+  many = {"seeds": seeds, "vmapped_wall_s": vmapped, "sequential_wall_s": sequential,
+          "vmapped_speedup": sequential / vmapped}
+  if FLAGS.torch_python:
+    reference = torch_reference(seeds)
+    many.update(torch_sequential_wall_s=reference["wall_s"],
+                speedup_vs_torch=reference["wall_s"] / vmapped)
+  result["many_seeds"] = many
+  logging.info("one seed: %.1f steps/s; %d seeds: vmapped %.1f s, sequential %.1f s",
+               result["steps_per_sec"], seeds, vmapped, sequential)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,361 @@
+"""Vanilla (fully connected) GAN on the 2-D mixtures and flat MNIST, many seeds in one program.
+
+  python -m experiments.vanilla_gan --flagfile=experiments/configs/ring8.flags --workdir=DIR
+
+``--num_seeds=S`` trains S independent GANs at once: run k starts from ``PRNGKey(seed + k)``, and
+the S states are one state ``jax.vmap``-ed over a leading seed axis, so a single compiled program
+trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1``. Each call of that
+program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the device
+(batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
+``log_every_steps`` steps.
+
+Writes to ``--workdir``:
+
+* ``metrics.jsonl`` and ``tensorboard/``: means over seeds of the step metrics every
+  ``log_every_steps`` steps, and of the mode metrics (2-D) at every snapshot;
+* ``samples/step_XXXXXX.png``: snapshots, one scatter panel per seed over the true modes (2-D),
+  or 64 digits per seed (MNIST);
+* ``final_samples.npy``: float32 ``(num_seeds, num_samples, 2)`` for the mixtures;
+  ``(num_seeds * num_samples, 28, 28, 1)`` in [-1, 1], seed-major, for MNIST;
+* ``final_samples.png`` (the same pictures at the end) and ``curves.png`` (losses, D(x),
+  D(G(z)) and gradient norms, one line per seed);
+* ``metrics.json``: the configuration, wall time, and for the mixtures the PacGAN mode metrics of
+  every seed (modes covered, high-quality fraction, reverse KL) with their mean and std.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags, logging
+from jax import lax
+
+from gan_jax import cli, distributions, input_pipeline, plotting, train_state, train_step
+from gan_jax.cli import field, require
+from gan_jax.metrics import modes
+from gan_jax.models import mlp
+from gan_jax.run_log import RunLog
+
+Array = jax.Array
+DATASETS = ("ring8", "grid25", "mnist")
+LR_SCHEDULES = ("constant", "cosine")
+MNIST_SIDE = 28
+DIGITS_PER_SEED = 64  # digits per seed in the MNIST pictures, 4 rows of 16
+DIGITS_PER_ROW = 16
+CURVES = {"losses": ("d_loss", "g_loss"), "discriminator outputs": ("d_real", "d_fake"),
+          "gradient norms": ("d_grad_norm", "g_grad_norm")}
+MODE_METRICS = ("modes", "high_quality", "reverse_kl")
+
+
+@dataclasses.dataclass(frozen=True)
+class VanillaConfig:
+  """One vanilla GAN experiment; every field is a flag of ``experiments.vanilla_gan``."""
+  dataset: str = field("ring8", "ring8 or grid25 (the PacGAN/VEEGAN 2-D mixtures), or mnist "
+                       "(the embedded digits, flattened to 784 values in [-1, 1]).")
+  loss: str = field("non_saturating", "GAN loss: non_saturating, minimax, wasserstein, hinge, "
+                    "least_squares.")
+  num_steps: int = field(10000, "Generator updates per seed.")
+  batch_size: int = field(256, "Samples per discriminator update, per seed.")
+  seed: int = field(0, "Seed of the first run; run k of --num_seeds uses seed + k.")
+  num_seeds: int = field(1, "Independent GANs trained at once, vmapped in one program.")
+  latent_dim: int = field(2, "Size of the generator's Gaussian noise vector.")
+  g_width: int = field(128, "Generator units per hidden layer.")
+  g_depth: int = field(3, "Generator hidden layers.")
+  g_activation: str = field("relu", "Generator hidden nonlinearity: relu, leaky_relu, elu, gelu, "
+                            "tanh.")
+  d_width: int = field(128, "Discriminator units per hidden layer.")
+  d_depth: int = field(3, "Discriminator hidden layers.")
+  d_activation: str = field("leaky_relu", "Discriminator hidden nonlinearity.")
+  spectral_norm: bool = field(False, "Spectrally normalize the discriminator's weights.")
+  packing: int = field(1, "PacGAN packing: the discriminator judges this many samples jointly.")
+  g_learning_rate: float = field(1e-3, "Generator Adam learning rate.")
+  d_learning_rate: float = field(1e-3, "Discriminator Adam learning rate.")
+  beta1: float = field(0.5, "Adam beta1.")
+  beta2: float = field(0.999, "Adam beta2.")
+  lr_schedule: str = field("constant", "constant, or cosine: both learning rates decay to 0 "
+                           "over --num_steps.")
+  warmup_steps: int = field(0, "Steps over which both learning rates first rise linearly from 0 "
+                            "(keeps the early, large updates from killing ReLU units).")
+  n_critic: int = field(1, "Discriminator updates per generator update.")
+  gradient_penalty: float = field(0.0, "WGAN-GP penalty weight (0: off).")
+  r1_penalty: float = field(0.0, "R1 penalty weight gamma/2 (0: off).")
+  ema_decay: float = field(0.0, "Decay of an EMA of the generator weights used for the samples "
+                           "(0: off).")
+  log_every_steps: int = field(500, "Steps per compiled call: a progress line and metrics row "
+                               "after each.")
+  snapshot_every_steps: int = field(2500, "Steps between sample snapshots (0: only the final "
+                                    "samples); a multiple of --log_every_steps.")
+  num_samples: int = field(modes.NUM_SAMPLES, "Samples per seed in final_samples.npy and in the "
+                           "snapshots.")
+
+
+class RealData(NamedTuple):
+  """Data drawn inside the compiled program.
+
+  Attributes:
+    arrays: what ``sample`` reads, passed to the program as an argument (not baked into it).
+    sample: ``(arrays, key, n) -> (n, dim)`` float32 samples.
+    dim: size of a flat sample.
+    mixture: the 2-D target, or None for images.
+  """
+  arrays: Any
+  sample: Callable[[Any, Array, int], Array]
+  dim: int
+  mixture: Optional[distributions.GaussianMixture]
+
+
+def validate(config: VanillaConfig) -> None:
+  """Raises UsageError naming the first bad setting and what to do."""
+  require(config.dataset in DATASETS, f"--dataset must be one of {', '.join(DATASETS)}, got "
+          f"{config.dataset!r}")
+  require(config.loss in train_step.losses.LOSSES, f"--loss must be one of "
+          f"{', '.join(sorted(train_step.losses.LOSSES))}, got {config.loss!r}")
+  for name in ("g_activation", "d_activation"):
+    require(getattr(config, name) in mlp.ACTIVATIONS, f"--{name} must be one of "
+            f"{', '.join(mlp.ACTIVATIONS)}, got {getattr(config, name)!r}")
+  require(config.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of "
+          f"{', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
+  require(0 <= config.warmup_steps < config.num_steps, f"--warmup_steps must be in [0, "
+          f"--num_steps), got {config.warmup_steps}")
+  for name in ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width", "g_depth",
+               "d_width", "d_depth", "packing", "n_critic", "log_every_steps", "num_samples"):
+    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+  require(config.batch_size % config.packing == 0, f"--batch_size={config.batch_size} is not a "
+          f"multiple of --packing={config.packing}; the discriminator judges packs of "
+          f"{config.packing} samples")
+  require(config.num_steps % config.log_every_steps == 0, f"--num_steps={config.num_steps} is "
+          f"not a multiple of --log_every_steps={config.log_every_steps}; every compiled call "
+          "runs the same number of steps")
+  require(config.snapshot_every_steps >= 0
+          and config.snapshot_every_steps % config.log_every_steps == 0,
+          f"--snapshot_every_steps={config.snapshot_every_steps} must be 0 or a multiple of "
+          f"--log_every_steps={config.log_every_steps}")
+  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+
+
+def load_data(dataset: str) -> RealData:
+  """The named dataset as a sampler that runs on the device."""
+  if dataset == "mnist":
+    images = input_pipeline.mnist_source(MNIST_SIDE).images.reshape(-1, MNIST_SIDE ** 2)
+    sample = lambda images, key, n: images[jax.random.randint(key, (n,), 0, images.shape[0])]
+    return RealData(jnp.asarray(images), sample, MNIST_SIDE ** 2, None)
+  mixture = distributions.get_toy_dataset(dataset)
+  return RealData((), lambda _, key, n: mixture.sample(key, n), mixture.dim, mixture)
+
+
+def build_models(config: VanillaConfig, dim: int):
+  """The generator and discriminator the config describes; tanh outputs for images."""
+  generator = mlp.MLPGenerator(
+      latent_dim=config.latent_dim, output_dim=dim, width=config.g_width, depth=config.g_depth,
+      activation=config.g_activation,
+      output_activation="tanh" if config.dataset == "mnist" else None)
+  discriminator = mlp.MLPDiscriminator(
+      width=config.d_width, depth=config.d_depth, activation=config.d_activation,
+      spectral_norm=config.spectral_norm, packing=config.packing)
+  return generator, discriminator
+
+
+def optimizer(config: VanillaConfig, learning_rate: float, updates_per_step: int):
+  """Adam at ``learning_rate``: warmed up, then constant or cosine-decayed to 0 at the end.
+
+  ``updates_per_step`` converts the step counts of the config into optimizer updates.
+  """
+  warmup, total = (config.warmup_steps * updates_per_step, config.num_steps * updates_per_step)
+  if config.lr_schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total)
+  else:
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup),
+                                     optax.constant_schedule(learning_rate)], [warmup])
+  return optax.adam(schedule, b1=config.beta1, b2=config.beta2)
+
+
+def make_step(config: VanillaConfig, generator: mlp.MLPGenerator,
+              discriminator: mlp.MLPDiscriminator) -> Callable:
+  """The pure train step ``(state, real) -> (state, metrics)`` of one run, as the config says."""
+  return train_step.make_train_step(generator, discriminator, train_step.StepConfig(
+      loss=config.loss, n_critic=config.n_critic, gradient_penalty=config.gradient_penalty,
+      r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999))
+
+
+def seed_keys(config: VanillaConfig) -> Array:
+  """``(num_seeds, 3, 2)``: the init, data and sample keys of each run."""
+  seeds = config.seed + jnp.arange(config.num_seeds)
+  return jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
+
+
+def make_train_chunk(step_fn: Callable, sample: Callable[[Any, Array, int], Array],
+                     real_per_step: int, length: int):
+  """``chunk(state, data_key, arrays) -> (state, metrics)``: ``length`` steps of one run.
+
+  Step t trains on ``sample(arrays, fold_in(data_key, t), real_per_step)``; ``metrics`` maps
+  names to ``(length,)`` arrays, one value per step.
+  """
+  def chunk(state: train_state.GANState, data_key: Array, arrays):
+    def body(state, _):
+      real = sample(arrays, jax.random.fold_in(data_key, state.step), real_per_step)
+      return step_fn(state, real)
+    return lax.scan(body, state, None, length=length)
+  return chunk
+
+
+def make_generate(generator: mlp.MLPGenerator, num_samples: int):
+  """``generate(state, key) -> (num_samples, dim)``: one run's generator (its EMA if kept)."""
+  def generate(state: train_state.GANState, key: Array) -> Array:
+    params = state.generator.params if state.ema_params is None else state.ema_params
+    latents = jax.random.normal(key, (num_samples, generator.latent_dim))
+    return generator.apply({"params": params, "batch_stats": state.generator.batch_stats},
+                           latents, train=False)
+  return generate
+
+
+def evaluate_modes(samples: np.ndarray, mixture: distributions.GaussianMixture
+                   ) -> List[Dict[str, float]]:
+  """PacGAN mode metrics of each seed's samples ``(num_seeds, n, 2)``."""
+  return [modes.mode_metrics(s, mixture.means, mixture.stds) for s in samples]
+
+
+def summarize(per_seed: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+  """Mean, std (over seeds, ddof 0), min and max of every metric."""
+  summary = {}
+  for name in per_seed[0]:
+    values = np.array([m[name] for m in per_seed], np.float64)
+    summary[name] = {"mean": float(values.mean()), "std": float(values.std()),
+                     "min": float(values.min()), "max": float(values.max())}
+  return summary
+
+
+def save_pictures(samples: np.ndarray, data: RealData, seeds: np.ndarray, path: str,
+                  per_seed: Optional[List[Dict[str, float]]] = None) -> None:
+  """Scatter panels over the modes (2-D, titled with ``per_seed`` metrics) or digit rows."""
+  if data.mixture is None:
+    digits = samples[:, :DIGITS_PER_SEED].reshape(-1, MNIST_SIDE, MNIST_SIDE, 1)
+    plotting.save_image_grid(digits, path, columns=DIGITS_PER_ROW)
+    return
+  titles = [f"seed {s}" for s in seeds]
+  if per_seed is not None:
+    num_modes = data.mixture.num_modes
+    titles = [f"{t}: {m['modes']}/{num_modes} modes, HQ {m['high_quality']:.1%}, "
+              f"rKL {m['reverse_kl']:.3f}" for t, m in zip(titles, per_seed)]
+  plotting.plot_samples_over_modes(samples, data.mixture.means, data.mixture.stds, path, titles)
+
+
+def init_states(config: VanillaConfig, generator: mlp.MLPGenerator,
+                discriminator: mlp.MLPDiscriminator, dim: int, init_keys: Array
+                ) -> train_state.GANState:
+  """One GANState per seed, stacked along a leading seed axis."""
+  def init(key):
+    return train_state.create_gan_state(
+        key, generator, discriminator, (dim,),
+        optimizer(config, config.g_learning_rate, 1),
+        optimizer(config, config.d_learning_rate, config.n_critic),
+        use_ema=config.ema_decay > 0, init_batch_size=config.packing)
+  return jax.jit(jax.vmap(init))(init_keys)
+
+
+def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds: np.ndarray,
+                        results: dict) -> None:
+  """``final_samples.npy`` and ``final_samples.png``; the mode metrics go into ``results``."""
+  path = os.path.join(workdir, "final_samples")
+  if data.mixture is None:
+    np.save(path + ".npy", samples.reshape(-1, MNIST_SIDE, MNIST_SIDE, 1))
+    save_pictures(samples, data, seeds, path + ".png")
+    return
+  np.save(path + ".npy", samples)
+  per_seed = evaluate_modes(samples, data.mixture)
+  results.update(per_seed=[dict(m, seed=int(s)) for s, m in zip(seeds, per_seed)],
+                 summary=summarize(per_seed))
+  save_pictures(samples, data, seeds, path + ".png", per_seed)
+
+
+def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
+  """Trains ``config.num_seeds`` GANs at once and writes everything under ``workdir``.
+
+  Returns:
+    What ``metrics.json`` holds (see the module docstring).
+  """
+  start_time = time.time()
+  validate(config)
+  try:
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  except OSError as e:
+    raise cli.UsageError(f"cannot create --workdir={workdir!r} ({e.strerror}); choose a folder "
+                         "you can write to") from None
+  data = load_data(config.dataset)
+  generator, discriminator = build_models(config, data.dim)
+  step_fn = make_step(config, generator, discriminator)
+  keys = seed_keys(config)
+  init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+  state = init_states(config, generator, discriminator, data.dim, init_keys)
+  chunk = make_train_chunk(step_fn, data.sample, config.batch_size * config.n_critic,
+                           config.log_every_steps)
+  run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
+      state, data_keys, data.arrays).compile()
+  generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
+  logging.info("%d seed(s) of %s: %d + %d parameters per seed, compiled in %.1f s",
+               config.num_seeds, config.dataset,
+               train_state.count_params(state.generator.params) // config.num_seeds,
+               train_state.count_params(state.discriminator.params) // config.num_seeds,
+               time.time() - start_time)
+
+  seeds = config.seed + np.arange(config.num_seeds)
+  log = RunLog(workdir, 0, config.num_steps)
+  history = {name: [] for group in CURVES.values() for name in group}  # name -> [(S,)]
+  nonfinite, train_start = 0, time.time()
+  for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
+    state, metrics = run_chunk(state, data_keys, data.arrays)
+    per_seed = {name: np.asarray(v).mean(axis=1) for name, v in metrics.items()}  # (S,) each
+    nonfinite += int(np.sum(metrics["nonfinite"]))
+    for name, values in history.items():
+      values.append(per_seed[name])
+    row = {name: float(np.mean(v)) for name, v in per_seed.items()}
+    row["steps_per_sec"] = log.progress(step, row)
+    if config.snapshot_every_steps and step % config.snapshot_every_steps == 0:
+      samples = np.asarray(generate(state, sample_keys))
+      snapshot = evaluate_modes(samples, data.mixture) if data.mixture else None
+      if snapshot:
+        row.update({name: float(np.mean([m[name] for m in snapshot])) for name in MODE_METRICS})
+        logging.info("step %d: modes per seed %s | mean high quality %.3f | mean reverse KL "
+                     "%.4f", step, " ".join(str(m["modes"]) for m in snapshot),
+                     row["high_quality"], row["reverse_kl"])
+      save_pictures(samples, data, seeds, os.path.join(workdir, "samples", f"step_{step:06d}.png"),
+                    snapshot)
+    log.write(step, row)
+  log.close()
+  train_time = time.time() - train_start
+
+  results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
+             "train_s": train_time, "steps_per_sec": config.num_steps / train_time,
+             "nonfinite_updates": nonfinite}
+  write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
+                      results)
+  steps = np.arange(1, len(history["d_loss"]) + 1) * config.log_every_steps
+  plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()}, CURVES,
+                            os.path.join(workdir, "curves.png"))
+  results["wall_s"] = time.time() - start_time
+  with open(os.path.join(workdir, "metrics.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
+def main(argv):
+  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
+              "--name=value")
+  results = train_and_evaluate(cli.config_from_flags(VanillaConfig), flags.FLAGS.workdir)
+  for name, stats in results.get("summary", {}).items():
+    logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
+                 len(results["seeds"]), stats["mean"], stats["std"], stats["min"], stats["max"])
+  logging.info("wall time %.1f s (training %.1f s, %.1f steps/s); outputs in %s",
+               results["wall_s"], results["train_s"], results["steps_per_sec"], flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  # Defined here, not on import: experiments.theory imports this module and has flags of its own.
+  cli.define_flags(VanillaConfig)
+  flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
+  flags.mark_flag_as_required("workdir")
+  cli.run(main)
