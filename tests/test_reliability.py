@@ -111,7 +111,7 @@ def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(
 def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(straight, workdir)
-  for flag, value, saved in [("resolution", 32, 28), ("g_width", 32, 64),
+  for flag, value, saved in [("resolution", 64, 32), ("g_width", 32, 64),
                              ("dataset", "tfds:mnist", "mnist"), ("channels", 3, 1)]:
     with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
       trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
