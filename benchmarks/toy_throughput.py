@@ -12,7 +12,6 @@ Two figures, each printed as a JSON line, the summary last:
   each compiled anew, as a loop over seeds in a script would), and against the PyTorch
   reference's sequential seeds.
 """
-import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 
 from experiments import vanilla_gan
@@ -52,9 +50,8 @@ def one_seed_steps_per_sec() -> float:
   step_fn = vanilla_gan.make_step(config, generator, discriminator)
   keys = vanilla_gan.seed_keys(config)
   state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0])
-  chunk = vanilla_gan.make_train_chunk(step_fn, data.sample, config.batch_size, FLAGS.chunk)
-  run = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
-      state, keys[:, 1], data.arrays).compile()
+  run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, FLAGS.chunk, state,
+                                          keys[:, 1])
   state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
   jax.block_until_ready(metrics)
   rates = []

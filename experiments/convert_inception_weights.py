@@ -19,8 +19,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
   cli.require(FLAGS.input is not None, "pass --input=pt_inception-2015-12-05-6726825d.pth "
               f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
   try:

@@ -20,8 +20,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
   if FLAGS.distributed:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)

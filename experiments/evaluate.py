@@ -77,7 +77,6 @@ def load_samples(config: trainer.TrainConfig) -> np.ndarray:
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}")
   cli.require(bool(FLAGS.workdir) != bool(FLAGS.samples), "pass exactly one of --workdir "
               "(a training run) and --samples (a .npy of images)")
   config = run_config()

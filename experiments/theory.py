@@ -77,11 +77,10 @@ class TheoryConfig:
 
 def validate(config: TheoryConfig) -> None:
   """Raises UsageError naming the first bad setting."""
-  for name in ("fit_steps", "fit_batch_size", "width", "gan_steps", "gan_batch_size",
-               "gan_n_critic", "gan_log_every_steps"):
-    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
-  for name in ("fit_learning_rate", "gan_g_learning_rate", "gan_d_learning_rate"):
-    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+  cli.require_positive(config, ("fit_steps", "fit_batch_size", "width", "gan_steps",
+                                "gan_batch_size", "gan_n_critic", "gan_log_every_steps",
+                                "fit_learning_rate", "gan_g_learning_rate",
+                                "gan_d_learning_rate"))
   require(config.gan_steps % config.gan_log_every_steps == 0, f"--gan_steps={config.gan_steps} is "
           f"not a multiple of --gan_log_every_steps={config.gan_log_every_steps}")
 
@@ -225,11 +224,7 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
   """
   start_time = time.time()
   validate(config)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise cli.UsageError(f"cannot create --workdir={workdir!r} ({e.strerror}); choose a folder "
-                         "you can write to") from None
+  cli.make_writable_dir(workdir)
   key = jax.random.PRNGKey(config.seed)
   fits = optimal_discriminator_lab(config, jax.random.fold_in(key, 0))
   numbers = ("max_abs_error", "jsd", "optimal_value", "minus_log4_plus_2jsd", "trained_value")
@@ -267,8 +262,6 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
   run_lab(cli.config_from_flags(TheoryConfig), flags.FLAGS.workdir)
 
 

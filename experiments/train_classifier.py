@@ -26,8 +26,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
   start = time.time()
   digits, labels = input_pipeline.load_mnist_arrays()
   images = digits[..., None].astype(np.float32) / 127.5 - 1.0

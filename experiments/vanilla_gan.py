@@ -122,9 +122,9 @@ def validate(config: VanillaConfig) -> None:
           f"{', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
   require(0 <= config.warmup_steps < config.num_steps, f"--warmup_steps must be in [0, "
           f"--num_steps), got {config.warmup_steps}")
-  for name in ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width", "g_depth",
-               "d_width", "d_depth", "packing", "n_critic", "log_every_steps", "num_samples"):
-    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+  cli.require_positive(config, ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width",
+                                "g_depth", "d_width", "d_depth", "packing", "n_critic",
+                                "log_every_steps", "num_samples"))
   require(config.batch_size % config.packing == 0, f"--batch_size={config.batch_size} is not a "
           f"multiple of --packing={config.packing}; the discriminator judges packs of "
           f"{config.packing} samples")
@@ -201,6 +201,16 @@ def make_train_chunk(step_fn: Callable, sample: Callable[[Any, Array, int], Arra
       return step_fn(state, real)
     return lax.scan(body, state, None, length=length)
   return chunk
+
+
+def compile_train_program(step_fn: Callable, data: RealData, real_per_step: int, length: int,
+                          state: train_state.GANState, data_keys: Array):
+  """``program(state, data_keys, data.arrays) -> (state, metrics)``: ``length`` steps of every
+  seed, the seeds vmapped over the leading axis of ``state`` and ``data_keys``; compiled, and the
+  state donated."""
+  chunk = make_train_chunk(step_fn, data.sample, real_per_step, length)
+  return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
+      state, data_keys, data.arrays).compile()
 
 
 def make_generate(generator: mlp.MLPGenerator, num_samples: int):
@@ -280,21 +290,16 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   """
   start_time = time.time()
   validate(config)
-  try:
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-  except OSError as e:
-    raise cli.UsageError(f"cannot create --workdir={workdir!r} ({e.strerror}); choose a folder "
-                         "you can write to") from None
+  cli.make_writable_dir(workdir)
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
   step_fn = make_step(config, generator, discriminator)
   keys = seed_keys(config)
   init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
   state = init_states(config, generator, discriminator, data.dim, init_keys)
-  chunk = make_train_chunk(step_fn, data.sample, config.batch_size * config.n_critic,
-                           config.log_every_steps)
-  run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
-      state, data_keys, data.arrays).compile()
+  run_chunk = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
+                                    config.log_every_steps, state, data_keys)
   generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
   logging.info("%d seed(s) of %s: %d + %d parameters per seed, compiled in %.1f s",
                config.num_seeds, config.dataset,
@@ -343,8 +348,6 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
 
 
 def main(argv):
-  cli.require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
   results = train_and_evaluate(cli.config_from_flags(VanillaConfig), flags.FLAGS.workdir)
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,

@@ -8,9 +8,10 @@
 """
 import dataclasses
 import logging as std_logging
+import os
 import sys
 import typing
-from typing import Any, Callable, Type
+from typing import Any, Callable, Sequence, Type
 
 from absl import app, flags, logging
 
@@ -50,6 +51,8 @@ def run(main: Callable) -> None:
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
+      require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
+              "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
       if flags.FLAGS.verbose:
@@ -65,6 +68,25 @@ def require(condition: bool, message: str) -> None:
   """Raises ``UsageError(message)`` unless ``condition``."""
   if not condition:
     raise UsageError(message)
+
+
+def require_positive(config: Any, names: Sequence[str]) -> None:
+  """Raises ``UsageError`` naming the first of the ``config`` fields ``names`` that is not > 0."""
+  for name in names:
+    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+
+
+def make_writable_dir(workdir: str) -> None:
+  """Creates ``workdir`` if needed and checks that files can be written in it (UsageError if not)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UsageError(f"cannot write to --workdir={workdir!r} ({e.strerror}); choose a folder "
+                     "you can write to") from None
 
 
 def field(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin

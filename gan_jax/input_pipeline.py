@@ -23,7 +23,7 @@ antialiased). Channels are converted (RGB -> luminance, gray -> RGB) to ``channe
 import os
 import queue
 import threading
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 from PIL import Image

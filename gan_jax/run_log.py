@@ -8,7 +8,7 @@ import json
 import logging as std_logging
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 from absl import logging

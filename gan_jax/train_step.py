@@ -11,7 +11,7 @@ and, under ``pmap``, on many. Updates whose loss or gradient is not finite are s
 params, optimizer state and batch statistics are kept) and counted in ``metrics['nonfinite']``.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax

@@ -26,7 +26,7 @@ import optax
 from absl import logging
 
 from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
-from gan_jax.cli import RunError, UsageError, field, require
+from gan_jax.cli import RunError, UsageError, field, make_writable_dir, require, require_positive
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.run_log import RunLog, read_metrics
@@ -101,22 +101,13 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
   require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
           f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
-  for name in ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
-               "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps"):
-    require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+  require_positive(config, ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
+                            "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps"))
 
 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   """Creates ``workdir``, checks it is writable, and checks a resume keeps the model and data."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_probe")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise UsageError(f"cannot write to --workdir={workdir!r} ({e.strerror}); choose a folder "
-                     "you can write to") from None
+  make_writable_dir(workdir)
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:

@@ -1,7 +1,6 @@
 """The train step: determinism, one compilation, pmap == single device, batch norm in sync."""
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
