@@ -47,6 +47,9 @@ class TrainConfig:
   d_width: int = field(64, "Discriminator width (channels of its first layer).")
   batch_size: int = field(64, "Global batch size over all devices and processes.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
+  max_train_minutes: float = field(0.0, "Stop training after this many minutes of this "
+                                   "invocation (0: no limit) and finish as at --num_steps "
+                                   "(samples, scores); rerun to continue to --num_steps.")
   seed: int = field(0, "Seed of the initialization, the noise and the data order.")
   loss: str = field("non_saturating", "GAN loss: non_saturating, minimax, wasserstein, hinge, "
                     "least_squares.")
@@ -90,6 +93,8 @@ def validate(config: TrainConfig, device_count: int) -> None:
           f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
           f"use a multiple of {device_count}")
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
+  require(config.max_train_minutes >= 0,
+          f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
   require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
           f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
   require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
@@ -247,6 +252,9 @@ class _Run:
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
     validate(config, len(self.devices) * jax.process_count())
+    require(not config.max_train_minutes or jax.process_count() == 1,
+            "--max_train_minutes needs a single process (each would stop at its own step); "
+            "use --num_steps")
     if self.primary:
       prepare_workdir(workdir, config)
     source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
@@ -319,12 +327,13 @@ class _Run:
       self.best.save(step, self.host_state(), {"data_position": step, **results})
     return results
 
-  def handle_metrics(self, step: int, metrics) -> None:
-    """Reads one step's metrics: non-finite accounting, metrics row, progress line."""
+  def handle_metrics(self, step: int, metrics, last: bool = False) -> None:
+    """Reads one step's metrics: non-finite accounting, metrics row, progress line (always for
+    the ``last`` step of this invocation)."""
     metrics = parallel.unreplicate(metrics) if self.use_pmap else metrics
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
-    if step % self.config.log_every_steps == 0 or step == self.config.num_steps:
+    if last or step % self.config.log_every_steps == 0 or step == self.config.num_steps:
       rate = self.log.progress(step, metrics)
       self.log.write(step, dict(metrics, steps_per_sec=rate))
       self.last_metrics = metrics
@@ -339,6 +348,7 @@ class _Run:
   def train(self, preemption: "_Preemption") -> dict:
     config, step = self.config, self.start_step
     start_time = time.time()
+    deadline = start_time + 60 * config.max_train_minutes if config.max_train_minutes else np.inf
     pending = None  # (step, metrics) of the previous step, read while the next step runs
     while step < config.num_steps and not preemption.requested:
       self.state, metrics = self.step_fn(self.state, next(self.device_batches))
@@ -352,16 +362,22 @@ class _Run:
         self.save(step)
       if self.evaluator and config.eval_every_steps and step % config.eval_every_steps == 0:
         self.evaluate(step)
+      if time.time() >= deadline:
+        break
     if pending is not None:
-      self.handle_metrics(*pending)
+      self.handle_metrics(*pending, last=True)
     self.save(step, wait=True)
     wall = time.time() - start_time
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
-               "preempted": preemption.requested, **self.last_metrics}
+               "preempted": preemption.requested, **self.last_metrics,
+               "time_limited": step < config.num_steps and not preemption.requested}
     if preemption.requested:
       logging.info("SIGTERM: saved checkpoint %d; rerun the same command to resume", step)
       return summary
+    if summary["time_limited"]:
+      logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
+                   "continue", config.max_train_minutes, step, config.num_steps)
     if self.primary:
       final = self.samples(1, config.num_final_samples)
       np.save(os.path.join(self.workdir, "final_samples.npy"), final.astype(np.float32))

@@ -66,6 +66,18 @@ def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path):
   assert steps == list(range(1, 41))  # one row per step, none twice
 
 
+def test_time_limit_stops_after_a_step_finishes_the_outputs_and_a_rerun_continues(straight,
+                                                                                  tmp_path):
+  summary = trainer.train_and_evaluate(config("--max_train_minutes=1e-9"), str(tmp_path))
+  assert summary["time_limited"] and summary["step"] == 1
+  assert np.load(tmp_path / "final_samples.npy").shape == (64, 32, 32, 1)
+  assert [r["step"] for r in trainer.read_metrics(str(tmp_path))] == [1]  # the last step's row
+  summary = trainer.train_and_evaluate(config(), str(tmp_path))
+  assert summary["start_step"] == 1 and not summary["time_limited"]
+  assert_same_run(tmp_path, straight)
+  assert [r["step"] for r in trainer.read_metrics(str(tmp_path))] == list(range(1, 41))
+
+
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, tmp_path):
   process = dcgan_runs.start_command(tmp_path, ARGV)
   wait_for_checkpoint(tmp_path, 10, process)
