@@ -47,9 +47,9 @@ class TrainConfig:
   d_width: int = field(64, "Discriminator width (channels of its first layer).")
   batch_size: int = field(64, "Global batch size over all devices and processes.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
-  max_train_minutes: float = field(0.0, "Stop training after this many minutes of this "
-                                   "invocation (0: no limit) and finish as at --num_steps "
-                                   "(samples, scores); rerun to continue to --num_steps.")
+  max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes (0: "
+                                   "no limit) and finish as at --num_steps (samples, scores); "
+                                   "rerun to continue to --num_steps.")
   seed: int = field(0, "Seed of the initialization, the noise and the data order.")
   loss: str = field("non_saturating", "GAN loss: non_saturating, minimax, wasserstein, hinge, "
                     "least_squares.")
@@ -348,7 +348,8 @@ class _Run:
   def train(self, preemption: "_Preemption") -> dict:
     config, step = self.config, self.start_step
     start_time = time.time()
-    deadline = start_time + 60 * config.max_train_minutes if config.max_train_minutes else np.inf
+    deadline = (time.monotonic() + 60 * config.max_train_minutes if config.max_train_minutes
+                else np.inf)
     pending = None  # (step, metrics) of the previous step, read while the next step runs
     while step < config.num_steps and not preemption.requested:
       self.state, metrics = self.step_fn(self.state, next(self.device_batches))
@@ -362,17 +363,17 @@ class _Run:
         self.save(step)
       if self.evaluator and config.eval_every_steps and step % config.eval_every_steps == 0:
         self.evaluate(step)
-      if time.time() >= deadline:
+      if time.monotonic() >= deadline:
         break
     if pending is not None:
       self.handle_metrics(*pending, last=True)
     self.save(step, wait=True)
-    wall = time.time() - start_time
+    wall, preempted = time.time() - start_time, preemption.requested
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
-               "preempted": preemption.requested, **self.last_metrics,
-               "time_limited": step < config.num_steps and not preemption.requested}
-    if preemption.requested:
+               "preempted": preempted, **self.last_metrics,
+               "time_limited": step < config.num_steps and not preempted}
+    if preempted:
       logging.info("SIGTERM: saved checkpoint %d; rerun the same command to resume", step)
       return summary
     if summary["time_limited"]:

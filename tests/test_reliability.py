@@ -20,9 +20,9 @@ from tests import dcgan_runs
 
 FLAGFILE = "dcgan_mnist.flags"
 # Narrow models: the properties are about the loop and checkpoints, not the model's size.
-ARGS = ["--g_width=16", "--d_width=16", "--num_steps=40", "--checkpoint_every_steps=10",
-        "--log_every_steps=1", "--sample_every_steps=0", "--num_final_samples=64", "--seed=7",
-        "--eval_extractor=none"]
+ARGS = ["--g_width=16", "--d_width=16", "--num_steps=40", "--max_train_minutes=0",
+        "--checkpoint_every_steps=10", "--log_every_steps=1", "--sample_every_steps=0",
+        "--num_final_samples=64", "--seed=7", "--eval_extractor=none"]
 ARGV = [f"--flagfile={os.path.join(dcgan_runs.CONFIGS, FLAGFILE)}"] + ARGS
 
 
