@@ -86,8 +86,9 @@ RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d
                 "batch_size", "seed", "n_critic", "ema_decay")
 
 
-def validate(config: TrainConfig, device_count: int) -> None:
-  """Raises UsageError naming the first bad setting and what to do."""
+def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> None:
+  """Raises UsageError naming the first bad setting and what to do, for a job of
+  ``device_count`` devices over ``process_count`` processes."""
   require(config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}")
   require(config.batch_size % device_count == 0,
           f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
@@ -95,6 +96,9 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
+  require(not config.max_train_minutes or process_count == 1,
+          "--max_train_minutes needs a single process (each would stop at its own step); "
+          "use --num_steps")
   require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
           f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
   require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
@@ -251,10 +255,7 @@ class _Run:
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
-    validate(config, len(self.devices) * jax.process_count())
-    require(not config.max_train_minutes or jax.process_count() == 1,
-            "--max_train_minutes needs a single process (each would stop at its own step); "
-            "use --num_steps")
+    validate(config, len(self.devices) * jax.process_count(), jax.process_count())
     if self.primary:
       prepare_workdir(workdir, config)
     source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,

@@ -1,9 +1,9 @@
 """Reliability: exact resume after any stop, preemption, checkpoints never lost, divergence.
 
-Every run uses the default flagfile (dcgan_mnist) with narrow models and a fixed seed. Runs that must be stopped
-from outside (SIGKILL, SIGTERM) are commands; the others run in this process. All see the same
-4 CPU devices (tests/conftest.py sets XLA_FLAGS, which the commands inherit), so all compile the
-same program, and "equal" below means bitwise equal.
+Every run uses the default flagfile (dcgan_mnist) with narrow models and a fixed seed. Runs that
+must be stopped from outside (SIGKILL, SIGTERM) are commands; the others run in this process. All
+see the same 4 CPU devices (tests/conftest.py sets XLA_FLAGS, which the commands inherit), so all
+compile the same program, and "equal" below means bitwise equal.
 """
 import os
 import random
