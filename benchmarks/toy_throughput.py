@@ -8,7 +8,7 @@ Two figures, each printed as a JSON line, the summary last:
   batch drawn on the device and `--chunk` steps per compiled call), after compiling, against the
   PyTorch reference's training steps/s (with `--torch_python`);
 * many seeds: whole wall time, compiles included, of `--seeds` runs vmapped into one program
-  (`--num_seeds=S`) against the same runs one after another in this process (`--num_seeds=1`,
+  (`--num_seeds=S`, the seeds split over CPU devices as the experiment does) against the same runs one after another in this process (`--num_seeds=1`,
   each compiled anew, as a loop over seeds in a script would), and against the PyTorch
   reference's sequential seeds.
 """
@@ -22,6 +22,7 @@ import jax
 from absl import app, flags, logging
 
 from experiments import vanilla_gan
+from gan_jax import parallel
 
 flags.DEFINE_string("dataset", "ring8", "ring8 or grid25.")
 flags.DEFINE_integer("steps", 2000, "Training steps per seed.")
@@ -80,6 +81,7 @@ def torch_reference(seeds: int) -> dict:
 
 def main(argv):
   del argv
+  parallel.split_cpu_for_seeds(FLAGS.seeds)  # as experiments.vanilla_gan does
   result = {"framework": "jax", "device": str(jax.devices()[0].device_kind),
             "backend": jax.default_backend(), "dataset": FLAGS.dataset, "steps": FLAGS.steps,
             "batch_size": reference_config().batch_size}

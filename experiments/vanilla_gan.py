@@ -4,7 +4,9 @@
 
 ``--num_seeds=S`` trains S independent GANs at once: run k starts from ``PRNGKey(seed + k)``, and
 the S states are one state ``jax.vmap``-ed over a leading seed axis, so a single compiled program
-trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1``. Each call of that
+trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1``. The seed axis is
+split over the local devices; on a CPU the command first makes the CPU several devices
+(``parallel.split_cpu_for_seeds``), so that the seeds run side by side on the cores. Each call of that
 program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the device
 (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
 ``log_every_steps`` steps.
@@ -35,7 +37,8 @@ import optax
 from absl import flags, logging
 from jax import lax
 
-from gan_jax import cli, distributions, input_pipeline, plotting, train_state, train_step
+from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, train_state,
+                     train_step)
 from gan_jax.cli import field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
@@ -295,14 +298,19 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
   step_fn = make_step(config, generator, discriminator)
-  keys = seed_keys(config)
+  # The seeds are independent: split them over the local devices (each trains its share).
+  sharding = parallel.seed_sharding(config.num_seeds)
+  data = data._replace(arrays=jax.device_put(
+      data.arrays, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())))
+  keys = jax.device_put(seed_keys(config), sharding)
   init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-  state = init_states(config, generator, discriminator, data.dim, init_keys)
+  state = jax.device_put(init_states(config, generator, discriminator, data.dim, init_keys),
+                         sharding)
   run_chunk = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
                                     config.log_every_steps, state, data_keys)
   generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
-  logging.info("%d seed(s) of %s: %d + %d parameters per seed, compiled in %.1f s",
-               config.num_seeds, config.dataset,
+  logging.info("%d seed(s) of %s on %d device(s): %d + %d parameters per seed, compiled in "
+               "%.1f s", config.num_seeds, config.dataset, sharding.mesh.size,
                train_state.count_params(state.generator.params) // config.num_seeds,
                train_state.count_params(state.discriminator.params) // config.num_seeds,
                time.time() - start_time)
@@ -348,7 +356,9 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
 
 
 def main(argv):
-  results = train_and_evaluate(cli.config_from_flags(VanillaConfig), flags.FLAGS.workdir)
+  config = cli.config_from_flags(VanillaConfig)
+  parallel.split_cpu_for_seeds(config.num_seeds)
+  results = train_and_evaluate(config, flags.FLAGS.workdir)
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
                  len(results["seeds"]), stats["mean"], stats["std"], stats["min"], stats["max"])

@@ -1,4 +1,5 @@
-"""Data parallelism: compiling the train step for one or all devices, and device-invariant noise.
+"""Parallelism: the train step on one or all devices, device-invariant noise, and seeds spread
+over devices.
 
 The train step is written once for one shard of the batch. Called with ``axis_name=None`` it is
 the single-device step; under ``pmap(axis_name='batch')`` it averages gradients, metrics and
@@ -6,7 +7,8 @@ batch statistics across replicas. Noise is drawn per *global example index* (exa
 global batch always gets the key ``fold_in(key, i)``), so a run on N devices draws the same
 latents as the same run on one device: results do not depend on how many devices you have.
 """
-from typing import Any, Callable, Optional
+import os
+from typing import Any, Callable, Optional, Sequence
 
 import flax.jax_utils
 import jax
@@ -17,6 +19,10 @@ from jax import lax
 Array = jax.Array
 PyTree = Any
 AXIS_NAME = "batch"
+SEED_AXIS = "seed"
+# Measured on 2 cores: ten vmapped grid25 GANs ran 1.7x (2 devices) to 1.8x (5 devices) the
+# steps/s of one device; more devices than cores still helps, as each has a thread of its own.
+CPU_DEVICES_PER_CORE = 4
 
 
 def shard_index(axis_name: Optional[str]) -> Array:
@@ -95,3 +101,36 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+  """The largest d <= ``limit`` that divides ``n`` (1 when ``limit`` < 1)."""
+  return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def split_cpu_for_seeds(num_seeds: int) -> int:
+  """Makes JAX's CPU backend several devices, so that independent seeds train concurrently.
+
+  On one CPU device, XLA runs the small matrix products of a vmapped toy GAN one after another,
+  each on about one core; spread over several CPU devices (one thread each), the seeds' shares
+  run side by side. The count is the largest divisor of ``num_seeds`` up to
+  ``CPU_DEVICES_PER_CORE`` per available core. Must run before JAX initializes its backends (it
+  overrides ``--xla_force_host_platform_device_count``); GPUs and TPUs are unaffected.
+
+  Returns:
+    The number of CPU devices set.
+  """
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  count = largest_divisor_at_most(num_seeds, CPU_DEVICES_PER_CORE * (cores or 1))
+  jax.config.update("jax_num_cpu_devices", count)
+  return count
+
+
+def seed_sharding(num_seeds: int, devices: Optional[Sequence[jax.Device]] = None
+                  ) -> jax.sharding.NamedSharding:
+  """Splits arrays with a leading seed axis of ``num_seeds`` into equal blocks over the largest
+  number of ``devices`` (default: the local ones) that divides it."""
+  devices = jax.local_devices() if devices is None else devices
+  count = largest_divisor_at_most(num_seeds, len(devices))
+  mesh = jax.sharding.Mesh(np.array(devices[:count]), (SEED_AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SEED_AXIS))

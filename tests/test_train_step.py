@@ -153,3 +153,20 @@ def test_regularized_losses_train_finite(loss):
   chex.assert_tree_all_finite(history)
   assert float(history[-1]["gradient_penalty"]) >= 0 and float(history[-1]["r1_penalty"]) >= 0
   assert all(int(m["nonfinite"]) == 0 for m in history)
+
+
+@pytest.mark.parametrize("n, limit, expected", [(10, 8, 5), (10, 4, 2), (7, 4, 1), (12, 12, 12),
+                                                (1, 8, 1), (6, 0, 1)])
+def test_largest_divisor_at_most(n, limit, expected):
+  assert parallel.largest_divisor_at_most(n, limit) == expected
+
+
+@pytest.mark.parametrize("num_seeds, devices", [(10, 2), (3, 3), (8, 4), (5, 1)])
+def test_seeds_are_split_in_equal_blocks_over_the_most_devices_that_divide_them(num_seeds,
+                                                                              devices):
+  sharding = parallel.seed_sharding(num_seeds)
+  assert sharding.mesh.size == devices
+  stacked = jax.device_put(np.arange(num_seeds * 3.0).reshape(num_seeds, 3), sharding)
+  blocks = sorted(stacked.addressable_shards, key=lambda s: s.index[0].start)
+  assert [s.data.shape for s in blocks] == [(num_seeds // devices, 3)] * devices
+  np.testing.assert_array_equal(np.concatenate([s.data for s in blocks]), np.asarray(stacked))

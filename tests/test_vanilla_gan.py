@@ -34,6 +34,7 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   result = run_cli(f"--flagfile=experiments/configs/{flagfile}.flags", f"--workdir={tmp_path}",
                    *SHORT_RUN)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert "2 seed(s) of" in result.stderr and "on 2 device(s)" in result.stderr  # one per seed
   samples = np.load(tmp_path / "final_samples.npy")
   assert samples.dtype == np.float32 and np.all(np.isfinite(samples))
   with open(tmp_path / "metrics.json") as f:
@@ -72,6 +73,7 @@ def small_config(**overrides) -> vanilla_gan.VanillaConfig:
 
 
 def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
+  """Three seeds on three of the four test devices against one seed on one device."""
   together = vanilla_gan.train_and_evaluate(small_config(seed=3, num_seeds=3), tmp_path / "all")
   alone = vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one")
   samples_together = np.load(tmp_path / "all" / "final_samples.npy")
