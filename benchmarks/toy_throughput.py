@@ -8,8 +8,9 @@ Two figures, each printed as a JSON line, the summary last:
   batch drawn on the device and `--chunk` steps per compiled call), after compiling, against the
   PyTorch reference's training steps/s (with `--torch_python`);
 * many seeds: whole wall time, compiles included, of `--seeds` runs vmapped into one program
-  (`--num_seeds=S`, the seeds split over CPU devices as the experiment does) against the same runs one after another in this process (`--num_seeds=1`,
-  each compiled anew, as a loop over seeds in a script would), and against the PyTorch
+  (`--num_seeds=S`, the seeds split over CPU devices as the experiment does) against the same
+  runs one after another in this process (`--num_seeds=1`, each compiled anew, as a loop over
+  seeds in a script would; they run on one of those CPU devices), and against the PyTorch
   reference's sequential seeds.
 """
 import json
@@ -50,9 +51,11 @@ def one_seed_steps_per_sec() -> float:
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
   step_fn = vanilla_gan.make_step(config, generator, discriminator)
   keys = vanilla_gan.seed_keys(config)
-  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0])
+  sharding = parallel.seed_sharding(1)
+  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
+                                  sharding)
   run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, FLAGS.chunk, state,
-                                          keys[:, 1])
+                                          keys[:, 1], sharding)
   state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
   jax.block_until_ready(metrics)
   rates = []

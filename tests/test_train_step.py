@@ -1,4 +1,5 @@
-"""The train step: determinism, one compilation, pmap == single device, batch norm in sync."""
+"""The train step: determinism, one compilation, pmap == single device, batch norm in sync; the
+seed sharding of independent runs."""
 import chex
 import jax
 import numpy as np
@@ -166,7 +167,9 @@ def test_seeds_are_split_in_equal_blocks_over_the_most_devices_that_divide_them(
                                                                               devices):
   sharding = parallel.seed_sharding(num_seeds)
   assert sharding.mesh.size == devices
-  stacked = jax.device_put(np.arange(num_seeds * 3.0).reshape(num_seeds, 3), sharding)
-  blocks = sorted(stacked.addressable_shards, key=lambda s: s.index[0].start)
+  seeds = np.arange(num_seeds * 3.0).reshape(num_seeds, 3)
+  blocks = sorted(jax.device_put(seeds, sharding).addressable_shards,
+                  key=lambda s: s.index[0].start)
   assert [s.data.shape for s in blocks] == [(num_seeds // devices, 3)] * devices
-  np.testing.assert_array_equal(np.concatenate([s.data for s in blocks]), np.asarray(stacked))
+  assert len({s.device for s in blocks}) == devices
+  np.testing.assert_array_equal(np.concatenate([s.data for s in blocks]), seeds)

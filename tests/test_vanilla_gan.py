@@ -18,7 +18,8 @@ SHORT_RUN = ["--num_steps=20", "--log_every_steps=10", "--snapshot_every_steps=1
 
 
 def run_cli(*flags, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # without the 4 devices of conftest.py: the command makes its own CPU devices
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   return subprocess.run([sys.executable, "-m", "experiments.vanilla_gan", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -40,6 +41,7 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   with open(tmp_path / "metrics.json") as f:
     results = json.load(f)
   assert results["seeds"] == [0, 1] and results["config"]["num_steps"] == 20
+  assert results["devices"] == 2
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [10, 20]
