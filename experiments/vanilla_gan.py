@@ -7,10 +7,9 @@ the S states are one state ``jax.vmap``-ed over a leading seed axis, so a single
 trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1`` up to float round-off
 (which training amplifies). The seed axis is split over the local devices; on a CPU the command
 first makes the CPU several devices (``parallel.split_cpu_for_seeds``, ``--cpu_devices``), so
-that the seeds run side by side on the cores. Each call of that
-program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the
-device (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
-``log_every_steps`` steps.
+that the seeds run side by side on the cores. Each call of that program does ``log_every_steps``
+steps in a ``lax.scan``, drawing the real batches on the device (batch t of run k from
+``fold_in(data_key_k, t)``), so Python only sees the loop every ``log_every_steps`` steps.
 
 Writes to ``--workdir``:
 
@@ -215,9 +214,8 @@ def compile_train_program(step_fn: Callable, data: RealData, real_per_step: int,
   seed, the seeds vmapped over the leading axis of ``state`` and ``data_keys`` and split over
   devices by ``sharding`` (``data.arrays`` replicated); compiled, and the state donated."""
   chunk = make_train_chunk(step_fn, data.sample, real_per_step, length)
-  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
   return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,),
-                 in_shardings=(sharding, sharding, replicated),
+                 in_shardings=(sharding, sharding, parallel.replicated(sharding)),
                  out_shardings=(sharding, sharding)).lower(state, data_keys, data.arrays).compile()
 
 
@@ -305,8 +303,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   step_fn = make_step(config, generator, discriminator)
   # The seeds are independent: split them over the local devices (each trains its share).
   sharding = parallel.seed_sharding(config.num_seeds)
-  data = data._replace(arrays=jax.device_put(
-      data.arrays, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())))
+  data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(sharding)))
   keys = jax.device_put(seed_keys(config), sharding)
   init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
   state = init_states(config, generator, discriminator, data.dim, init_keys, sharding)

@@ -147,3 +147,8 @@ def seed_sharding(num_seeds: int, devices: Optional[Sequence[jax.Device]] = None
   count = largest_divisor_at_most(num_seeds, len(devices))
   mesh = jax.sharding.Mesh(np.array(devices[:count]), (SEED_AXIS,))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SEED_AXIS))
+
+
+def replicated(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
+  """Whole arrays on every device of ``sharding``'s mesh (e.g. data all seeds read)."""
+  return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
