@@ -5,12 +5,13 @@ The configuration is that of `../shared/bench/torch_toy_gan.py`: G and D with 3 
 Two figures, each printed as a JSON line, the summary last:
 
 * one seed: steps/s of the project's vanilla-GAN program (`experiments.vanilla_gan`: the real
-  batch drawn on the device and `--chunk` steps per compiled call), after compiling, against the
-  PyTorch reference's training steps/s (with `--torch_python`);
+  batch drawn on the device, `--chunk` steps per compiled call, and on a CPU the batch split over
+  up to one CPU device per core), after compiling, against the PyTorch reference's training
+  steps/s (with `--torch_python`);
 * many seeds: whole wall time, compiles included, of `--seeds` runs vmapped into one program
   (`--num_seeds=S`, the seeds split over CPU devices as the experiment does) against the same
   runs one after another in this process (`--num_seeds=1`, each compiled anew, as a loop over
-  seeds in a script would; they run on one of those CPU devices), and against the PyTorch
+  seeds in a script would; each on the devices that one seed uses), and against the PyTorch
   reference's sequential seeds.
 """
 import json
@@ -49,13 +50,13 @@ def one_seed_steps_per_sec() -> float:
   config = reference_config()
   data = vanilla_gan.load_data(config.dataset)
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
-  step_fn = vanilla_gan.make_step(config, generator, discriminator)
-  keys = vanilla_gan.seed_keys(config)
-  sharding = parallel.seed_sharding(1)
+  mesh = parallel.seed_batch_mesh(1, config.batch_size)  # as the experiment makes it
+  step_fn = vanilla_gan.make_step(config, generator, discriminator, parallel.batch_axis(mesh))
+  keys = jax.device_put(vanilla_gan.seed_keys(config), parallel.seed_sharding(mesh))
   state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
-                                  sharding)
+                                  parallel.seed_sharding(mesh))
   run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, FLAGS.chunk, state,
-                                          keys[:, 1], sharding)
+                                          keys[:, 1], mesh)
   state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
   jax.block_until_ready(metrics)
   rates = []
@@ -84,7 +85,7 @@ def torch_reference(seeds: int) -> dict:
 
 def main(argv):
   del argv
-  parallel.split_cpu_for_seeds(FLAGS.seeds)  # as experiments.vanilla_gan does
+  parallel.split_cpu(FLAGS.seeds, reference_config().batch_size)  # as the experiment does
   result = {"framework": "jax", "device": str(jax.devices()[0].device_kind),
             "backend": jax.default_backend(), "dataset": FLAGS.dataset, "steps": FLAGS.steps,
             "batch_size": reference_config().batch_size}

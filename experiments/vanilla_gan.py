@@ -5,11 +5,13 @@
 ``--num_seeds=S`` trains S independent GANs at once: run k starts from ``PRNGKey(seed + k)``, and
 the S states are one state ``jax.vmap``-ed over a leading seed axis, so a single compiled program
 trains them all and run k equals a run with ``--seed=seed+k --num_seeds=1`` up to float round-off
-(which training amplifies). The seed axis is split over the local devices; on a CPU the command
-first makes the CPU several devices (``parallel.split_cpu_for_seeds``, ``--cpu_devices``), so
-that the seeds run side by side on the cores. Each call of that program does ``log_every_steps``
-steps in a ``lax.scan``, drawing the real batches on the device (batch t of run k from
-``fold_in(data_key_k, t)``), so Python only sees the loop every ``log_every_steps`` steps.
+(which training amplifies). The seeds are split over the local devices, and devices left over
+split each seed's batch (``parallel.seed_batch_mesh``: data parallelism, gradients averaged
+across the shards); on a CPU the command first makes the CPU several devices
+(``parallel.split_cpu``, ``--cpu_devices``), so that the cores train side by side. Each call of
+that program does ``log_every_steps`` steps in a ``lax.scan``, drawing the real batches on the
+device (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees the loop every
+``log_every_steps`` steps.
 
 Writes to ``--workdir``:
 
@@ -21,7 +23,7 @@ Writes to ``--workdir``:
   ``(num_seeds * num_samples, 28, 28, 1)`` in [-1, 1], seed-major, for MNIST;
 * ``final_samples.png`` (the same pictures at the end) and ``curves.png`` (losses, D(x),
   D(G(z)) and gradient norms, one line per seed);
-* ``metrics.json``: the configuration, device count, wall time, and for the mixtures the PacGAN
+* ``metrics.json``: the configuration, device mesh, wall time, and for the mixtures the PacGAN
   mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with their mean
   and std.
 """
@@ -37,6 +39,7 @@ import numpy as np
 import optax
 from absl import flags, logging
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, train_state,
                      train_step)
@@ -179,11 +182,12 @@ def optimizer(config: VanillaConfig, learning_rate: float, updates_per_step: int
 
 
 def make_step(config: VanillaConfig, generator: mlp.MLPGenerator,
-              discriminator: mlp.MLPDiscriminator) -> Callable:
-  """The pure train step ``(state, real) -> (state, metrics)`` of one run, as the config says."""
+              discriminator: mlp.MLPDiscriminator, axis_name: Optional[str] = None) -> Callable:
+  """The pure train step ``(state, real) -> (state, metrics)`` of one run, as the config says,
+  for one shard of its batch (gradients averaged over ``axis_name``, see ``train_step``)."""
   return train_step.make_train_step(generator, discriminator, train_step.StepConfig(
       loss=config.loss, n_critic=config.n_critic, gradient_penalty=config.gradient_penalty,
-      r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999))
+      r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999), axis_name)
 
 
 def seed_keys(config: VanillaConfig) -> Array:
@@ -193,30 +197,41 @@ def seed_keys(config: VanillaConfig) -> Array:
 
 
 def make_train_chunk(step_fn: Callable, sample: Callable[[Any, Array, int], Array],
-                     real_per_step: int, length: int):
+                     real_per_step: int, length: int, axis_name: Optional[str] = None):
   """``chunk(state, data_key, arrays) -> (state, metrics)``: ``length`` steps of one run.
 
-  Step t trains on ``sample(arrays, fold_in(data_key, t), real_per_step)``; ``metrics`` maps
-  names to ``(length,)`` arrays, one value per step.
+  Step t trains on ``sample(arrays, fold_in(data_key, t), real_per_step)``, or with the batch
+  split over ``axis_name``, on this replica's contiguous block of it (the same global batch on
+  any number of shards); ``metrics`` maps names to ``(length,)`` arrays, one value per step.
   """
   def chunk(state: train_state.GANState, data_key: Array, arrays):
     def body(state, _):
       real = sample(arrays, jax.random.fold_in(data_key, state.step), real_per_step)
-      return step_fn(state, real)
+      return step_fn(state, parallel.local_block(real, axis_name))
     return lax.scan(body, state, None, length=length)
   return chunk
 
 
 def compile_train_program(step_fn: Callable, data: RealData, real_per_step: int, length: int,
                           state: train_state.GANState, data_keys: Array,
-                          sharding: jax.sharding.NamedSharding):
+                          mesh: jax.sharding.Mesh):
   """``program(state, data_keys, data.arrays) -> (state, metrics)``: ``length`` steps of every
-  seed, the seeds vmapped over the leading axis of ``state`` and ``data_keys`` and split over
-  devices by ``sharding`` (``data.arrays`` replicated); compiled, and the state donated."""
-  chunk = make_train_chunk(step_fn, data.sample, real_per_step, length)
-  return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0,),
-                 in_shardings=(sharding, sharding, parallel.replicated(sharding)),
-                 out_shardings=(sharding, sharding)).lower(state, data_keys, data.arrays).compile()
+  seed; compiled, and the state donated.
+
+  The seeds are vmapped over the leading axis of ``state`` and ``data_keys``, which are split
+  over ``mesh``'s seed axis; each seed's batch is split over its batch axis, where ``step_fn``
+  must average over ``parallel.batch_axis(mesh)``. ``data.arrays`` is replicated.
+  """
+  chunk = make_train_chunk(step_fn, data.sample, real_per_step, length,
+                           parallel.batch_axis(mesh))
+  seeds = PartitionSpec(parallel.SEED_AXIS)
+  # check_vma=False: pmap's semantics, which the step is written for. With it on, JAX would
+  # already sum the gradients of the replicated params over the batch shards, before the step
+  # averages them.
+  program = jax.shard_map(jax.vmap(chunk, in_axes=(0, 0, None)), mesh=mesh,
+                          in_specs=(seeds, seeds, PartitionSpec()), out_specs=(seeds, seeds),
+                          check_vma=False)
+  return jax.jit(program, donate_argnums=(0,)).lower(state, data_keys, data.arrays).compile()
 
 
 def make_generate(generator: mlp.MLPGenerator, num_samples: int):
@@ -288,8 +303,10 @@ def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds
   save_pictures(samples, data, seeds, path + ".png", per_seed)
 
 
-def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
-  """Trains ``config.num_seeds`` GANs at once and writes everything under ``workdir``.
+def train_and_evaluate(config: VanillaConfig, workdir: str,
+                       devices: Optional[List[jax.Device]] = None) -> dict:
+  """Trains ``config.num_seeds`` GANs at once on ``devices`` (default: the local ones) and
+  writes everything under ``workdir``.
 
   Returns:
     What ``metrics.json`` holds (see the module docstring).
@@ -300,18 +317,21 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
-  step_fn = make_step(config, generator, discriminator)
-  # The seeds are independent: split them over the local devices (each trains its share).
-  sharding = parallel.seed_sharding(config.num_seeds)
-  data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(sharding)))
+  # The seeds are independent: split them over the local devices (each trains its share);
+  # devices left over split each seed's batch (of packs: a pack is judged whole).
+  mesh = parallel.seed_batch_mesh(config.num_seeds, config.batch_size // config.packing, devices)
+  step_fn = make_step(config, generator, discriminator, parallel.batch_axis(mesh))
+  sharding = parallel.seed_sharding(mesh)
+  data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(mesh)))
   keys = jax.device_put(seed_keys(config), sharding)
   init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
   state = init_states(config, generator, discriminator, data.dim, init_keys, sharding)
   run_chunk = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
-                                    config.log_every_steps, state, data_keys, sharding)
+                                    config.log_every_steps, state, data_keys, mesh)
   generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
-  logging.info("%d seed(s) of %s on %d device(s): %d + %d parameters per seed, compiled in "
-               "%.1f s", config.num_seeds, config.dataset, sharding.mesh.size,
+  logging.info("%d seed(s) of %s on %d device(s) (%d seed block(s) x %d batch shard(s)): %d + %d "
+               "parameters per seed, compiled in %.1f s", config.num_seeds, config.dataset,
+               mesh.size, mesh.shape[parallel.SEED_AXIS], mesh.shape[parallel.AXIS_NAME],
                train_state.count_params(state.generator.params) // config.num_seeds,
                train_state.count_params(state.discriminator.params) // config.num_seeds,
                time.time() - start_time)
@@ -343,7 +363,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
   train_time = time.time() - train_start
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
-             "devices": sharding.mesh.size,
+             "devices": mesh.size, "mesh": dict(mesh.shape),
              "train_s": train_time, "steps_per_sec": config.num_steps / train_time,
              "nonfinite_updates": nonfinite}
   write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
@@ -359,7 +379,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str) -> dict:
 
 def main(argv):
   config = cli.config_from_flags(VanillaConfig)
-  parallel.split_cpu_for_seeds(config.num_seeds, flags.FLAGS.cpu_devices)
+  parallel.split_cpu(config.num_seeds, config.batch_size // config.packing,
+                     flags.FLAGS.cpu_devices)
   results = train_and_evaluate(config, flags.FLAGS.workdir)
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
@@ -372,8 +393,9 @@ if __name__ == "__main__":
   # Defined here, not on import: experiments.theory imports this module and has flags of its own.
   cli.define_flags(VanillaConfig)
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
-  flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU, the seeds split over "
-                       "the largest number of them that divides --num_seeds (default: up to 4 "
-                       "per core). Exact results depend on the count.", lower_bound=1)
+  flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU: the seeds are split "
+                       "over the largest number of them that divides --num_seeds, and spare ones "
+                       "(up to one per core) split each seed's batch (default: up to 4 per core "
+                       "for the seeds). Exact results depend on the count.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   cli.run(main)

@@ -8,13 +8,14 @@ global batch always gets the key ``fold_in(key, i)``), so a run on N devices dra
 latents as the same run on one device: results do not depend on how many devices you have, up to
 the order of float reductions.
 
-Independent runs (the seeds of ``experiments.vanilla_gan``) are instead split whole over the
-devices (``seed_sharding``); each device computes its seeds exactly as one device would, but XLA
-may pick other kernels for a different block of seeds, so the float round-off, which GAN training
-amplifies, depends on the device count.
+Independent runs (the seeds of ``experiments.vanilla_gan``) are split whole over the first axis
+of a ``(seed, batch)`` mesh (``seed_batch_mesh``) and, where devices are left over, each seed's
+batch over the second. A device computes its seeds as one device would, but XLA may pick other
+kernels for a different block of seeds, and a split batch sums its gradients in another order, so
+the float round-off, which GAN training amplifies, depends on the mesh.
 """
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.jax_utils
 import jax
@@ -114,41 +115,94 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
   return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
-def split_cpu_for_seeds(num_seeds: int, count: Optional[int] = None) -> int:
-  """Makes JAX's CPU backend several devices, so that independent seeds train concurrently.
+def available_cores() -> int:
+  """CPU cores this process may run on."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
-  On one CPU device, XLA runs the small matrix products of a vmapped toy GAN one after another,
-  each using about one core; with the seeds spread over several CPU devices, their shares run
-  side by side (measured: see ``CPU_DEVICES_PER_CORE``). Must run before JAX initializes its
+
+def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
+                          cores: Optional[int] = None) -> Tuple[int, int]:
+  """How independent runs share ``num_devices``: ``(seed_blocks, batch_shards)``.
+
+  The seeds are split into the most equal blocks that the devices allow; devices left over split
+  the batch of every seed (data parallelism). On a CPU (``cores`` given) a batch is split over at
+  most one device per core: unlike independent seeds, batch shards meet at every gradient
+  all-reduce, so more shards than cores only add waiting.
+
+  Args:
+    num_seeds: independent runs.
+    batch_size: examples (or PacGAN packs) per update, split in equal shards.
+    num_devices: devices available.
+    cores: the CPU's cores, or None for accelerators.
+  """
+  seed_blocks = largest_divisor_at_most(num_seeds, num_devices)
+  spare = num_devices // seed_blocks
+  if cores is not None:
+    spare = min(spare, cores // seed_blocks)
+  return seed_blocks, largest_divisor_at_most(batch_size, spare)
+
+
+def split_cpu(num_seeds: int, batch_size: int, count: Optional[int] = None) -> int:
+  """Makes JAX's CPU backend several devices, so that the cores train side by side.
+
+  On one CPU device, XLA runs the small matrix products of a toy GAN one after another, each
+  using about one core. Independent seeds spread over several CPU devices run side by side (up
+  to ``CPU_DEVICES_PER_CORE`` per core); with fewer seeds than cores, each seed's batch is also
+  split over the spare cores (``seed_and_batch_blocks``). Must run before JAX initializes its
   backends (later, ``jax.config`` raises RuntimeError); it overrides
   ``--xla_force_host_platform_device_count``. On a GPU or TPU host it only resizes the CPU
   backend, which the run does not use.
 
   Args:
     num_seeds: the runs to spread.
-    count: CPU devices to make; default: the largest divisor of ``num_seeds`` up to
-      ``CPU_DEVICES_PER_CORE`` per available core.
+    batch_size: examples (or packs) per update of one run.
+    count: CPU devices to make; default: as many as ``seed_and_batch_blocks`` uses of
+      ``CPU_DEVICES_PER_CORE`` per core.
 
   Returns:
     The number of CPU devices set.
   """
   if count is None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    count = largest_divisor_at_most(num_seeds, CPU_DEVICES_PER_CORE * (cores or 1))
+    cores = available_cores()
+    seed_blocks, batch_shards = seed_and_batch_blocks(num_seeds, batch_size,
+                                                      CPU_DEVICES_PER_CORE * cores, cores)
+    count = seed_blocks * batch_shards
   jax.config.update("jax_num_cpu_devices", count)
   return count
 
 
-def seed_sharding(num_seeds: int, devices: Optional[Sequence[jax.Device]] = None
-                  ) -> jax.sharding.NamedSharding:
-  """Splits arrays with a leading seed axis of ``num_seeds`` into equal blocks over the largest
-  number of ``devices`` (default: the local ones) that divides it."""
-  devices = jax.local_devices() if devices is None else devices
-  count = largest_divisor_at_most(num_seeds, len(devices))
-  mesh = jax.sharding.Mesh(np.array(devices[:count]), (SEED_AXIS,))
+def seed_batch_mesh(num_seeds: int, batch_size: int,
+                    devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
+  """A ``(SEED_AXIS, AXIS_NAME)`` mesh of ``devices`` (default: the local ones) shaped by
+  ``seed_and_batch_blocks``: seeds split over the first axis, each seed's batch over the second.
+  """
+  devices = jax.local_devices() if devices is None else list(devices)
+  cores = available_cores() if devices[0].platform == "cpu" else None
+  shape = seed_and_batch_blocks(num_seeds, batch_size, len(devices), cores)
+  return jax.sharding.Mesh(np.array(devices[:shape[0] * shape[1]]).reshape(shape),
+                           (SEED_AXIS, AXIS_NAME))
+
+
+def batch_axis(mesh: jax.sharding.Mesh) -> Optional[str]:
+  """The axis name a step must average over on ``mesh``: None when the batch is not split."""
+  return AXIS_NAME if mesh.shape[AXIS_NAME] > 1 else None
+
+
+def seed_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Arrays with a leading seed axis, split in equal blocks over ``mesh``'s seed axis."""
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SEED_AXIS))
 
 
-def replicated(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
-  """Whole arrays on every device of ``sharding``'s mesh (e.g. data all seeds read)."""
-  return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Whole arrays on every device of ``mesh`` (e.g. data all seeds read)."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def local_block(x: Array, axis_name: Optional[str]) -> Array:
+  """This replica's contiguous block of ``x``'s leading axis (all of ``x`` outside pmap)."""
+  if axis_name is None:
+    return x
+  size = x.shape[0] // lax.axis_size(axis_name)
+  return lax.dynamic_slice_in_dim(x, lax.axis_index(axis_name) * size, size)

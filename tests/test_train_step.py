@@ -162,14 +162,26 @@ def test_largest_divisor_at_most(n, limit, expected):
   assert parallel.largest_divisor_at_most(n, limit) == expected
 
 
-@pytest.mark.parametrize("num_seeds, devices", [(10, 2), (3, 3), (8, 4), (5, 1)])
-def test_seeds_are_split_in_equal_blocks_over_the_most_devices_that_divide_them(num_seeds,
-                                                                              devices):
-  sharding = parallel.seed_sharding(num_seeds)
-  assert sharding.mesh.size == devices
+@pytest.mark.parametrize("seeds, batch, devices, cores, expected", [
+    (10, 256, 4, None, (2, 2)), (10, 256, 20, 2, (10, 1)), (5, 256, 8, 2, (5, 1)),
+    (1, 256, 8, 2, (1, 2)), (1, 256, 4, None, (1, 4)), (3, 64, 16, 16, (3, 4)),
+    (7, 256, 4, 4, (1, 4)), (1, 9, 8, None, (1, 3))])
+def test_seeds_take_the_devices_first_and_spare_ones_split_the_batch(seeds, batch, devices, cores,
+                                                                     expected):
+  assert parallel.seed_and_batch_blocks(seeds, batch, devices, cores) == expected
+
+
+@pytest.mark.parametrize("num_seeds", [10, 3, 8, 1])
+def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seeds):
+  mesh = parallel.seed_batch_mesh(num_seeds, 64, jax.devices()[:4])
+  shape = parallel.seed_and_batch_blocks(num_seeds, 64, 4, parallel.available_cores())
+  assert tuple(mesh.shape.values()) == shape
+  assert parallel.batch_axis(mesh) == (parallel.AXIS_NAME if shape[1] > 1 else None)
   seeds = np.arange(num_seeds * 3.0).reshape(num_seeds, 3)
-  blocks = sorted(jax.device_put(seeds, sharding).addressable_shards,
-                  key=lambda s: s.index[0].start)
-  assert [s.data.shape for s in blocks] == [(num_seeds // devices, 3)] * devices
-  assert len({s.device for s in blocks}) == devices
-  np.testing.assert_array_equal(np.concatenate([s.data for s in blocks]), seeds)
+  blocks = sorted(jax.device_put(seeds, parallel.seed_sharding(mesh)).addressable_shards,
+                  key=lambda s: (s.index[0].start or 0, s.device.id))
+  assert len({s.device for s in blocks}) == mesh.size
+  assert all(s.data.shape == (num_seeds // shape[0], 3) for s in blocks)
+  # the batch shards of a seed block hold the same seeds
+  np.testing.assert_array_equal(np.concatenate([s.data for s in blocks[::shape[1]]]), seeds)
+

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import chex
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import cli, distributions
+from gan_jax import cli, distributions, parallel
 from gan_jax.metrics import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +43,7 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   with open(tmp_path / "metrics.json") as f:
     results = json.load(f)
   assert results["seeds"] == [0, 1] and results["config"]["num_steps"] == 20
-  assert results["devices"] == 2
+  assert results["devices"] == 2 and results["mesh"] == {"seed": 2, "batch": 1}
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [10, 20]
@@ -76,8 +78,10 @@ def small_config(**overrides) -> vanilla_gan.VanillaConfig:
 
 def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
   """Three seeds on three of the four test devices against one seed on one device."""
-  together = vanilla_gan.train_and_evaluate(small_config(seed=3, num_seeds=3), tmp_path / "all")
-  alone = vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one")
+  together = vanilla_gan.train_and_evaluate(small_config(seed=3, num_seeds=3), tmp_path / "all",
+                                            jax.devices()[:3])
+  alone = vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one",
+                                         jax.devices()[:1])
   samples_together = np.load(tmp_path / "all" / "final_samples.npy")
   samples_alone = np.load(tmp_path / "one" / "final_samples.npy")
   assert samples_together.shape == (3, 50, 2) and samples_alone.shape == (1, 50, 2)
@@ -85,6 +89,36 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
   assert together["per_seed"][1] == pytest.approx(alone["per_seed"][0], nan_ok=True)
   # and the seeds differ from each other.
   assert np.max(np.abs(samples_together[0] - samples_together[1])) > 0.01
+
+
+def train_on_mesh(config: vanilla_gan.VanillaConfig, mesh_shape, calls: int):
+  """``calls`` compiled chunks of ``config`` on the first devices as a (seed, batch) mesh."""
+  devices = np.array(jax.devices()[:mesh_shape[0] * mesh_shape[1]]).reshape(mesh_shape)
+  mesh = jax.sharding.Mesh(devices, (parallel.SEED_AXIS, parallel.AXIS_NAME))
+  data = vanilla_gan.load_data(config.dataset)
+  generator, discriminator = vanilla_gan.build_models(config, data.dim)
+  step_fn = vanilla_gan.make_step(config, generator, discriminator, parallel.batch_axis(mesh))
+  keys = jax.device_put(vanilla_gan.seed_keys(config), parallel.seed_sharding(mesh))
+  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
+                                  parallel.seed_sharding(mesh))
+  run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, config.log_every_steps,
+                                          state, keys[:, 1], mesh)
+  for _ in range(calls):
+    state, metrics = run(state, keys[:, 1], data.arrays)
+  return jax.device_get((state, metrics))
+
+
+def test_seeds_with_their_batch_split_over_two_devices_each_equal_one_device():
+  """2 seeds x 2 batch shards (gradients averaged across the shards) against one device."""
+  config = small_config(num_seeds=2, r1_penalty=0.1)
+  state_split, metrics_split = train_on_mesh(config, (2, 2), calls=2)
+  state_one, metrics_one = train_on_mesh(config, (1, 1), calls=2)
+  # every array of the states (params, optimizer moments, EMA); their modules differ as objects
+  chex.assert_trees_all_close(jax.tree_util.tree_leaves(state_split),
+                              jax.tree_util.tree_leaves(state_one), rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(metrics_split, metrics_one, rtol=1e-4, atol=1e-6)
+  assert int(state_one.step[0]) == 2 * config.log_every_steps
+  assert float(metrics_one["r1_penalty"].min()) > 0  # the penalty is in play
 
 
 @pytest.mark.parametrize("overrides, message", [
