@@ -10,13 +10,18 @@ Two figures, each printed as a JSON line, the summary last:
   steps/s (with `--torch_python`);
 * many seeds: whole wall time, compiles included, of `--seeds` runs vmapped into one program
   (`--num_seeds=S`, the seeds split over CPU devices as the experiment does) against the same
-  runs one after another in this process (`--num_seeds=1`, each compiled anew, as a loop over
-  seeds in a script would; each on the devices that one seed uses), and against the PyTorch
-  reference's sequential seeds.
+  runs one after another in one process (`--num_seeds=1`, each compiled anew, as a loop over
+  seeds in a script would), and against the PyTorch reference's sequential seeds.
+
+Each JAX figure is measured in a process of its own that first makes the CPU devices the
+experiment would make for that many seeds (`parallel.split_cpu`): idle extra CPU devices slow a
+program that uses only some of them (one seed on 2 of 5 CPU devices: 333 steps/s, on 2 of 2:
+590).
 """
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,6 +35,9 @@ flags.DEFINE_string("dataset", "ring8", "ring8 or grid25.")
 flags.DEFINE_integer("steps", 2000, "Training steps per seed.")
 flags.DEFINE_integer("chunk", 500, "Steps per compiled call.")
 flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.")
+flags.DEFINE_enum("part", None, ["one_seed", "vmapped", "sequential"], "Measure only this "
+                  "JAX figure, in this process, and print it as JSON (the benchmark runs each "
+                  "part so).")
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
                                                     os.pardir, "shared", "bench",
@@ -83,13 +91,35 @@ def torch_reference(seeds: int) -> dict:
   return json.loads(output.strip().splitlines()[-1])
 
 
+def measure_part(part: str) -> dict:
+  """One JAX figure, on the CPU devices the experiment would make for its seeds."""
+  seeds = FLAGS.seeds if part == "vmapped" else 1
+  parallel.split_cpu(seeds, reference_config().batch_size)
+  if part == "one_seed":
+    return {"steps_per_sec": one_seed_steps_per_sec(), "device": jax.devices()[0].device_kind,
+            "backend": jax.default_backend()}
+  if part == "vmapped":
+    return {"wall_s": wall_time(reference_config(num_seeds=seeds))}
+  return {"wall_s": sum(wall_time(reference_config(seed=k)) for k in range(FLAGS.seeds))}
+
+
+def run_part(part: str) -> dict:
+  """``measure_part(part)`` in a fresh process with this process's flags."""
+  command = [sys.executable, "-m", "benchmarks.toy_throughput", *sys.argv[1:], f"--part={part}"]
+  output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+  return json.loads(output.strip().splitlines()[-1])
+
+
 def main(argv):
   del argv
-  parallel.split_cpu(FLAGS.seeds, reference_config().batch_size)  # as the experiment does
-  result = {"framework": "jax", "device": str(jax.devices()[0].device_kind),
-            "backend": jax.default_backend(), "dataset": FLAGS.dataset, "steps": FLAGS.steps,
-            "batch_size": reference_config().batch_size}
-  result["steps_per_sec"] = one_seed_steps_per_sec()
+  if FLAGS.part:
+    print(json.dumps(measure_part(FLAGS.part)))
+    return
+  one_seed = run_part("one_seed")
+  result = {"framework": "jax", "device": one_seed["device"], "backend": one_seed["backend"],
+            "dataset": FLAGS.dataset, "steps": FLAGS.steps,
+            "batch_size": reference_config().batch_size,
+            "steps_per_sec": one_seed["steps_per_sec"]}
   if FLAGS.torch_python:
     reference = torch_reference(1)
     result.update(torch_steps_per_sec=reference["steps_per_sec"],
@@ -97,8 +127,8 @@ def main(argv):
   print(json.dumps({"one_seed": result}))
 
   seeds = FLAGS.seeds
-  vmapped = wall_time(reference_config(num_seeds=seeds))
-  sequential = sum(wall_time(reference_config(seed=k)) for k in range(seeds))
+  vmapped = run_part("vmapped")["wall_s"]
+  sequential = run_part("sequential")["wall_s"]
   many = {"seeds": seeds, "vmapped_wall_s": vmapped, "sequential_wall_s": sequential,
           "vmapped_speedup": sequential / vmapped}
   if FLAGS.torch_python:
