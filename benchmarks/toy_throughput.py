@@ -58,7 +58,7 @@ def one_seed_steps_per_sec() -> float:
   config = reference_config()
   data = vanilla_gan.load_data(config.dataset)
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
-  mesh = parallel.seed_batch_mesh(1, config.batch_size)  # as the experiment makes it
+  mesh = parallel.seed_batch_mesh(1, config.batch_size)  # as the experiment makes it (packing 1)
   step_fn = vanilla_gan.make_step(config, generator, discriminator, parallel.batch_axis(mesh))
   keys = jax.device_put(vanilla_gan.seed_keys(config), parallel.seed_sharding(mesh))
   state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
@@ -106,8 +106,11 @@ def measure_part(part: str) -> dict:
 def run_part(part: str) -> dict:
   """``measure_part(part)`` in a fresh process with this process's flags."""
   command = [sys.executable, "-m", "benchmarks.toy_throughput", *sys.argv[1:], f"--part={part}"]
-  output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-  return json.loads(output.strip().splitlines()[-1])
+  result = subprocess.run(command, capture_output=True, text=True,
+                          cwd=os.path.join(os.path.dirname(__file__), os.pardir))
+  if result.returncode:
+    raise RuntimeError(f"part {part} failed:\n{result.stderr[-3000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv):

@@ -395,7 +395,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
   flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU: the seeds are split "
                        "over the largest number of them that divides --num_seeds, and spare ones "
-                       "(up to one per core) split each seed's batch (default: up to 4 per core "
-                       "for the seeds). Exact results depend on the count.", lower_bound=1)
+                       "(up to one per core, 32 examples or more each) split each seed's batch "
+                       "(default: up to 4 per core for the seeds). Exact results depend on the "
+                       "count.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   cli.run(main)

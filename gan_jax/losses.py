@@ -12,7 +12,7 @@ Sign conventions: ``discriminator_*`` / ``critic`` losses are what the discrimin
 
 Reference: Goodfellow et al., "Generative Adversarial Nets", NeurIPS 2014.
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +195,7 @@ def _per_example_norm(grads: Array) -> Array:
 
 
 def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
-                     target_norm: float = 1.0) -> Array:
+                     target_norm: float = 1.0, weights: Optional[Array] = None) -> Array:
   """WGAN-GP penalty: mean (||grad_x D(x_hat)|| - target)^2 on random interpolates.
 
   x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per example (Gulrajani et al. 2017).
@@ -208,12 +208,17 @@ def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
     fake: generated samples, same shape as ``real``.
     key: PRNG key for the interpolation weights.
     target_norm: the gradient norm the penalty pulls towards.
+    weights: the interpolation weights eps, ``(batch,)`` in [0, 1], instead of drawing them
+      from ``key`` (e.g. drawn per global example index, to match across devices).
 
   Returns:
     Scalar, >= 0.
   """
   eps_shape = (real.shape[0],) + (1,) * (real.ndim - 1)
-  eps = jax.random.uniform(key, eps_shape, dtype=real.dtype)
+  if weights is None:
+    eps = jax.random.uniform(key, eps_shape, dtype=real.dtype)
+  else:
+    eps = weights.reshape(eps_shape).astype(real.dtype)
   interpolates = eps * real + (1.0 - eps) * fake
   norms = _per_example_norm(_input_gradients(logit_fn, interpolates))
   return jnp.mean(jnp.square(norms - target_norm))

@@ -30,6 +30,9 @@ SEED_AXIS = "seed"
 # Ten vmapped grid25 GANs on 2 cores, steps/s: 23.6 on 1 CPU device, 39.7 on 2, 43.3 on 5, 40.5
 # on 10 (and 35.5 against 22.4 over a whole 20,000-step run on 5): a plateau from 2.5 to 5 per core.
 CPU_DEVICES_PER_CORE = 4
+# A toy seed's batch of 256 on 2 cores: 381-395 steps/s on 1 CPU device, 582-597 split over 2.
+# Smaller shards than this are not split further (their all-reduces would dominate).
+MIN_EXAMPLES_PER_SHARD = 32
 
 
 def shard_index(axis_name: Optional[str]) -> Array:
@@ -38,25 +41,22 @@ def shard_index(axis_name: Optional[str]) -> Array:
 
 
 def mean_over_replicas(tree: PyTree, axis_name: Optional[str]) -> PyTree:
-  """``lax.pmean`` over ``axis_name``; the identity outside pmap."""
+  """``lax.pmean`` over ``axis_name``; the identity outside pmap / shard_map."""
   return tree if axis_name is None else lax.pmean(tree, axis_name)
 
 
-def per_replica_key(key: Array, axis_name: Optional[str]) -> Array:
-  """A key of this replica's own: ``fold_in(key, axis_index)`` (``key`` outside pmap)."""
-  return key if axis_name is None else jax.random.fold_in(key, lax.axis_index(axis_name))
-
-
-def per_example_normal(key: Array, shape, axis_name: Optional[str]) -> Array:
-  """Standard normal noise for this shard, ``shape = (local_batch, *event_shape)``.
+def per_example_noise(key: Array, shape, axis_name: Optional[str],
+                      draw: Callable = jax.random.normal) -> Array:
+  """Noise for this shard, ``shape = (local_batch, *event_shape)``, standard normal by default.
 
   Example j of replica r is global example ``i = r * local_batch + j`` and gets
-  ``normal(fold_in(key, i), event_shape)``: the same numbers whatever the number of replicas.
+  ``draw(fold_in(key, i), event_shape)``: the same numbers whatever the number of replicas.
+  ``draw`` is ``jax.random.normal`` or another sampler ``(key, shape) -> Array``.
   """
   local_batch, event_shape = shape[0], tuple(shape[1:])
   first = shard_index(axis_name) * local_batch
   indices = first + jnp.arange(local_batch)
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), event_shape))(indices)
+  return jax.vmap(lambda i: draw(jax.random.fold_in(key, i), event_shape))(indices)
 
 
 def jit_step(step_fn: Callable) -> Callable:
@@ -126,10 +126,13 @@ def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
                           cores: Optional[int] = None) -> Tuple[int, int]:
   """How independent runs share ``num_devices``: ``(seed_blocks, batch_shards)``.
 
-  The seeds are split into the most equal blocks that the devices allow; devices left over split
-  the batch of every seed (data parallelism). On a CPU (``cores`` given) a batch is split over at
-  most one device per core: unlike independent seeds, batch shards meet at every gradient
-  all-reduce, so more shards than cores only add waiting.
+  The seeds are split into the most equal blocks that the devices allow (seeds first: 10 seeds
+  on 8 devices use 5 of them). On a CPU (``cores`` given), the cores that the seed blocks leave
+  over also split the batch of every seed (data parallelism), at most one shard per core (unlike
+  independent seeds, batch shards meet at every gradient all-reduce, so more shards than cores
+  only add waiting) and at least ``MIN_EXAMPLES_PER_SHARD`` examples each. On accelerators the
+  batch is not split: for these small models, whose steps are bound by latency, more all-reduces
+  are unlikely to pay (not measured).
 
   Args:
     num_seeds: independent runs.
@@ -138,9 +141,10 @@ def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
     cores: the CPU's cores, or None for accelerators.
   """
   seed_blocks = largest_divisor_at_most(num_seeds, num_devices)
-  spare = num_devices // seed_blocks
-  if cores is not None:
-    spare = min(spare, cores // seed_blocks)
+  if cores is None:
+    return seed_blocks, 1
+  spare = min(num_devices // seed_blocks, cores // seed_blocks,
+              batch_size // MIN_EXAMPLES_PER_SHARD)
   return seed_blocks, largest_divisor_at_most(batch_size, spare)
 
 
@@ -149,11 +153,11 @@ def split_cpu(num_seeds: int, batch_size: int, count: Optional[int] = None) -> i
 
   On one CPU device, XLA runs the small matrix products of a toy GAN one after another, each
   using about one core. Independent seeds spread over several CPU devices run side by side (up
-  to ``CPU_DEVICES_PER_CORE`` per core); with fewer seeds than cores, each seed's batch is also
-  split over the spare cores (``seed_and_batch_blocks``). Must run before JAX initializes its
-  backends (later, ``jax.config`` raises RuntimeError); it overrides
-  ``--xla_force_host_platform_device_count``. On a GPU or TPU host it only resizes the CPU
-  backend, which the run does not use.
+  to ``CPU_DEVICES_PER_CORE`` per core); cores that the seeds leave over split each seed's batch
+  (``seed_and_batch_blocks``). Must run before JAX initializes its backends (later,
+  ``jax.config`` raises RuntimeError); it overrides ``--xla_force_host_platform_device_count``.
+  On a GPU or TPU host it only sizes the CPU backend, which the run does not use (its devices
+  cost no memory until used).
 
   Args:
     num_seeds: the runs to spread.
@@ -201,8 +205,12 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 
 def local_block(x: Array, axis_name: Optional[str]) -> Array:
-  """This replica's contiguous block of ``x``'s leading axis (all of ``x`` outside pmap)."""
+  """This replica's contiguous block of ``x``'s leading axis (all of ``x`` outside pmap /
+  shard_map); ValueError if the axis does not split evenly."""
   if axis_name is None:
     return x
-  size = x.shape[0] // lax.axis_size(axis_name)
+  size, rest = divmod(x.shape[0], lax.axis_size(axis_name))
+  if rest:
+    raise ValueError(f"{x.shape[0]} examples cannot be split over {lax.axis_size(axis_name)} "
+                     "replicas")
   return lax.dynamic_slice_in_dim(x, lax.axis_index(axis_name) * size, size)

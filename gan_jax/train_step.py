@@ -5,9 +5,10 @@ al. 2014 (Algorithm 1) and Gulrajani et al. 2017. As in the PyTorch DCGAN refere
 runs forward once per critic update: the generator update reuses the samples (and the forward pass)
 of the last critic update, and scores them with the freshly updated discriminator.
 
-Randomness: the step's key is ``fold_in(state.rng, state.step)``; latents are drawn per global
-example index (``parallel.per_example_normal``), so the step gives the same numbers on one device
-and, under ``pmap``, on many. Updates whose loss or gradient is not finite are skipped (the old
+Randomness: the step's key is ``fold_in(state.rng, state.step)``; latents and the gradient
+penalty's interpolation weights are drawn per global example index
+(``parallel.per_example_noise``), so the step gives the same numbers on one device and, under
+``pmap`` or ``shard_map``, on many. Updates whose loss or gradient is not finite are skipped (the old
 params, optimizer state and batch statistics are kept) and counted in ``metrics['nonfinite']``.
 """
 import dataclasses
@@ -95,8 +96,10 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
       logit_fn = lambda x: forward_d(d_params, batch_stats, x)[0]
       penalties = {}
       if config.gradient_penalty:
-        penalties["gradient_penalty"] = losses.gradient_penalty(
-            logit_fn, real, fake, parallel.per_replica_key(key, axis_name))
+        weights = parallel.per_example_noise(key, (real.shape[0],), axis_name,
+                                             draw=jax.random.uniform)
+        penalties["gradient_penalty"] = losses.gradient_penalty(logit_fn, real, fake, key,
+                                                                weights=weights)
       if config.r1_penalty:
         penalties["r1_penalty"] = losses.r1_penalty(logit_fn, real)
       total = adversarial + (config.gradient_penalty * penalties.get("gradient_penalty", 0.0)
@@ -144,7 +147,7 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     d_state, skipped, d_metrics = state.discriminator, 0, []
     for i in range(n_critic):
       noise_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, i))
-      latents = parallel.per_example_normal(noise_key, (batch, generator.latent_dim), axis_name)
+      latents = parallel.per_example_noise(noise_key, (batch, generator.latent_dim), axis_name)
       fake, fake_vjp, g_batch_stats = generator_forward(state.generator, latents)
       d_state, metrics, ok = discriminator_update(d_state, per_update[i], fake, penalty_key)
       skipped += 1 - ok.astype(jnp.int32)
