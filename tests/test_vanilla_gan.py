@@ -37,13 +37,18 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   result = run_cli(f"--flagfile=experiments/configs/{flagfile}.flags", f"--workdir={tmp_path}",
                    *SHORT_RUN)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "2 seed(s) of" in result.stderr and "on 2 device(s)" in result.stderr  # one per seed
   samples = np.load(tmp_path / "final_samples.npy")
   assert samples.dtype == np.float32 and np.all(np.isfinite(samples))
   with open(tmp_path / "metrics.json") as f:
     results = json.load(f)
   assert results["seeds"] == [0, 1] and results["config"]["num_steps"] == 20
-  assert results["devices"] == 2 and results["mesh"] == {"seed": 2, "batch": 1}
+  # the command made its own CPU devices: one per seed, and spare cores split the batch
+  cores, config = parallel.available_cores(), results["config"]
+  seed_blocks, batch_shards = parallel.seed_and_batch_blocks(
+      2, config["batch_size"] // config["packing"], parallel.CPU_DEVICES_PER_CORE * cores, cores)
+  assert results["mesh"] == {"seed": 2, "batch": batch_shards} and seed_blocks == 2
+  assert results["devices"] == 2 * batch_shards
+  assert f"2 seed(s) of {flagfile.split('_')[0]} on {2 * batch_shards} device(s)" in result.stderr
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [row["step"] for row in rows] == [10, 20]
