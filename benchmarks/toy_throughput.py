@@ -59,12 +59,8 @@ def one_seed_steps_per_sec() -> float:
   data = vanilla_gan.load_data(config.dataset)
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
   mesh = parallel.seed_batch_mesh(1, config.batch_size)  # as the experiment makes it (packing 1)
-  step_fn = vanilla_gan.make_step(config, generator, discriminator, parallel.batch_axis(mesh))
-  keys = jax.device_put(vanilla_gan.seed_keys(config), parallel.seed_sharding(mesh))
-  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
-                                  parallel.seed_sharding(mesh))
-  run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, FLAGS.chunk, state,
-                                          keys[:, 1], mesh)
+  state, keys, data, run = vanilla_gan.prepare_training(config, data, generator, discriminator,
+                                                        mesh)
   state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
   jax.block_until_ready(metrics)
   rates = []

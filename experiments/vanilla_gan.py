@@ -288,6 +288,36 @@ def init_states(config: VanillaConfig, generator: mlp.MLPGenerator,
   return jax.jit(jax.vmap(init), out_shardings=sharding)(init_keys)
 
 
+class Training(NamedTuple):
+  """A compiled training program and what it starts from (see ``prepare_training``).
+
+  Attributes:
+    state: every seed's GANState, split over the mesh's seed axis.
+    keys: ``(num_seeds, 3, 2)``, the init, data and sample keys of each seed.
+    data: the dataset, its arrays replicated over the mesh.
+    run: ``run(state, keys[:, 1], data.arrays) -> (state, metrics)``: ``log_every_steps`` steps
+      of every seed (``compile_train_program``).
+  """
+  state: train_state.GANState
+  keys: Array
+  data: RealData
+  run: Callable
+
+
+def prepare_training(config: VanillaConfig, data: RealData, generator: mlp.MLPGenerator,
+                     discriminator: mlp.MLPDiscriminator, mesh: jax.sharding.Mesh) -> Training:
+  """The seeds' initial states and keys placed on ``mesh``, and the program compiled for it
+  (its step averaging over the batch shards where the mesh splits the batch)."""
+  step_fn = make_step(config, generator, discriminator, parallel.batch_axis(mesh))
+  sharding = parallel.seed_sharding(mesh)
+  data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(mesh)))
+  keys = jax.device_put(seed_keys(config), sharding)
+  state = init_states(config, generator, discriminator, data.dim, keys[:, 0], sharding)
+  run = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
+                              config.log_every_steps, state, keys[:, 1], mesh)
+  return Training(state, keys, data, run)
+
+
 def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds: np.ndarray,
                         results: dict) -> None:
   """``final_samples.npy`` and ``final_samples.png``; the mode metrics go into ``results``."""
@@ -320,14 +350,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   # The seeds are independent: split them over the local devices (each trains its share);
   # devices left over split each seed's batch (of packs: a pack is judged whole).
   mesh = parallel.seed_batch_mesh(config.num_seeds, config.batch_size // config.packing, devices)
-  step_fn = make_step(config, generator, discriminator, parallel.batch_axis(mesh))
-  sharding = parallel.seed_sharding(mesh)
-  data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(mesh)))
-  keys = jax.device_put(seed_keys(config), sharding)
-  init_keys, data_keys, sample_keys = keys[:, 0], keys[:, 1], keys[:, 2]
-  state = init_states(config, generator, discriminator, data.dim, init_keys, sharding)
-  run_chunk = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
-                                    config.log_every_steps, state, data_keys, mesh)
+  state, keys, data, run_chunk = prepare_training(config, data, generator, discriminator, mesh)
+  data_keys, sample_keys = keys[:, 1], keys[:, 2]
   generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
   logging.info("%d seed(s) of %s on %d device(s) (%d seed block(s) x %d batch shard(s)): %d + %d "
                "parameters per seed, compiled in %.1f s", config.num_seeds, config.dataset,

@@ -8,8 +8,9 @@ of the last critic update, and scores them with the freshly updated discriminato
 Randomness: the step's key is ``fold_in(state.rng, state.step)``; latents and the gradient
 penalty's interpolation weights are drawn per global example index
 (``parallel.per_example_noise``), so the step gives the same numbers on one device and, under
-``pmap`` or ``shard_map``, on many. Updates whose loss or gradient is not finite are skipped (the old
-params, optimizer state and batch statistics are kept) and counted in ``metrics['nonfinite']``.
+``pmap`` or ``shard_map``, on many. Updates whose loss or gradient is not finite are skipped (the
+old params, optimizer state and batch statistics are kept) and counted in
+``metrics['nonfinite']``.
 """
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple

@@ -102,12 +102,8 @@ def train_on_mesh(config: vanilla_gan.VanillaConfig, mesh_shape, calls: int):
   mesh = jax.sharding.Mesh(devices, (parallel.SEED_AXIS, parallel.AXIS_NAME))
   data = vanilla_gan.load_data(config.dataset)
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
-  step_fn = vanilla_gan.make_step(config, generator, discriminator, parallel.batch_axis(mesh))
-  keys = jax.device_put(vanilla_gan.seed_keys(config), parallel.seed_sharding(mesh))
-  state = vanilla_gan.init_states(config, generator, discriminator, data.dim, keys[:, 0],
-                                  parallel.seed_sharding(mesh))
-  run = vanilla_gan.compile_train_program(step_fn, data, config.batch_size, config.log_every_steps,
-                                          state, keys[:, 1], mesh)
+  state, keys, data, run = vanilla_gan.prepare_training(config, data, generator, discriminator,
+                                                        mesh)
   for _ in range(calls):
     state, metrics = run(state, keys[:, 1], data.arrays)
   for leaf in jax.tree_util.tree_leaves((state, metrics)):  # batch shards hold equal copies
