@@ -6,9 +6,15 @@ warms up, then times whole steps (one D update on a real and a fake batch, one G
 `block_until_ready`. With `--torch_python` it also runs the PyTorch reference with the same
 settings in the same invocation, alternating with ours, and reports the ratio.
 
+Like the experiments, this process asks glibc to keep freed memory (`gan_jax.host_memory`;
+`--nokeep_freed_memory` measures without). The reference runs twice per round: as shipped, and
+with the same malloc settings through `GLIBC_TUNABLES` (PyTorch's CPU allocator frees and
+re-allocates its large tensors every step too), so the ratio is reported both ways.
+
 The last line printed is one JSON object: images_per_sec (real images consumed per second),
-params, compile_s, device, batch_size, resolution, ... and, with the reference, torch_images_per_sec
-and speedup.
+params, compile_s, device, batch_size, resolution, ... and, with the reference,
+torch_images_per_sec and speedup (the reference as shipped), torch_same_malloc_images_per_sec and
+speedup_same_malloc.
 """
 import json
 import os
@@ -19,7 +25,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from gan_jax import parallel, train_state, train_step, trainer
+from gan_jax import host_memory, parallel, train_state, train_step, trainer
 
 flags.DEFINE_integer("resolution", 32, "32 or 64 (28 has no PyTorch counterpart).")
 flags.DEFINE_integer("channels", 1, "Image channels.")
@@ -29,7 +35,7 @@ flags.DEFINE_integer("steps", 30, "Timed steps per round.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
 flags.DEFINE_integer("rounds", 2, "Rounds; each times ours and, with --torch_python, the "
                      "reference; the best round of each is reported.")
-flags.DEFINE_string("conv_method", "auto", "auto, xla or phase.")
+flags.DEFINE_string("conv_method", "auto", "auto, xla or matmul.")
 flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
@@ -37,7 +43,10 @@ flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), o
                                                     "torch_dcgan.py"),
                     "Path of the PyTorch reference script.")
 flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
+flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as the experiments do.")
 FLAGS = flags.FLAGS
+# host_memory.keep_freed_memory's settings, for a process started by someone else.
+SAME_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def build_step():
@@ -65,43 +74,50 @@ def time_ours(state, step, real):
   return state, FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
 
 
-def time_torch() -> dict:
+def time_torch(same_malloc: bool) -> dict:
   command = [FLAGS.torch_python, FLAGS.torch_reference, "--resolution", str(FLAGS.resolution),
              "--channels", str(FLAGS.channels), "--batch_size", str(FLAGS.batch_size),
              "--width", str(FLAGS.width), "--steps", str(FLAGS.steps), "--warmup",
              str(FLAGS.warmup), "--threads", str(FLAGS.threads), "--device", "cpu"
              if jax.default_backend() == "cpu" else "cuda"]
-  output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+  env = dict(os.environ, **({"GLIBC_TUNABLES": SAME_MALLOC} if same_malloc else {}))
+  output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
   return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv):
   del argv
+  kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
   state, step, real = build_step()
   start = time.perf_counter()
   step = step.lower(state, real).compile()
   compile_s = time.perf_counter() - start
-  ours, torch = [], []
+  ours, torch, torch_same = [], [], []
   for _ in range(FLAGS.rounds):
     if FLAGS.torch_python:
-      torch.append(time_torch())
+      torch.append(time_torch(same_malloc=False))
+      torch_same.append(time_torch(same_malloc=True))
     state, rate = time_ours(state, step, real)
     ours.append(rate)
-    print(json.dumps({"round": len(ours), "images_per_sec": rate,
-                      **({"torch_images_per_sec": torch[-1]["images_per_sec"]} if torch else {})}))
+    print(json.dumps({"round": len(ours), "images_per_sec": rate, **(
+        {"torch_images_per_sec": torch[-1]["images_per_sec"],
+         "torch_same_malloc_images_per_sec": torch_same[-1]["images_per_sec"]} if torch else {})}))
   result = {
       "framework": "jax", "device": str(jax.devices()[0].device_kind), "backend":
       jax.default_backend(), "resolution": FLAGS.resolution, "channels": FLAGS.channels,
       "batch_size": FLAGS.batch_size, "width": FLAGS.width, "dtype": FLAGS.dtype,
-      "conv_method": FLAGS.conv_method, "images_per_sec": max(ours),
+      "conv_method": FLAGS.conv_method, "keeps_freed_memory": kept, "images_per_sec": max(ours),
       "steps_per_sec": max(ours) / FLAGS.batch_size, "compile_s": compile_s,
       "params": {"generator": train_state.count_params(state.generator.params),
                  "discriminator": train_state.count_params(state.discriminator.params)},
   }
   if torch:
     best = max(torch, key=lambda r: r["images_per_sec"])
+    best_same = max(r["images_per_sec"] for r in torch_same)
     result.update(torch_images_per_sec=best["images_per_sec"], torch_threads=best["threads"],
-                  torch_params=best["params"], speedup=max(ours) / best["images_per_sec"])
+                  torch_params=best["params"], speedup=max(ours) / best["images_per_sec"],
+                  torch_same_malloc_images_per_sec=best_same,
+                  speedup_same_malloc=max(ours) / best_same)
   print(json.dumps(result))
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence, Type
 
 from absl import app, flags, logging
 
+from gan_jax import host_memory
+
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
 
 
@@ -46,7 +48,12 @@ def _parse_flags(argv):
 
 
 def run(main: Callable) -> None:
-  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line."""
+  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line.
+
+  Before JAX starts, glibc is asked to keep freed memory (``host_memory.keep_freed_memory``), so
+  that XLA's CPU backend does not page-fault through fresh scratch memory every step.
+  """
+  host_memory.keep_freed_memory()
 
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())

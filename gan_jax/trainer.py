@@ -62,7 +62,7 @@ class TrainConfig:
   beta2: float = field(0.999, "Adam beta2.")
   ema_decay: float = field(0.0, "Decay of an EMA of the generator weights used for samples "
                            "(0: off, samples from the trained weights).")
-  conv_method: str = field("auto", "Resampling convolutions: auto, xla or phase (same math).")
+  conv_method: str = field("auto", "Resampling convolutions: auto, xla or matmul (same math).")
   dtype: str = field("float32", "Compute dtype: float32 or bfloat16 (params stay float32).")
   log_every_steps: int = field(50, "Steps between metrics rows and progress lines.")
   sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")

@@ -61,31 +61,49 @@ def assert_same_values_and_gradients(fast, reference, params, x, fast_params=Non
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 7, 5, 8)])
-def test_phase_upconv_equals_flax_conv_transpose(shape):
+def test_matmul_upconv_equals_flax_conv_transpose(shape):
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
   reference = nn.ConvTranspose(6, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
                                use_bias=False)
   params = reference.init(jax.random.PRNGKey(1), x)
-  fast = layers.UpConv(6, method="phase")
+  fast = layers.UpConv(6, method="matmul")
   assert jax.tree_util.tree_map(jnp.shape, fast.init(jax.random.PRNGKey(2), x)) == \
       jax.tree_util.tree_map(jnp.shape, params)  # interchangeable checkpoints
   assert_same_values_and_gradients(fast, reference, params, x)
 
 
-def test_space_to_depth_downconv_equals_flax_strided_conv():
+def test_matmul_downconv_equals_flax_strided_conv():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 3))
   reference = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)
   params = reference.init(jax.random.PRNGKey(1), x)
-  assert_same_values_and_gradients(layers.DownConv(5, method="phase"), reference, params, x)
+  assert_same_values_and_gradients(layers.DownConv(5, method="matmul"), reference, params, x)
   assert_same_values_and_gradients(layers.DownConv(5, method="xla"), reference, params, x)
 
 
-def test_conv2x2_equals_a_valid_lax_convolution():
-  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 7, 4))
-  kernel = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 4, 6))
-  reference = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(layers.conv2x2(x, kernel), reference, atol=1e-5)
+def test_scatter_windows_is_the_adjoint_of_gather_windows():
+  """<gather(x), w> = <x, scatter(w)> in float64, for every x and w."""
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4, 3), jnp.float64)
+    w = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 2, 48), jnp.float64)
+    np.testing.assert_allclose(jnp.vdot(layers.gather_windows(x), w),
+                               jnp.vdot(x, layers.scatter_windows(w, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer, shape", [(layers.UpConv, (2, 3, 5, 4)),
+                                          (layers.DownConv, (2, 6, 4, 4))])
+def test_matmul_forms_have_xla_second_derivatives(layer, shape):
+  """R1 and the gradient penalty differentiate an input-gradient with respect to the weights."""
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  fast, reference = layer(3, method="matmul"), layer(3, method="xla")
+  params = reference.init(jax.random.PRNGKey(1), x)
+
+  def penalty_grads(module):
+    def penalty(p):
+      grad_x = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(p, x))))(x)
+      return jnp.sum(grad_x ** 2)
+    return jax.grad(penalty)(params)["params"]["kernel"]
+
+  np.testing.assert_allclose(penalty_grads(fast), penalty_grads(reference), rtol=1e-4, atol=1e-6)
 
 
 def test_whole_image_conv_equals_a_valid_flax_conv():
@@ -102,10 +120,10 @@ def test_whole_image_conv_equals_a_valid_flax_conv():
 
 def test_models_agree_across_conv_methods():
   z = jax.random.normal(jax.random.PRNGKey(0), (4, 16))
-  g_phase = dcgan.Generator(resolution=32, width=8, latent_dim=16, conv_method="phase")
-  g_xla = g_phase.clone(conv_method="xla")
-  variables = init(g_phase, z)
-  np.testing.assert_allclose(g_phase.apply(variables, z, train=False),
+  g_matmul = dcgan.Generator(resolution=32, width=8, latent_dim=16, conv_method="matmul")
+  g_xla = g_matmul.clone(conv_method="xla")
+  variables = init(g_matmul, z)
+  np.testing.assert_allclose(g_matmul.apply(variables, z, train=False),
                              g_xla.apply(variables, z, train=False), atol=1e-5)
 
 

@@ -47,7 +47,7 @@ class Generator(nn.Module):
     channels: image channels.
     width: channels of the last hidden layer (PyTorch's ``ngf``).
     latent_dim: size of the noise vector (``nz``).
-    conv_method: how ``UpConv`` is computed ("auto", "xla", "phase"); same params either way.
+    conv_method: how ``UpConv`` is computed ("auto", "xla", "matmul"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
     dtype: computation dtype (params stay float32).
     batch_norm_momentum: weight of the old running statistics in each training update; 0 makes
@@ -85,7 +85,7 @@ class Discriminator(nn.Module):
   Attributes:
     resolution: 28, 32 or 64.
     width: channels of the first layer (PyTorch's ``ndf``).
-    conv_method: how ``DownConv`` is computed ("auto", "xla", "phase"); same params either way.
+    conv_method: how ``DownConv`` is computed ("auto", "xla", "matmul"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
     dtype: computation dtype (params stay float32).
   """

@@ -6,17 +6,20 @@
 
 XLA's CPU backend runs a transposed convolution as a convolution over the zero-dilated input, and
 the input-gradient of a strided convolution the same way: three quarters of the multiply-adds hit
-zeros and the loops are slow. Its weight gradients, convolutions whose window is the whole image,
-are slow too. Both layers can instead be written with a stride-1, 2x2 convolution:
+zeros and the loops are slow. Its weight gradients are slow too. The "matmul" form instead writes
+both layers with one matrix product and a reshuffle of memory:
 
-* sub-pixel (phase) form of ``UpConv``: output pixel (2m + p, 2n + q) only sees the taps
-  ``W[2a + p, 2b + q]``; so one 2x2 convolution of the 1-padded input with the kernel regrouped to
-  ``(2, 2, C_in, 4 C_out)`` computes the four phases at once, and depth-to-space interleaves them;
-* space-to-depth form of ``DownConv``: pixel pairs folded into channels turn the stride-2 4x4
-  convolution into a stride-1 2x2 convolution over ``4 C_in`` channels.
+* ``gather_windows`` lists every 4x4 stride-2 window of the 1-padded input as one row: with the
+  input viewed as ``(B, H/2 + 1, 2, W/2 + 1, 2 C)`` (a free reshape), a window is 8 contiguous
+  runs of ``2 C`` values. ``DownConv`` is ``gather_windows(x) @ kernel.reshape(16 C, O)``.
+* ``scatter_windows`` is its adjoint: it adds each row back onto the 16 pixels it came from.
+  ``UpConv`` multiplies every input pixel by all 16 taps at once and scatters the products.
 
-and that 2x2 convolution is one matrix product of the four shifted copies of the input
-(``conv2x2``): its gradients are matrix products and shifted sums, no convolution is left.
+The two are each other's gradient: the input-gradient of ``DownConv`` is a scatter, that of
+``UpConv`` a gather, and both weight-gradients are a product of gathered windows
+(``jax.custom_vjp``; JAX's own transpose of the gather is a chain of pads and adds that runs
+several times slower). Every multiply-add of the matmul form is one of the layer's own; none
+hits padding. Higher-order gradients (R1, the gradient penalty) go through the same functions.
 
 Parameters are the same ``kernel`` of shape ``(4, 4, C_in, C_out)`` in both forms, so checkpoints
 are interchangeable; ``method="auto"`` picks the form that is faster on the backend (measured by
@@ -31,7 +34,7 @@ from jax import lax
 
 Array = jax.Array
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-METHODS = ("auto", "xla", "phase")
+METHODS = ("auto", "xla", "matmul")
 
 
 def dcgan_init(stddev: float = 0.02):
@@ -40,62 +43,99 @@ def dcgan_init(stddev: float = 0.02):
 
 
 def resolve_method(method: str) -> str:
-  """"auto" -> "phase" on CPU (several times faster there) and "xla" on other backends."""
+  """"auto" -> "matmul" on CPU (several times faster there) and "xla" on other backends."""
   if method not in METHODS:
     raise ValueError(f"unknown convolution method {method!r}; choose one of {', '.join(METHODS)}")
   if method == "auto":
-    return "phase" if jax.default_backend() == "cpu" else "xla"
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
   return method
 
 
-def _regroup(kernel: Array) -> Array:
-  """``(4, 4, I, O) -> (a_y, p_y, a_x, p_x, I, O)`` with tap ``k = 2a + p`` on each axis."""
-  _, _, c_in, c_out = kernel.shape
-  return kernel.reshape(2, 2, 2, 2, c_in, c_out)
+def gather_windows(x: Array) -> Array:
+  """The 4x4 stride-2 windows of the 1-padded ``x``: ``(B, H, W, C) -> (B, H/2, W/2, 16 C)``.
 
-
-def conv2x2(x: Array, kernel: Array) -> Array:
-  """Valid 2x2 stride-1 convolution as one matrix product: ``(B, H, W, I) -> (B, H-1, W-1, O)``.
-
-  Equal to ``lax.conv_general_dilated(x, kernel, (1, 1), "VALID")`` for ``kernel (2, 2, I, O)``.
+  Entry ``(b, i, j, (ky, kx, c))`` is ``padded[b, 2i + ky, 2j + kx, c]``: the window order of a
+  kernel ``(4, 4, C, O)`` reshaped to ``(16 C, O)``. H and W must be even.
   """
-  batch, height, width, c_in = x.shape
-  shifted = [x[:, a:a + height - 1, b:b + width - 1] for a in (0, 1) for b in (0, 1)]
-  patches = jnp.concatenate(shifted, axis=-1).reshape(-1, 4 * c_in)  # taps in (a, b, I) order
-  return (patches @ kernel.reshape(4 * c_in, -1)).reshape(batch, height - 1, width - 1, -1)
+  batch, height, width, channels = x.shape
+  if height % 2 or width % 2:
+    raise ValueError(f"stride-2 windows need even height and width, got {height}x{width}")
+  rows, cols = height // 2, width // 2
+  # Tap ky = 2a + p sits in row pair i + a at parity p; kx = 2b + q likewise, and the (q, c)
+  # values of one column pair are contiguous.
+  pairs = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(
+      batch, rows + 1, 2, cols + 1, 2 * channels)
+  return jnp.concatenate([pairs[:, a:a + rows, p, b:b + cols]
+                          for a in (0, 1) for p in (0, 1) for b in (0, 1)], axis=-1)
 
 
-def upsample_phase(x: Array, kernel: Array) -> Array:
-  """Sub-pixel form of the stride-2 4x4 transposed convolution, ``(B, H, W, I) -> (B, 2H, 2W, O)``.
+def scatter_windows(windows: Array, channels: int) -> Array:
+  """Adjoint of ``gather_windows``: ``(B, h, w, 16 C) -> (B, 2h, 2w, C)``, each window entry
+  added onto the pixel it was gathered from (entries that fall on the padding are dropped)."""
+  batch, rows, cols, _ = windows.shape
+  windows = windows.reshape(batch, rows, cols, 2, 2, 2, 2 * channels)  # (a, p, b, (q, c))
+  pairs = 0
+  for a in (0, 1):
+    for b in (0, 1):
+      run = windows[:, :, :, a, :, b].transpose(0, 1, 3, 2, 4)  # (B, rows, p, cols, 2C)
+      pairs = pairs + jnp.pad(run, ((0, 0), (a, 1 - a), (0, 0), (b, 1 - b), (0, 0)))
+  return pairs.reshape(batch, 2 * rows + 2, 2 * cols + 2, channels)[:, 1:-1, 1:-1]
 
-  Equal to ``lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))``.
+
+def _times(x: Array, matrix: Array) -> Array:
+  """``x (..., K) @ matrix (K, N) -> (..., N)`` as one 2-D matrix product."""
+  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(x.shape[:-1] + matrix.shape[1:])
+
+
+@jax.custom_vjp
+def gather_matmul(x: Array, matrix: Array) -> Array:
+  """``gather_windows(x) @ matrix``: ``(B, H, W, C), (16 C, O) -> (B, H/2, W/2, O)``."""
+  return _times(gather_windows(x), matrix)
+
+
+@jax.custom_vjp
+def scatter_matmul(x: Array, matrix: Array) -> Array:
+  """``scatter_windows(x @ matrix.T)``: ``(B, h, w, O), (16 C, O) -> (B, 2h, 2w, C)``; the
+  adjoint of ``gather_matmul(., matrix)``."""
+  return scatter_windows(_times(x, matrix.T), matrix.shape[0] // 16)
+
+
+def _gather_matmul_bwd(residuals, dy):
+  x, matrix = residuals
+  windows = gather_windows(x)
+  return (scatter_matmul(dy, matrix),
+          _times(windows.reshape(-1, windows.shape[-1]).T, dy.reshape(-1, dy.shape[-1])))
+
+
+def _scatter_matmul_bwd(residuals, dy):
+  x, matrix = residuals
+  windows = gather_windows(dy)
+  return (gather_matmul(dy, matrix),
+          _times(windows.reshape(-1, windows.shape[-1]).T, x.reshape(-1, x.shape[-1])))
+
+
+gather_matmul.defvjp(lambda x, matrix: (gather_matmul(x, matrix), (x, matrix)), _gather_matmul_bwd)
+scatter_matmul.defvjp(lambda x, matrix: (scatter_matmul(x, matrix), (x, matrix)),
+                      _scatter_matmul_bwd)
+
+
+def upsample_matmul(x: Array, kernel: Array) -> Array:
+  """Matmul form of the stride-2 4x4 transposed convolution, ``(B, H, W, I) -> (B, 2H, 2W, O)``.
+
+  Equal to ``lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))``, which correlates the
+  dilated input with ``kernel``: as a scatter, input pixel (i, j) meets the spatially flipped
+  kernel.
   """
-  batch, height, width, _ = x.shape
-  c_out = kernel.shape[-1]
-  # (a_y, a_x, I, p_y, p_x, O): a 2x2 kernel producing the four output phases as channels.
-  phase_kernel = _regroup(kernel).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, -1, 4 * c_out)
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  y = conv2x2(padded, phase_kernel).reshape(batch, height + 1, width + 1, 2, 2, c_out)
-  # Output (2m + p, 2n + q) is phase (p, q) of the window starting at padded pixel (m + p, n + q).
-  rows = [jnp.stack([y[:, p:p + height, q:q + width, p, q] for q in (0, 1)], axis=3)
-          for p in (0, 1)]
-  return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, c_out)
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)  # (ky, kx, O, I)
+  return scatter_matmul(x, flipped.reshape(-1, kernel.shape[2]))
 
 
-def downsample_space_to_depth(x: Array, kernel: Array) -> Array:
-  """Space-to-depth form of the stride-2 4x4 convolution, ``(B, H, W, I) -> (B, H/2, W/2, O)``.
+def downsample_matmul(x: Array, kernel: Array) -> Array:
+  """Matmul form of the stride-2 4x4 convolution, ``(B, H, W, I) -> (B, H/2, W/2, O)``.
 
   Equal to ``lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)))`` for even H, W.
   """
-  batch, height, width, c_in = x.shape
-  if height % 2 or width % 2:
-    raise ValueError(f"space-to-depth needs even height and width, got {height}x{width}")
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  folded = padded.reshape(batch, height // 2 + 1, 2, width // 2 + 1, 2, c_in)
-  folded = folded.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height // 2 + 1, width // 2 + 1, -1)
-  # (a_y, a_x, p_y, p_x, I, O): pixel pair p of window offset a uses tap 2a + p.
-  s2d_kernel = _regroup(kernel).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c_in, -1)
-  return conv2x2(folded, s2d_kernel)
+  return gather_matmul(x, kernel.reshape(-1, kernel.shape[-1]))
 
 
 class UpConv(nn.Module):
@@ -103,7 +143,7 @@ class UpConv(nn.Module):
 
   Attributes:
     features: output channels.
-    method: "xla" (``lax.conv_transpose``), "phase" (sub-pixel form) or "auto".
+    method: "xla" (``lax.conv_transpose``), "matmul" or "auto".
     dtype: computation dtype (params stay float32).
   """
   features: int
@@ -114,8 +154,8 @@ class UpConv(nn.Module):
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), (4, 4, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if resolve_method(self.method) == "phase":
-      return upsample_phase(x, kernel)
+    if resolve_method(self.method) == "matmul":
+      return upsample_matmul(x, kernel)
     return lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DIMENSIONS)
 
 
@@ -124,7 +164,7 @@ class DownConv(nn.Module):
 
   Attributes:
     features: output channels.
-    method: "xla" (strided convolution), "phase" (space-to-depth form) or "auto".
+    method: "xla" (strided convolution), "matmul" or "auto".
     dtype: computation dtype (params stay float32).
   """
   features: int
@@ -135,8 +175,8 @@ class DownConv(nn.Module):
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), (4, 4, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if resolve_method(self.method) == "phase":
-      return downsample_space_to_depth(x, kernel)
+    if resolve_method(self.method) == "matmul":
+      return downsample_matmul(x, kernel)
     return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
                                     dimension_numbers=_DIMENSIONS)
 
