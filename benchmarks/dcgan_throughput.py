@@ -45,8 +45,6 @@ flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), o
 flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
 flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as the experiments do.")
 FLAGS = flags.FLAGS
-# host_memory.keep_freed_memory's settings, for a process started by someone else.
-SAME_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def build_step():
@@ -80,7 +78,9 @@ def time_torch(same_malloc: bool) -> dict:
              "--width", str(FLAGS.width), "--steps", str(FLAGS.steps), "--warmup",
              str(FLAGS.warmup), "--threads", str(FLAGS.threads), "--device", "cpu"
              if jax.default_backend() == "cpu" else "cuda"]
-  env = dict(os.environ, **({"GLIBC_TUNABLES": SAME_MALLOC} if same_malloc else {}))
+  env = dict(os.environ)
+  if same_malloc:
+    env["GLIBC_TUNABLES"] = host_memory.glibc_tunables()
   output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
   return json.loads(output.strip().splitlines()[-1])
 

@@ -12,9 +12,8 @@ The settings hold for the whole process; memory freed is kept, not returned to t
 import ctypes
 import ctypes.util
 
-# mallopt parameters from glibc's malloc.h.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_NEVER_TRIM = 2 ** 31 - 1
+# (mallopt parameter from glibc's malloc.h, its GLIBC_TUNABLES name, value)
+_SETTINGS = ((-8, "arena_max", 1), (-4, "mmap_max", 0), (-1, "trim_threshold", 2 ** 31 - 1))
 
 
 def keep_freed_memory() -> bool:
@@ -29,5 +28,9 @@ def keep_freed_memory() -> bool:
   mallopt = getattr(libc, "mallopt", None)
   if mallopt is None:
     return False
-  return all(mallopt(option, value) == 1 for option, value in
-             ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)))
+  return all(mallopt(option, value) == 1 for option, _, value in _SETTINGS)
+
+
+def glibc_tunables() -> str:
+  """The same settings as a ``GLIBC_TUNABLES`` value, for a process started by someone else."""
+  return ":".join(f"glibc.malloc.{name}={value}" for _, name, value in _SETTINGS)

@@ -1,0 +1,52 @@
+"""host_memory: with glibc told to keep freed memory, a large block is reused without faulting
+its pages in again; without, every page of the block faults on every allocation."""
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from gan_jax import host_memory
+
+BLOCK = 100 << 20  # above glibc's largest mmap threshold (32 MiB), like XLA's per-step scratch
+PAGES = BLOCK // 4096
+
+TOUCH_TWICE = f"""
+import ctypes, ctypes.util, resource, sys
+from gan_jax import host_memory
+if sys.argv[1] == "keep":
+  assert host_memory.keep_freed_memory()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+def touch():
+  block = libc.malloc({BLOCK})
+  ctypes.memset(block, 1, {BLOCK})
+  libc.free(block)
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults_of_second_block(mode: str, env=None) -> int:
+  result = subprocess.run([sys.executable, "-c", TOUCH_TWICE, mode], capture_output=True,
+                          text=True, check=True, env=env)
+  return int(result.stdout)
+
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+
+
+@glibc_only
+def test_kept_memory_is_reused_without_page_faults():
+  assert page_faults_of_second_block("default") > PAGES // 2
+  assert page_faults_of_second_block("keep") < PAGES // 100
+
+
+@glibc_only
+def test_glibc_tunables_have_the_same_effect():
+  """What the benchmark gives the PyTorch reference, started as its own process."""
+  env = dict(os.environ, GLIBC_TUNABLES=host_memory.glibc_tunables())
+  assert page_faults_of_second_block("default", env) < PAGES // 100
