@@ -6,10 +6,11 @@ warms up, then times whole steps (one D update on a real and a fake batch, one G
 `block_until_ready`. With `--torch_python` it also runs the PyTorch reference with the same
 settings in the same invocation, alternating with ours, and reports the ratio.
 
-Like the experiments, this process asks glibc to keep freed memory (`gan_jax.host_memory`;
-`--nokeep_freed_memory` measures without). The reference runs twice per round: as shipped, and
-with the same malloc settings through `GLIBC_TUNABLES` (PyTorch's CPU allocator frees and
-re-allocates its large tensors every step too), so the ratio is reported both ways.
+Like the experiments (it runs through `gan_jax.cli.run`), this process asks glibc to keep freed
+memory (`gan_jax.host_memory`; `--nokeep_freed_memory` measures without). The reference runs
+twice per round: as shipped, and with the same malloc settings through `GLIBC_TUNABLES`
+(PyTorch's CPU allocator frees and re-allocates its large tensors every step too), so the ratio
+is reported both ways.
 
 The last line printed is one JSON object: images_per_sec (real images consumed per second),
 params, compile_s, device, batch_size, resolution, ... and, with the reference,
@@ -23,9 +24,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from gan_jax import host_memory, parallel, train_state, train_step, trainer
+from gan_jax import cli, host_memory, parallel, train_state, train_step, trainer
 
 flags.DEFINE_integer("resolution", 32, "32 or 64 (28 has no PyTorch counterpart).")
 flags.DEFINE_integer("channels", 1, "Image channels.")
@@ -43,7 +44,6 @@ flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), o
                                                     "torch_dcgan.py"),
                     "Path of the PyTorch reference script.")
 flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
-flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as the experiments do.")
 FLAGS = flags.FLAGS
 
 
@@ -79,15 +79,15 @@ def time_torch(same_malloc: bool) -> dict:
              str(FLAGS.warmup), "--threads", str(FLAGS.threads), "--device", "cpu"
              if jax.default_backend() == "cpu" else "cuda"]
   env = dict(os.environ)
-  if same_malloc:
-    env["GLIBC_TUNABLES"] = host_memory.glibc_tunables()
+  if same_malloc:  # after any tunables of the caller's, so ours win
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"),
+                                                   host_memory.glibc_tunables()]))
   output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
   return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv):
   del argv
-  kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
   state, step, real = build_step()
   start = time.perf_counter()
   step = step.lower(state, real).compile()
@@ -106,7 +106,8 @@ def main(argv):
       "framework": "jax", "device": str(jax.devices()[0].device_kind), "backend":
       jax.default_backend(), "resolution": FLAGS.resolution, "channels": FLAGS.channels,
       "batch_size": FLAGS.batch_size, "width": FLAGS.width, "dtype": FLAGS.dtype,
-      "conv_method": FLAGS.conv_method, "keeps_freed_memory": kept, "images_per_sec": max(ours),
+      "conv_method": FLAGS.conv_method, "keeps_freed_memory": FLAGS.keep_freed_memory,
+      "images_per_sec": max(ours),
       "steps_per_sec": max(ours) / FLAGS.batch_size, "compile_s": compile_s,
       "params": {"generator": train_state.count_params(state.generator.params),
                  "discriminator": train_state.count_params(state.discriminator.params)},
@@ -122,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -10,7 +10,7 @@ heap, never mmap, and never trim it keeps the freed block for the next step.
 The settings hold for the whole process; memory freed is kept, not returned to the system.
 """
 import ctypes
-import ctypes.util
+import platform
 
 # (mallopt parameter from glibc's malloc.h, its GLIBC_TUNABLES name, value)
 _SETTINGS = ((-8, "arena_max", 1), (-4, "mmap_max", 0), (-1, "trim_threshold", 2 ** 31 - 1))
@@ -19,16 +19,16 @@ _SETTINGS = ((-8, "arena_max", 1), (-4, "mmap_max", 0), (-1, "trim_threshold", 2
 def keep_freed_memory() -> bool:
   """Asks glibc's malloc to keep freed memory for reuse (see the module docstring).
 
-  Call it before JAX creates its CPU backend: threads that have already allocated keep their own
-  arena. Returns whether the settings took effect (False with another C library, e.g. on macOS,
-  where nothing changes).
+  Call it before JAX creates its CPU backend: XLA's threads then allocate from the main heap.
+  Threads that have already allocated keep their own arena (importing orbax starts a few; they
+  do not allocate XLA's scratch). Returns whether glibc accepted every setting; with another C
+  library (e.g. on macOS) nothing changes and it returns False.
   """
-  name = ctypes.util.find_library("c")
-  libc = ctypes.CDLL(name) if name else None
-  mallopt = getattr(libc, "mallopt", None)
-  if mallopt is None:
+  if platform.libc_ver()[0] != "glibc":
     return False
-  return all(mallopt(option, value) == 1 for option, _, value in _SETTINGS)
+  mallopt = ctypes.CDLL(None).mallopt
+  accepted = [mallopt(option, value) == 1 for option, _, value in _SETTINGS]
+  return all(accepted)
 
 
 def glibc_tunables() -> str:

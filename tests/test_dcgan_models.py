@@ -86,7 +86,7 @@ def test_scatter_windows_is_the_adjoint_of_gather_windows():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4, 3), jnp.float64)
     w = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 2, 48), jnp.float64)
     np.testing.assert_allclose(jnp.vdot(layers.gather_windows(x), w),
-                               jnp.vdot(x, layers.scatter_windows(w, 3)), rtol=1e-12)
+                               jnp.vdot(x, layers.scatter_windows(w)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("layer, shape", [(layers.UpConv, (2, 3, 5, 4)),

@@ -36,7 +36,8 @@ def _batch_norm(train: bool, axis_name: Optional[str], dtype,
   # PyTorch's defaults (momentum 0.1 there is 0.9 here) and the reference's N(1, 0.02) scale.
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
                       axis_name=axis_name, dtype=dtype,
-                      scale_init=lambda key, shape, dt: 1.0 + 0.02 * jax.random.normal(key, shape, dt))
+                      scale_init=lambda key, shape, dt: 1.0 + 0.02 * jax.random.normal(key, shape,
+                                                                                      dt))
 
 
 class Generator(nn.Module):

@@ -72,16 +72,16 @@ def gather_windows(x: Array) -> Array:
   return runs.reshape(batch, rows, cols, 16 * channels)
 
 
-def scatter_windows(windows: Array, channels: int) -> Array:
+def scatter_windows(windows: Array) -> Array:
   """Adjoint of ``gather_windows``: ``(B, h, w, 16 C) -> (B, 2h, 2w, C)``, each window entry
   added onto the pixel it was gathered from (entries that fall on the padding are dropped)."""
-  batch, rows, cols, _ = windows.shape
+  batch, rows, cols, size = windows.shape
+  channels = size // 16
   windows = windows.reshape(batch, rows, cols, 2, 2, 2, 2 * channels)  # (a, p, b, (q, c))
-  pairs = 0
-  for a in (0, 1):
-    for b in (0, 1):
-      run = windows[:, :, :, a, :, b].transpose(0, 1, 3, 2, 4)  # (B, rows, p, cols, 2C)
-      pairs = pairs + jnp.pad(run, ((0, 0), (a, 1 - a), (0, 0), (b, 1 - b), (0, 0)))
+  # Window entry (a, p, b) of window (i, j) lands in row pair i + a at parity p, column pair j + b.
+  pairs = sum(jnp.pad(windows[:, :, :, a, :, b].transpose(0, 1, 3, 2, 4),  # (B, rows, p, cols, 2C)
+                      ((0, 0), (a, 1 - a), (0, 0), (b, 1 - b), (0, 0)))
+              for a in (0, 1) for b in (0, 1))
   return pairs.reshape(batch, 2 * rows + 2, 2 * cols + 2, channels)[:, 1:-1, 1:-1]
 
 
@@ -100,26 +100,35 @@ def gather_matmul(x: Array, matrix: Array) -> Array:
 def scatter_matmul(x: Array, matrix: Array) -> Array:
   """``scatter_windows(x @ matrix.T)``: ``(B, h, w, O), (16 C, O) -> (B, 2h, 2w, C)``; the
   adjoint of ``gather_matmul(., matrix)``."""
-  return scatter_windows(_times(x, matrix.T), matrix.shape[0] // 16)
+  return scatter_windows(_times(x, matrix.T))
+
+
+def _window_products(image: Array, values: Array) -> Array:
+  """``gather_windows(image)`` rows times ``values`` rows, summed over every window:
+  ``(B, H, W, C), (B, H/2, W/2, O) -> (16 C, O)``; the weight-gradient of both products."""
+  windows = gather_windows(image)
+  return _times(windows.reshape(-1, windows.shape[-1]).T, values.reshape(-1, values.shape[-1]))
 
 
 def _gather_matmul_bwd(residuals, dy):
+  """Cotangents of ``gather_matmul`` for ``dy (B, H/2, W/2, O)``: ``dx = scatter_matmul(dy)``."""
   x, matrix = residuals
-  windows = gather_windows(x)
-  return (scatter_matmul(dy, matrix),
-          _times(windows.reshape(-1, windows.shape[-1]).T, dy.reshape(-1, dy.shape[-1])))
+  return scatter_matmul(dy, matrix), _window_products(x, dy)
 
 
 def _scatter_matmul_bwd(residuals, dy):
+  """Cotangents of ``scatter_matmul`` for ``dy (B, 2h, 2w, C)``: ``dx = gather_matmul(dy)``."""
   x, matrix = residuals
-  windows = gather_windows(dy)
-  return (gather_matmul(dy, matrix),
-          _times(windows.reshape(-1, windows.shape[-1]).T, x.reshape(-1, x.shape[-1])))
+  return gather_matmul(dy, matrix), _window_products(dy, x)
 
 
-gather_matmul.defvjp(lambda x, matrix: (gather_matmul(x, matrix), (x, matrix)), _gather_matmul_bwd)
-scatter_matmul.defvjp(lambda x, matrix: (scatter_matmul(x, matrix), (x, matrix)),
-                      _scatter_matmul_bwd)
+def _saving_inputs(product):
+  """The forward rule of ``product``: its value, with its inputs kept for the backward rule."""
+  return lambda x, matrix: (product(x, matrix), (x, matrix))
+
+
+gather_matmul.defvjp(_saving_inputs(gather_matmul), _gather_matmul_bwd)
+scatter_matmul.defvjp(_saving_inputs(scatter_matmul), _scatter_matmul_bwd)
 
 
 def upsample_matmul(x: Array, kernel: Array) -> Array:
