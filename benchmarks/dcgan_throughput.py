@@ -6,8 +6,8 @@ warms up, then times whole steps (one D update on a real and a fake batch, one G
 `block_until_ready`. With `--torch_python` it also runs the PyTorch reference with the same
 settings in the same invocation, alternating with ours, and reports the ratio.
 
-Like the experiments (it runs through `gan_jax.cli.run`), this process asks glibc to keep freed
-memory (`gan_jax.host_memory`; `--nokeep_freed_memory` measures without). The reference runs
+Like `experiments.dcgan`, this process asks glibc to keep freed memory (`gan_jax.host_memory`;
+`--nokeep_freed_memory` measures without). The reference runs
 twice per round: as shipped, and with the same malloc settings through `GLIBC_TUNABLES`
 (PyTorch's CPU allocator frees and re-allocates its large tensors every step too), so the ratio
 is reported both ways.
@@ -44,6 +44,8 @@ flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), o
                                                     "torch_dcgan.py"),
                     "Path of the PyTorch reference script.")
 flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
+flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as experiments.dcgan "
+                  "does.")
 FLAGS = flags.FLAGS
 
 
@@ -88,6 +90,8 @@ def time_torch(same_malloc: bool) -> dict:
 
 def main(argv):
   del argv
+  if FLAGS.keep_freed_memory:
+    host_memory.keep_freed_memory()
   state, step, real = build_step()
   start = time.perf_counter()
   step = step.lower(state, real).compile()

@@ -6,7 +6,7 @@ the same command to resume it). On a multi-host TPU slice or several processes, 
 """
 from absl import flags, logging
 
-from gan_jax import cli, parallel, trainer
+from gan_jax import cli, host_memory, parallel, trainer
 
 cli.define_flags(trainer.TrainConfig)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, samples and metrics.")
@@ -20,10 +20,12 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  config = cli.config_from_flags(trainer.TrainConfig)
+  if config.keep_freed_memory:  # before JAX starts its CPU backend's threads
+    host_memory.keep_freed_memory()
   if FLAGS.distributed:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
-  config = cli.config_from_flags(trainer.TrainConfig)
   summary = trainer.train_and_evaluate(config, FLAGS.workdir)
   logging.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v
                             for k, v in summary.items()})

@@ -15,12 +15,7 @@ from typing import Any, Callable, Sequence, Type
 
 from absl import app, flags, logging
 
-from gan_jax import host_memory
-
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
-flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory for reuse, so that "
-                  "XLA's CPU backend does not page-fault through fresh scratch memory every step "
-                  "(gan_jax.host_memory).")
 
 
 class UsageError(Exception):
@@ -51,16 +46,9 @@ def _parse_flags(argv):
 
 
 def run(main: Callable) -> None:
-  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line.
-
-  Unless ``--nokeep_freed_memory``, glibc is asked to keep freed memory before JAX starts
-  (``host_memory.keep_freed_memory``), so that XLA's CPU backend does not page-fault through
-  fresh scratch memory every step.
-  """
+  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line."""
 
   def guarded_main(argv):
-    if flags.FLAGS.keep_freed_memory:
-      host_memory.keep_freed_memory()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
       require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "

@@ -7,7 +7,9 @@ page-faults through the whole block again and the kernel zero-fills it: 26,000 f
 50 ms of system time per step on a 2-core machine. Making every thread allocate from glibc's main
 heap, never mmap, and never trim it keeps the freed block for the next step.
 
-The settings hold for the whole process; memory freed is kept, not returned to the system.
+The settings hold for the whole process; memory freed is kept, not returned to the system. With
+one arena every allocation takes the same lock, so a process whose many CPU devices run at once
+(the vanilla GAN's seeds) is slowed down (2x on grid25): only the DCGAN experiment uses this.
 """
 import ctypes
 import platform

@@ -64,6 +64,9 @@ class TrainConfig:
                            "(0: off, samples from the trained weights).")
   conv_method: str = field("auto", "Resampling convolutions: auto, xla or matmul (same math).")
   dtype: str = field("float32", "Compute dtype: float32 or bfloat16 (params stay float32).")
+  keep_freed_memory: bool = field(True, "Ask glibc to keep freed memory, so that XLA's CPU "
+                                  "backend reuses its per-step scratch block instead of "
+                                  "page-faulting through a fresh one (gan_jax.host_memory).")
   log_every_steps: int = field(50, "Steps between metrics rows and progress lines.")
   sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")
   checkpoint_every_steps: int = field(500, "Steps between checkpoints.")
