@@ -31,13 +31,16 @@ def resolution_layout(resolution: int):
   return RESOLUTIONS[resolution]
 
 
+def _scale_init(key: Array, shape, dtype) -> Array:
+  """The reference's N(1, 0.02) batch-norm scales."""
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
 def _batch_norm(train: bool, axis_name: Optional[str], dtype,
                 momentum: float = 0.9) -> nn.BatchNorm:
-  # PyTorch's defaults (momentum 0.1 there is 0.9 here) and the reference's N(1, 0.02) scale.
+  # PyTorch's defaults (momentum 0.1 there is 0.9 here).
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                      axis_name=axis_name, dtype=dtype,
-                      scale_init=lambda key, shape, dt: 1.0 + 0.02 * jax.random.normal(key, shape,
-                                                                                      dt))
+                      axis_name=axis_name, dtype=dtype, scale_init=_scale_init)
 
 
 class Generator(nn.Module):

@@ -107,7 +107,7 @@ def _window_products(image: Array, values: Array) -> Array:
   """``gather_windows(image)`` rows times ``values`` rows, summed over every window:
   ``(B, H, W, C), (B, H/2, W/2, O) -> (16 C, O)``; the weight-gradient of both products."""
   windows = gather_windows(image)
-  return _times(windows.reshape(-1, windows.shape[-1]).T, values.reshape(-1, values.shape[-1]))
+  return windows.reshape(-1, windows.shape[-1]).T @ values.reshape(-1, values.shape[-1])
 
 
 def _gather_matmul_bwd(residuals, dy):
