@@ -10,7 +10,8 @@ Like `experiments.dcgan`, this process asks glibc to keep freed memory (`gan_jax
 `--nokeep_freed_memory` measures without). The reference runs
 twice per round: as shipped, and with the same malloc settings through `GLIBC_TUNABLES`
 (PyTorch's CPU allocator frees and re-allocates its large tensors every step too), so the ratio
-is reported both ways.
+is reported both ways. With `--dtype=bfloat16` the reference runs under PyTorch's autocast to
+bfloat16 (its own mixed precision), so that both compute their products from bfloat16 operands.
 
 The last line printed is one JSON object: images_per_sec (real images consumed per second),
 params, compile_s, device, batch_size, resolution, ... and, with the reference,
@@ -48,6 +49,15 @@ flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as
                   "does.")
 FLAGS = flags.FLAGS
 
+# Runs the script named by argv[2] with autocast to bfloat16 on device argv[1] (thread-local, so
+# set in the thread that runs the script).
+_TORCH_AUTOCAST = """import runpy, sys, torch
+device, sys.argv = sys.argv[1], sys.argv[2:]
+torch.set_autocast_enabled(device, True)
+torch.set_autocast_dtype(device, torch.bfloat16)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def build_step():
   config = trainer.TrainConfig(resolution=FLAGS.resolution, channels=FLAGS.channels,
@@ -75,11 +85,13 @@ def time_ours(state, step, real):
 
 
 def time_torch(same_malloc: bool) -> dict:
-  command = [FLAGS.torch_python, FLAGS.torch_reference, "--resolution", str(FLAGS.resolution),
-             "--channels", str(FLAGS.channels), "--batch_size", str(FLAGS.batch_size),
-             "--width", str(FLAGS.width), "--steps", str(FLAGS.steps), "--warmup",
-             str(FLAGS.warmup), "--threads", str(FLAGS.threads), "--device", "cpu"
-             if jax.default_backend() == "cpu" else "cuda"]
+  device = "cpu" if jax.default_backend() == "cpu" else "cuda"
+  autocast = ["-c", _TORCH_AUTOCAST, device] if FLAGS.dtype == "bfloat16" else []
+  command = [FLAGS.torch_python, *autocast, FLAGS.torch_reference,
+             "--resolution", str(FLAGS.resolution), "--channels", str(FLAGS.channels),
+             "--batch_size", str(FLAGS.batch_size), "--width", str(FLAGS.width),
+             "--steps", str(FLAGS.steps), "--warmup", str(FLAGS.warmup),
+             "--threads", str(FLAGS.threads), "--device", device]
   env = dict(os.environ)
   if same_malloc:  # after any tunables of the caller's, so ours win
     env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"),
@@ -119,7 +131,8 @@ def main(argv):
   if torch:
     best = max(torch, key=lambda r: r["images_per_sec"])
     best_same = max(r["images_per_sec"] for r in torch_same)
-    result.update(torch_images_per_sec=best["images_per_sec"], torch_threads=best["threads"],
+    result.update(torch_autocast_bfloat16=FLAGS.dtype == "bfloat16",
+                  torch_images_per_sec=best["images_per_sec"], torch_threads=best["threads"],
                   torch_params=best["params"], speedup=max(ours) / best["images_per_sec"],
                   torch_same_malloc_images_per_sec=best_same,
                   speedup_same_malloc=max(ours) / best_same)

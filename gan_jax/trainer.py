@@ -63,7 +63,9 @@ class TrainConfig:
   ema_decay: float = field(0.0, "Decay of an EMA of the generator weights used for samples "
                            "(0: off, samples from the trained weights).")
   conv_method: str = field("auto", "Resampling convolutions: auto, xla or matmul (same math).")
-  dtype: str = field("float32", "Compute dtype: float32 or bfloat16 (params stay float32).")
+  dtype: str = field("float32", "Operand dtype of the matrix products: float32, or bfloat16 for "
+                     "mixed precision (products accumulate in float32; params, batch norm and "
+                     "activations stay float32).")
   keep_freed_memory: bool = field(True, "Ask glibc to keep freed memory, so that XLA's CPU "
                                   "backend reuses its per-step scratch block instead of "
                                   "page-faulting through a fresh one (gan_jax.host_memory).")

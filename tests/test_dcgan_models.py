@@ -89,6 +89,46 @@ def test_scatter_windows_is_the_adjoint_of_gather_windows():
                                jnp.vdot(x, layers.scatter_windows(w)), rtol=1e-12)
 
 
+@pytest.mark.parametrize("shape, channels", [((2, 3, 5, 4), 3), ((1, 4, 4, 8), 16)])
+def test_scatter_by_phases_equals_the_scatter_of_products(shape, channels):
+  """The phase form (bfloat16 transposed convolutions) is the same linear map, in float64."""
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float64)
+    matrix = jax.random.normal(jax.random.PRNGKey(1), (16 * channels, shape[-1]), jnp.float64)
+    np.testing.assert_allclose(layers.scatter_by_phases(x, matrix, jnp.float64),
+                               layers.scatter_windows(x @ matrix.T), rtol=1e-12, atol=1e-12)
+
+
+def rounded_to_bfloat16(tree):
+  return jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float64), tree)
+
+
+# Output channels 16 and 32 take the phase form in the forward or the backward pass.
+@pytest.mark.parametrize("layer, features, shape", [(layers.UpConv, 16, (2, 3, 5, 4)),
+                                                    (layers.UpConv, 3, (2, 3, 5, 4)),
+                                                    (layers.DownConv, 5, (2, 6, 4, 32)),
+                                                    (layers.DownConv, 5, (2, 6, 4, 3))])
+def test_bfloat16_layers_round_operands_and_accumulate_in_float32(layer, features, shape):
+  """Values, weight- and input-gradients equal float64 products of bfloat16-rounded operands
+  (inputs, kernel, output cotangent), up to float32 round-off."""
+  fast = layer(features, method="matmul", dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  params = fast.init(jax.random.PRNGKey(1), x)
+  y, pullback = jax.vjp(fast.apply, params, x)
+  dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+  grads = pullback(dy)
+  assert y.dtype == jnp.float32
+  assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+  with jax.enable_x64():
+    reference = layer(features, method="xla", dtype=jnp.float64)
+    y64, pullback64 = jax.vjp(reference.apply, rounded_to_bfloat16(params),
+                              rounded_to_bfloat16(x))
+    grads64 = pullback64(rounded_to_bfloat16(dy))
+  for ours, exact in zip(jax.tree_util.tree_leaves((y, grads)),
+                         jax.tree_util.tree_leaves((y64, grads64))):
+    np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * np.max(np.abs(exact)))
+
+
 @pytest.mark.parametrize("layer, shape", [(layers.UpConv, (2, 3, 5, 4)),
                                           (layers.DownConv, (2, 6, 4, 4))])
 def test_matmul_forms_have_xla_second_derivatives(layer, shape):

@@ -11,11 +11,13 @@ dense layer with the same weights as PyTorch's 4x4 stride-1 transposed conv on a
 ``width=64, resolution=32, channels=1`` has exactly the PyTorch reference's 1,066,880 generator
 and 661,248 discriminator parameters.
 """
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from gan_jax.models import layers
 
@@ -36,11 +38,10 @@ def _scale_init(key: Array, shape, dtype) -> Array:
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def _batch_norm(train: bool, axis_name: Optional[str], dtype,
-                momentum: float = 0.9) -> nn.BatchNorm:
-  # PyTorch's defaults (momentum 0.1 there is 0.9 here).
+def _batch_norm(train: bool, axis_name: Optional[str], momentum: float = 0.9) -> nn.BatchNorm:
+  # PyTorch's defaults (momentum 0.1 there is 0.9 here); float32 whatever the products' dtype.
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                      axis_name=axis_name, dtype=dtype, scale_init=_scale_init)
+                      axis_name=axis_name, dtype=jnp.float32, scale_init=_scale_init)
 
 
 class Generator(nn.Module):
@@ -53,7 +54,8 @@ class Generator(nn.Module):
     latent_dim: size of the noise vector (``nz``).
     conv_method: how ``UpConv`` is computed ("auto", "xla", "matmul"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
-    dtype: computation dtype (params stay float32).
+    dtype: operand dtype of the matrix products (bfloat16 for mixed precision); they accumulate
+      in float32, and params, batch norm and activations stay float32.
     batch_norm_momentum: weight of the old running statistics in each training update; 0 makes
       them the statistics of the last batch (to measure "standing statistics").
   """
@@ -71,16 +73,18 @@ class Generator(nn.Module):
     base, n_up = resolution_layout(self.resolution)
     features = self.width * 2 ** (n_up - 1)
     x = nn.Dense(base * base * features, use_bias=False, kernel_init=layers.dcgan_init(),
-                 dtype=self.dtype)(z)
+                 dtype=self.dtype, dot_general=functools.partial(
+                     lax.dot_general,
+                     preferred_element_type=layers.accumulation_dtype(self.dtype)))(z)
     x = x.reshape(z.shape[0], base, base, features)
-    batch_norm = lambda: _batch_norm(train, self.axis_name, self.dtype, self.batch_norm_momentum)
+    batch_norm = lambda: _batch_norm(train, self.axis_name, self.batch_norm_momentum)
     x = nn.relu(batch_norm()(x))
     for _ in range(n_up - 1):
       features //= 2
       x = layers.UpConv(features, self.conv_method, self.dtype)(x)
       x = nn.relu(batch_norm()(x))
     x = layers.UpConv(self.channels, self.conv_method, self.dtype)(x)
-    return jnp.tanh(x).astype(jnp.float32)
+    return jnp.tanh(x)
 
 
 class Discriminator(nn.Module):
@@ -91,7 +95,8 @@ class Discriminator(nn.Module):
     width: channels of the first layer (PyTorch's ``ndf``).
     conv_method: how ``DownConv`` is computed ("auto", "xla", "matmul"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
-    dtype: computation dtype (params stay float32).
+    dtype: operand dtype of the matrix products (bfloat16 for mixed precision); they accumulate
+      in float32, and params, batch norm and activations stay float32.
   """
   resolution: int = 32
   width: int = 64
@@ -107,5 +112,5 @@ class Discriminator(nn.Module):
     for _ in range(n_down - 1):
       features *= 2
       x = layers.DownConv(features, self.conv_method, self.dtype)(x)
-      x = nn.leaky_relu(_batch_norm(train, self.axis_name, self.dtype)(x), 0.2)
-    return layers.WholeImageConv(1, self.dtype)(x)[:, 0].astype(jnp.float32)
+      x = nn.leaky_relu(_batch_norm(train, self.axis_name)(x), 0.2)
+    return layers.WholeImageConv(1, self.dtype)(x)[:, 0]

@@ -18,13 +18,21 @@ both layers with one matrix product and a reshuffle of memory:
 The two are each other's gradient: the input-gradient of ``DownConv`` is a scatter, that of
 ``UpConv`` a gather, and both weight-gradients are a product of gathered windows
 (``jax.custom_vjp``; JAX's own transpose of the gather is a chain of pads and adds that runs
-several times slower). Every multiply-add of the matmul form is one of the layer's own; none
-hits padding. Higher-order gradients (R1, the gradient penalty) go through the same functions.
+several times slower). No multiply-add meets the zeros of a dilated input; the only wasted ones
+are those at the 1-pixel border, as in any padded convolution. Higher-order gradients (R1, the gradient penalty) go through the same functions.
 
 Parameters are the same ``kernel`` of shape ``(4, 4, C_in, C_out)`` in both forms, so checkpoints
 are interchangeable; ``method="auto"`` picks the form that is faster on the backend (measured by
 ``benchmarks/dcgan_throughput.py``).
+
+Mixed precision: every layer here rounds its operands to its ``dtype`` (bfloat16, say) and
+returns float32 (``accumulation_dtype``); the matmul forms accumulate in float32 too, as a TPU's
+default-precision float32 product does, and the "xla" forms keep the library's own bfloat16
+result, widened. Batch norm, activations and gradients between layers stay float32. In bfloat16,
+``scatter_matmul`` takes a third form (``scatter_by_phases``), which suits XLA's CPU backend
+better there.
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -85,69 +93,152 @@ def scatter_windows(windows: Array) -> Array:
   return pairs.reshape(batch, 2 * rows + 2, 2 * cols + 2, channels)[:, 1:-1, 1:-1]
 
 
-def _times(x: Array, matrix: Array) -> Array:
-  """``x (..., K) @ matrix (K, N) -> (..., N)`` as one 2-D matrix product."""
-  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(x.shape[:-1] + matrix.shape[1:])
+def accumulation_dtype(dtype: Any) -> Any:
+  """The dtype products of ``dtype`` operands accumulate and return in: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
-@jax.custom_vjp
-def gather_matmul(x: Array, matrix: Array) -> Array:
-  """``gather_windows(x) @ matrix``: ``(B, H, W, C), (16 C, O) -> (B, H/2, W/2, O)``."""
-  return _times(gather_windows(x), matrix)
+def wide_product(a: Array, b: Array, dtype: Any) -> Array:
+  """``a (M, K) @ b (K, N) -> (M, N)`` with operands rounded to ``dtype``, accumulated and
+  returned in ``accumulation_dtype(dtype)`` (XLA's CPU backend runs bfloat16 products with a
+  bfloat16 result several times slower)."""
+  return jnp.matmul(a.astype(dtype), b.astype(dtype),
+                    preferred_element_type=accumulation_dtype(dtype))
 
 
-@jax.custom_vjp
-def scatter_matmul(x: Array, matrix: Array) -> Array:
-  """``scatter_windows(x @ matrix.T)``: ``(B, h, w, O), (16 C, O) -> (B, 2h, 2w, C)``; the
-  adjoint of ``gather_matmul(., matrix)``."""
-  return scatter_windows(_times(x, matrix.T))
+def _times(x: Array, matrix: Array, dtype: Any) -> Array:
+  """``x (..., K) @ matrix (K, N) -> (..., N)`` as one 2-D ``wide_product``."""
+  product = wide_product(x.reshape(-1, x.shape[-1]), matrix, dtype)
+  return product.reshape(x.shape[:-1] + matrix.shape[1:])
 
 
-def _window_products(image: Array, values: Array) -> Array:
+# The operand dtype is static (``nondiff_argnums``); inputs, outputs and cotangents stay in the
+# callers' dtypes, so gradients are not rounded to bfloat16 between layers.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def gather_matmul(x: Array, matrix: Array, dtype: Any) -> Array:
+  """``gather_windows(x) @ matrix``: ``(B, H, W, C), (16 C, O) -> (B, H/2, W/2, O)``, from
+  ``dtype`` operands accumulated in ``accumulation_dtype(dtype)``."""
+  return _times(gather_windows(x.astype(dtype)), matrix, dtype)
+
+
+def phase_windows(x: Array) -> Array:
+  """The 2x2 neighbourhoods of the 1-padded ``x`` that feed each output parity of a scatter:
+  ``(B, h, w, O) -> (4, B h w, 4 O)``.
+
+  Entry ``((s, t), (b, i, j), (a, c, o))`` is ``padded[b, i + s + a, j + t + c, o]``: output pixel
+  ``(2i + s, 2j + t)`` of ``scatter_windows(x @ matrix.T)`` is that neighbourhood times
+  ``phase_matrices(matrix)[(s, t)]``.
+  """
+  batch, rows, cols, channels = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return jnp.stack([jnp.stack([padded[:, s + a:s + a + rows, t + c:t + c + cols]
+                               for a in (0, 1) for c in (0, 1)], axis=-2)
+                    for s in (0, 1) for t in (0, 1)]).reshape(4, batch * rows * cols, 4 * channels)
+
+
+def phase_matrices(matrix: Array) -> Array:
+  """``(16 C, O) -> (4, 4 O, C)``: entry ``((s, t), (a, c, o), k)`` is tap ``(3 - s - 2a,
+  3 - t - 2c)`` of ``matrix.reshape(4, 4, C, O)`` at ``(k, o)``, the tap through which padded
+  pixel ``(i + s + a, j + t + c)`` reaches output pixel ``(2i + s, 2j + t)``."""
+  channels, features = matrix.shape[0] // 16, matrix.shape[1]
+  # Reversed, tap 3 - s - 2a sits at 2a + s: rows (a, s), columns (c, t).
+  taps = matrix.reshape(4, 4, channels, features)[::-1, ::-1].reshape(
+      2, 2, 2, 2, channels, features)
+  return taps.transpose(1, 3, 0, 2, 5, 4).reshape(4, 4 * features, channels)
+
+
+def scatter_by_phases(x: Array, matrix: Array, dtype: Any) -> Array:
+  """``scatter_windows(x @ matrix.T)`` as four products, one per output parity, from ``dtype``
+  operands accumulated in ``accumulation_dtype(dtype)``: ``(B, h, w, O), (16 C, O) ->
+  (B, 2h, 2w, C)``."""
+  batch, rows, cols, _ = x.shape
+  products = lax.dot_general(phase_windows(x.astype(dtype)), phase_matrices(matrix).astype(dtype),
+                             (((2,), (1,)), ((0,), (0,))),
+                             preferred_element_type=accumulation_dtype(dtype))
+  channels = products.shape[-1]  # (s, t, b, i, j, k) -> (b, i, s, j, t, k)
+  return products.reshape(2, 2, batch, rows, cols, channels).transpose(2, 3, 0, 4, 1, 5).reshape(
+      batch, 2 * rows, 2 * cols, channels)
+
+
+def _scatter_products(x: Array, matrix: Array, dtype: Any) -> Array:
+  """``scatter_windows(x @ matrix.T)`` from ``dtype`` operands, accumulated in float32 or wider.
+
+  16-bit operands and at least 16 output channels take the phase form, whose products contract
+  the 2x2 neighbourhoods of ``x`` (``4 O`` long) instead of ``O`` and write a quarter as much.
+  XLA's CPU backend runs those short bfloat16 contractions, with their large float32 results, at
+  about half the rate (1.7x here). In float32, and for few output channels (an image's), the
+  scatter form is the faster one.
+  """
+  if jnp.dtype(dtype).itemsize < 4 and matrix.shape[0] >= 16 * 16:
+    return scatter_by_phases(x, matrix, dtype)
+  return scatter_windows(_times(x, matrix.T, dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def scatter_matmul(x: Array, matrix: Array, dtype: Any) -> Array:
+  """``scatter_windows(x @ matrix.T)``: ``(B, h, w, O), (16 C, O) -> (B, 2h, 2w, C)``, from
+  ``dtype`` operands accumulated in ``accumulation_dtype(dtype)``; the adjoint of
+  ``gather_matmul(., matrix)``."""
+  return _scatter_products(x, matrix, dtype)
+
+
+def _window_products(image: Array, values: Array, dtype: Any) -> Array:
   """``gather_windows(image)`` rows times ``values`` rows, summed over every window:
   ``(B, H, W, C), (B, H/2, W/2, O) -> (16 C, O)``; the weight-gradient of both products."""
-  windows = gather_windows(image)
-  return windows.reshape(-1, windows.shape[-1]).T @ values.reshape(-1, values.shape[-1])
+  windows = gather_windows(image.astype(dtype))
+  return wide_product(windows.reshape(-1, windows.shape[-1]).T,
+                         values.reshape(-1, values.shape[-1]), dtype)
 
 
-def _gather_matmul_bwd(residuals, dy):
+def _gather_matmul_bwd(dtype, residuals, dy):
   """Cotangents of ``gather_matmul`` for ``dy (B, H/2, W/2, O)``: ``dx = scatter_matmul(dy)``."""
   x, matrix = residuals
-  return scatter_matmul(dy, matrix), _window_products(x, dy)
+  return (scatter_matmul(dy, matrix, dtype).astype(x.dtype),
+          _window_products(x, dy, dtype).astype(matrix.dtype))
 
 
-def _scatter_matmul_bwd(residuals, dy):
+def _scatter_matmul_bwd(dtype, residuals, dy):
   """Cotangents of ``scatter_matmul`` for ``dy (B, 2h, 2w, C)``: ``dx = gather_matmul(dy)``."""
   x, matrix = residuals
-  return gather_matmul(dy, matrix), _window_products(dy, x)
+  return (gather_matmul(dy, matrix, dtype).astype(x.dtype),
+          _window_products(dy, x, dtype).astype(matrix.dtype))
 
 
 def _saving_inputs(product):
   """The forward rule of ``product``: its value, with its inputs kept for the backward rule."""
-  return lambda x, matrix: (product(x, matrix), (x, matrix))
+  return lambda x, matrix, dtype: (product(x, matrix, dtype), (x, matrix))
 
 
 gather_matmul.defvjp(_saving_inputs(gather_matmul), _gather_matmul_bwd)
 scatter_matmul.defvjp(_saving_inputs(scatter_matmul), _scatter_matmul_bwd)
 
 
-def upsample_matmul(x: Array, kernel: Array) -> Array:
-  """Matmul form of the stride-2 4x4 transposed convolution, ``(B, H, W, I) -> (B, 2H, 2W, O)``.
+def upsample_matmul(x: Array, kernel: Array, dtype: Any = jnp.float32) -> Array:
+  """Matmul form of the stride-2 4x4 transposed convolution, ``(B, H, W, I) -> (B, 2H, 2W, O)``,
+  from ``dtype`` operands accumulated in ``accumulation_dtype(dtype)``.
 
   Equal to ``lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))``, which correlates the
   dilated input with ``kernel``: as a scatter, input pixel (i, j) meets the spatially flipped
   kernel.
   """
   flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)  # (ky, kx, O, I)
-  return scatter_matmul(x, flipped.reshape(-1, kernel.shape[2]))
+  return scatter_matmul(x, flipped.reshape(-1, kernel.shape[2]), dtype)
 
 
-def downsample_matmul(x: Array, kernel: Array) -> Array:
-  """Matmul form of the stride-2 4x4 convolution, ``(B, H, W, I) -> (B, H/2, W/2, O)``.
+def downsample_matmul(x: Array, kernel: Array, dtype: Any = jnp.float32) -> Array:
+  """Matmul form of the stride-2 4x4 convolution, ``(B, H, W, I) -> (B, H/2, W/2, O)``,
+  from ``dtype`` operands accumulated in ``accumulation_dtype(dtype)``.
 
   Equal to ``lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)))`` for even H, W.
   """
-  return gather_matmul(x, kernel.reshape(-1, kernel.shape[-1]))
+  return gather_matmul(x, kernel.reshape(-1, kernel.shape[-1]), dtype)
+
+
+def _widened(y: Array) -> Array:
+  """A convolution's result in ``accumulation_dtype``. The "xla" form keeps the convolution's
+  own output dtype, as flax's convolutions do (GPU libraries accumulate bfloat16 in float32 but
+  may not return float32), and rounds to it first."""
+  return y.astype(accumulation_dtype(y.dtype))
 
 
 class UpConv(nn.Module):
@@ -156,7 +247,8 @@ class UpConv(nn.Module):
   Attributes:
     features: output channels.
     method: "xla" (``lax.conv_transpose``), "matmul" or "auto".
-    dtype: computation dtype (params stay float32).
+    dtype: dtype of the product's operands; it returns ``accumulation_dtype(dtype)``, float32
+      for bfloat16 (the "matmul" form also accumulates in it).
   """
   features: int
   method: str = "auto"
@@ -165,10 +257,10 @@ class UpConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if resolve_method(self.method) == "matmul":
-      return upsample_matmul(x, kernel)
-    return lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DIMENSIONS)
+      return upsample_matmul(x, kernel, self.dtype)
+    return _widened(lax.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), (2, 2),
+                                       ((2, 2), (2, 2)), dimension_numbers=_DIMENSIONS))
 
 
 class DownConv(nn.Module):
@@ -177,7 +269,8 @@ class DownConv(nn.Module):
   Attributes:
     features: output channels.
     method: "xla" (strided convolution), "matmul" or "auto".
-    dtype: computation dtype (params stay float32).
+    dtype: dtype of the product's operands; it returns ``accumulation_dtype(dtype)``, float32
+      for bfloat16 (the "matmul" form also accumulates in it).
   """
   features: int
   method: str = "auto"
@@ -186,11 +279,11 @@ class DownConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if resolve_method(self.method) == "matmul":
-      return downsample_matmul(x, kernel)
-    return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
-                                    dimension_numbers=_DIMENSIONS)
+      return downsample_matmul(x, kernel, self.dtype)
+    return _widened(lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype),
+                                             (2, 2), ((1, 1), (1, 1)),
+                                             dimension_numbers=_DIMENSIONS))
 
 
 class WholeImageConv(nn.Module):
@@ -203,7 +296,8 @@ class WholeImageConv(nn.Module):
 
   Attributes:
     features: output features.
-    dtype: computation dtype (params stay float32).
+    dtype: dtype of the product's operands; it accumulates and returns
+      ``accumulation_dtype(dtype)``, float32 for bfloat16.
   """
   features: int
   dtype: Any = jnp.float32
@@ -211,5 +305,5 @@ class WholeImageConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), x.shape[1:] + (self.features,), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    return x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features)
+    return wide_product(x.reshape(x.shape[0], -1), kernel.reshape(-1, self.features),
+                           self.dtype)
