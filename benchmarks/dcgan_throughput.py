@@ -50,11 +50,14 @@ flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as
 FLAGS = flags.FLAGS
 
 # Runs the script named by argv[2] with autocast to bfloat16 on device argv[1] (thread-local, so
-# set in the thread that runs the script).
+# set in the thread that runs the script). Autocast's cache of bfloat16 weights is emptied only
+# when an autocast context exits, which never happens here, so it is off: every forward pass
+# casts the current weights, as a `with torch.autocast(...)` per step would.
 _TORCH_AUTOCAST = """import runpy, sys, torch
 device, sys.argv = sys.argv[1], sys.argv[2:]
 torch.set_autocast_enabled(device, True)
 torch.set_autocast_dtype(device, torch.bfloat16)
+torch.set_autocast_cache_enabled(False)
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

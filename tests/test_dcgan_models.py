@@ -103,15 +103,28 @@ def rounded_to_bfloat16(tree):
   return jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float64), tree)
 
 
-# Output channels 16 and 32 take the phase form in the forward or the backward pass.
-@pytest.mark.parametrize("layer, features, shape", [(layers.UpConv, 16, (2, 3, 5, 4)),
-                                                    (layers.UpConv, 3, (2, 3, 5, 4)),
-                                                    (layers.DownConv, 5, (2, 6, 4, 32)),
-                                                    (layers.DownConv, 5, (2, 6, 4, 3))])
-def test_bfloat16_layers_round_operands_and_accumulate_in_float32(layer, features, shape):
+BFLOAT16_CASES = {  # (layer with bfloat16 operands, its float64 reference, input shape)
+    # 16 output channels take the phase form forward, 32 input channels backward.
+    "upconv_phases": (layers.UpConv(16, "matmul", jnp.bfloat16),
+                      layers.UpConv(16, "xla", jnp.float64), (2, 3, 5, 4)),
+    "upconv_scatter": (layers.UpConv(3, "matmul", jnp.bfloat16),
+                       layers.UpConv(3, "xla", jnp.float64), (2, 3, 5, 4)),
+    "downconv_phases": (layers.DownConv(5, "matmul", jnp.bfloat16),
+                        layers.DownConv(5, "xla", jnp.float64), (2, 6, 4, 32)),
+    "downconv_scatter": (layers.DownConv(5, "matmul", jnp.bfloat16),
+                         layers.DownConv(5, "xla", jnp.float64), (2, 6, 4, 3)),
+    "whole_image_conv": (layers.WholeImageConv(2, jnp.bfloat16),
+                         layers.WholeImageConv(2, jnp.float64), (3, 4, 4, 5)),
+    "dense": (nn.Dense(7, use_bias=False, dot_general=layers.wide_dot_general(jnp.bfloat16)),
+              nn.Dense(7, use_bias=False), (3, 6)),
+}
+
+
+@pytest.mark.parametrize("case", BFLOAT16_CASES)
+def test_bfloat16_layers_round_operands_and_accumulate_in_float32(case):
   """Values, weight- and input-gradients equal float64 products of bfloat16-rounded operands
-  (inputs, kernel, output cotangent), up to float32 round-off."""
-  fast = layer(features, method="matmul", dtype=jnp.bfloat16)
+  (inputs, kernel, output cotangent), up to float32 round-off: nothing else is rounded."""
+  fast, reference, shape = BFLOAT16_CASES[case]
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
   params = fast.init(jax.random.PRNGKey(1), x)
   y, pullback = jax.vjp(fast.apply, params, x)
@@ -120,13 +133,32 @@ def test_bfloat16_layers_round_operands_and_accumulate_in_float32(layer, feature
   assert y.dtype == jnp.float32
   assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
   with jax.enable_x64():
-    reference = layer(features, method="xla", dtype=jnp.float64)
     y64, pullback64 = jax.vjp(reference.apply, rounded_to_bfloat16(params),
                               rounded_to_bfloat16(x))
     grads64 = pullback64(rounded_to_bfloat16(dy))
   for ours, exact in zip(jax.tree_util.tree_leaves((y, grads)),
                          jax.tree_util.tree_leaves((y64, grads64))):
     np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * np.max(np.abs(exact)))
+
+
+@pytest.mark.parametrize("channels, phases", [(16, True), (3, False), (16, False)])
+def test_scatter_takes_the_phase_form_for_bfloat16_and_16_channels(channels, phases):
+  """The phase form is one batched product (four parities); the scatter form a plain one."""
+  dtype = jnp.bfloat16 if phases or channels == 3 else jnp.float32
+  x, matrix = jnp.ones((2, 3, 3, 8)), jnp.ones((16 * channels, 8))
+  jaxpr = jax.make_jaxpr(lambda x, m: layers.scatter_matmul(x, m, dtype))(x, matrix)
+  assert [eqn.params["dimension_numbers"][1] != ((), ())
+          for eqn in equations(jaxpr.jaxpr) if eqn.primitive.name == "dot_general"] == [phases]
+
+
+def equations(jaxpr):
+  """Every equation of ``jaxpr`` and of the jaxprs nested in it (custom VJPs, pjit)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      nested = getattr(param, "jaxpr", param)
+      if hasattr(nested, "eqns"):
+        yield from equations(nested)
 
 
 @pytest.mark.parametrize("layer, shape", [(layers.UpConv, (2, 3, 5, 4)),

@@ -11,13 +11,11 @@ dense layer with the same weights as PyTorch's 4x4 stride-1 transposed conv on a
 ``width=64, resolution=32, channels=1`` has exactly the PyTorch reference's 1,066,880 generator
 and 661,248 discriminator parameters.
 """
-import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from gan_jax.models import layers
 
@@ -73,9 +71,7 @@ class Generator(nn.Module):
     base, n_up = resolution_layout(self.resolution)
     features = self.width * 2 ** (n_up - 1)
     x = nn.Dense(base * base * features, use_bias=False, kernel_init=layers.dcgan_init(),
-                 dtype=self.dtype, dot_general=functools.partial(
-                     lax.dot_general,
-                     preferred_element_type=layers.accumulation_dtype(self.dtype)))(z)
+                 dot_general=layers.wide_dot_general(self.dtype))(z)
     x = x.reshape(z.shape[0], base, base, features)
     batch_norm = lambda: _batch_norm(train, self.axis_name, self.batch_norm_momentum)
     x = nn.relu(batch_norm()(x))

@@ -19,16 +19,18 @@ The two are each other's gradient: the input-gradient of ``DownConv`` is a scatt
 ``UpConv`` a gather, and both weight-gradients are a product of gathered windows
 (``jax.custom_vjp``; JAX's own transpose of the gather is a chain of pads and adds that runs
 several times slower). No multiply-add meets the zeros of a dilated input; the only wasted ones
-are those at the 1-pixel border, as in any padded convolution. Higher-order gradients (R1, the gradient penalty) go through the same functions.
+are those at the 1-pixel border, as in any padded convolution. Higher-order gradients (R1, the
+gradient penalty) go through the same functions.
 
 Parameters are the same ``kernel`` of shape ``(4, 4, C_in, C_out)`` in both forms, so checkpoints
 are interchangeable; ``method="auto"`` picks the form that is faster on the backend (measured by
 ``benchmarks/dcgan_throughput.py``).
 
 Mixed precision: every layer here rounds its operands to its ``dtype`` (bfloat16, say) and
-returns float32 (``accumulation_dtype``); the matmul forms accumulate in float32 too, as a TPU's
-default-precision float32 product does, and the "xla" forms keep the library's own bfloat16
-result, widened. Batch norm, activations and gradients between layers stay float32. In bfloat16,
+returns float32 (``accumulation_dtype``). The matmul forms accumulate in float32 too, as a TPU's
+default-precision float32 product does, and their gradients between layers stay float32. The
+"xla" forms are flax's usual mixed precision: the library's bfloat16 result and bfloat16
+gradients, widened to float32. Batch norm and activations stay float32. In bfloat16,
 ``scatter_matmul`` takes a third form (``scatter_by_phases``), which suits XLA's CPU backend
 better there.
 """
@@ -43,6 +45,7 @@ from jax import lax
 Array = jax.Array
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 METHODS = ("auto", "xla", "matmul")
+_PHASE_FORM_MIN_CHANNELS = 16  # see _scatter_products
 
 
 def dcgan_init(stddev: float = 0.02):
@@ -98,6 +101,10 @@ def accumulation_dtype(dtype: Any) -> Any:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+# The products below round their operands to a static ``dtype`` (``nondiff_argnums``) inside;
+# their inputs, outputs and cotangents stay in the callers' dtypes, so gradients are not rounded
+# to bfloat16 between layers (JAX's own rules would return them in the operands' dtype).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def wide_product(a: Array, b: Array, dtype: Any) -> Array:
   """``a (M, K) @ b (K, N) -> (M, N)`` with operands rounded to ``dtype``, accumulated and
   returned in ``accumulation_dtype(dtype)`` (XLA's CPU backend runs bfloat16 products with a
@@ -106,14 +113,31 @@ def wide_product(a: Array, b: Array, dtype: Any) -> Array:
                     preferred_element_type=accumulation_dtype(dtype))
 
 
+def _wide_product_bwd(dtype, residuals, g):
+  """Cotangents of ``wide_product`` for ``g (M, N)``, products of ``dtype`` operands too."""
+  a, b = residuals
+  return (wide_product(g, b.T, dtype).astype(a.dtype),
+          wide_product(a.T, g, dtype).astype(b.dtype))
+
+
 def _times(x: Array, matrix: Array, dtype: Any) -> Array:
   """``x (..., K) @ matrix (K, N) -> (..., N)`` as one 2-D ``wide_product``."""
   product = wide_product(x.reshape(-1, x.shape[-1]), matrix, dtype)
   return product.reshape(x.shape[:-1] + matrix.shape[1:])
 
 
-# The operand dtype is static (``nondiff_argnums``); inputs, outputs and cotangents stay in the
-# callers' dtypes, so gradients are not rounded to bfloat16 between layers.
+def wide_dot_general(dtype: Any):
+  """A ``dot_general`` for ``flax.linen.Dense`` (built with its default ``dtype=None``) that
+  multiplies through ``wide_product``."""
+  def dot_general(x: Array, kernel: Array, dimension_numbers, precision=None) -> Array:
+    del precision  # the operands' dtype sets it
+    if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())):
+      raise ValueError(f"wide_dot_general contracts the last axis of x with the first of the "
+                       f"kernel, as nn.Dense does; got {dimension_numbers}")
+    return _times(x, kernel, dtype)
+  return dot_general
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def gather_matmul(x: Array, matrix: Array, dtype: Any) -> Array:
   """``gather_windows(x) @ matrix``: ``(B, H, W, C), (16 C, O) -> (B, H/2, W/2, O)``, from
@@ -165,11 +189,11 @@ def _scatter_products(x: Array, matrix: Array, dtype: Any) -> Array:
 
   16-bit operands and at least 16 output channels take the phase form, whose products contract
   the 2x2 neighbourhoods of ``x`` (``4 O`` long) instead of ``O`` and write a quarter as much.
-  XLA's CPU backend runs those short bfloat16 contractions, with their large float32 results, at
-  about half the rate (1.7x here). In float32, and for few output channels (an image's), the
-  scatter form is the faster one.
+  XLA's CPU backend runs those short bfloat16 contractions, with their large float32 results,
+  1.7x slower here. In float32, and for few output channels (an image's), the scatter form is
+  the faster one.
   """
-  if jnp.dtype(dtype).itemsize < 4 and matrix.shape[0] >= 16 * 16:
+  if jnp.dtype(dtype).itemsize < 4 and matrix.shape[0] // 16 >= _PHASE_FORM_MIN_CHANNELS:
     return scatter_by_phases(x, matrix, dtype)
   return scatter_windows(_times(x, matrix.T, dtype))
 
@@ -187,7 +211,7 @@ def _window_products(image: Array, values: Array, dtype: Any) -> Array:
   ``(B, H, W, C), (B, H/2, W/2, O) -> (16 C, O)``; the weight-gradient of both products."""
   windows = gather_windows(image.astype(dtype))
   return wide_product(windows.reshape(-1, windows.shape[-1]).T,
-                         values.reshape(-1, values.shape[-1]), dtype)
+                      values.reshape(-1, values.shape[-1]), dtype)
 
 
 def _gather_matmul_bwd(dtype, residuals, dy):
@@ -209,6 +233,7 @@ def _saving_inputs(product):
   return lambda x, matrix, dtype: (product(x, matrix, dtype), (x, matrix))
 
 
+wide_product.defvjp(_saving_inputs(wide_product), _wide_product_bwd)
 gather_matmul.defvjp(_saving_inputs(gather_matmul), _gather_matmul_bwd)
 scatter_matmul.defvjp(_saving_inputs(scatter_matmul), _scatter_matmul_bwd)
 
@@ -235,9 +260,9 @@ def downsample_matmul(x: Array, kernel: Array, dtype: Any = jnp.float32) -> Arra
 
 
 def _widened(y: Array) -> Array:
-  """A convolution's result in ``accumulation_dtype``. The "xla" form keeps the convolution's
-  own output dtype, as flax's convolutions do (GPU libraries accumulate bfloat16 in float32 but
-  may not return float32), and rounds to it first."""
+  """A library convolution's result, in its own dtype as flax's convolutions keep it (GPU
+  libraries accumulate bfloat16 in float32 but may not return float32), cast to
+  ``accumulation_dtype``."""
   return y.astype(accumulation_dtype(y.dtype))
 
 
@@ -305,5 +330,4 @@ class WholeImageConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", dcgan_init(), x.shape[1:] + (self.features,), jnp.float32)
-    return wide_product(x.reshape(x.shape[0], -1), kernel.reshape(-1, self.features),
-                           self.dtype)
+    return wide_product(x.reshape(x.shape[0], -1), kernel.reshape(-1, self.features), self.dtype)
