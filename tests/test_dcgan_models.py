@@ -141,10 +141,11 @@ def test_bfloat16_layers_round_operands_and_accumulate_in_float32(case):
     np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * np.max(np.abs(exact)))
 
 
-@pytest.mark.parametrize("channels, phases", [(16, True), (3, False), (16, False)])
-def test_scatter_takes_the_phase_form_for_bfloat16_and_16_channels(channels, phases):
+@pytest.mark.parametrize("dtype, channels, phases", [(jnp.bfloat16, 16, True),
+                                                     (jnp.bfloat16, 3, False),
+                                                     (jnp.float32, 16, False)])
+def test_scatter_takes_the_phase_form_for_bfloat16_and_16_channels(dtype, channels, phases):
   """The phase form is one batched product (four parities); the scatter form a plain one."""
-  dtype = jnp.bfloat16 if phases or channels == 3 else jnp.float32
   x, matrix = jnp.ones((2, 3, 3, 8)), jnp.ones((16 * channels, 8))
   jaxpr = jax.make_jaxpr(lambda x, m: layers.scatter_matmul(x, m, dtype))(x, matrix)
   assert [eqn.params["dimension_numbers"][1] != ((), ())
