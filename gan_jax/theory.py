@@ -75,11 +75,7 @@ def value(d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar <= 0; ``-inf`` if D is 0 where the data has mass (or 1 where p_g has mass).
   """
-  return _value(d, 1.0 - d, p_data, p_g, dx)
-
-
-def _value(d: Array, one_minus_d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
-  return jnp.sum(special.xlogy(p_data, d) + special.xlogy(p_g, one_minus_d)) * dx
+  return jnp.sum(special.xlogy(p_data, d) + special.xlogy(p_g, 1.0 - d)) * dx
 
 
 def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
@@ -95,6 +91,19 @@ def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar in [-log 4, 0].
   """
-  # 1 - D* = p_g / (p_data + p_g), computed as such: 1 - D* rounds to 0 where p_g << p_data.
-  return _value(optimal_discriminator(p_data, p_g), optimal_discriminator(p_g, p_data),
-                p_data, p_g, dx)
+  total = p_data + p_g
+  return jnp.sum(_times_log_share(p_data, total) + _times_log_share(p_g, total)) * dx
+
+
+def _times_log_share(p: Array, total: Array) -> Array:
+  """``p log(p / total)``, and 0 where p is 0, for ``total >= p``.
+
+  Written as a difference of logarithms rather than through D* = p / total: the derivative of
+  that quotient divides by total squared, which underflows to 0 in the tails of a density
+  (1e-27 squared), and ``jax.grad`` would return inf there. Both branches of the ``where`` stay
+  finite, so their gradients do too.
+  """
+  has_mass = p > 0
+  safe_p = jnp.where(has_mass, p, 1.0)
+  safe_total = jnp.where(has_mass, total, 1.0)
+  return jnp.where(has_mass, p * (jnp.log(safe_p) - jnp.log(safe_total)), 0.0)

@@ -90,3 +90,19 @@ def test_theory_matches_closed_form_for_two_gaussians():
   p = np.exp(-0.5 * GRID ** 2) / np.sqrt(2 * np.pi)
   q = np.exp(-0.5 * ((GRID - 1) / 2) ** 2) / (2 * np.sqrt(2 * np.pi))
   np.testing.assert_allclose(theory.kl_divergence(p, q, DX), np.log(2) + 2 / 8 - 0.5, atol=2e-4)
+
+
+def test_optimal_value_gradient_is_twice_the_jsd_gradient_in_underflowing_tails():
+  """d V(D*, G) / d theta = 2 dJSD / d theta, on a float32 grid whose tails reach 1e-32: the
+  derivative of the quotient D* = p / (p + q) would divide by their square, 0 in float32."""
+  grid = jnp.linspace(-12.0, 12.0, 481)
+  dx = float(grid[1] - grid[0])
+
+  def gaussian(mean):
+    return jnp.exp(-0.5 * (grid - mean) ** 2) / jnp.sqrt(2 * jnp.pi)
+
+  assert float(jnp.square(gaussian(0.0)[0] + gaussian(1.0)[0])) == 0.0  # the regime in question
+  value_grad = jax.grad(lambda m: theory.optimal_value(gaussian(0.0), gaussian(m), dx))(1.0)
+  jsd_grad = jax.grad(lambda m: theory.js_divergence(gaussian(0.0), gaussian(m), dx))(1.0)
+  np.testing.assert_allclose(value_grad, 2.0 * jsd_grad, rtol=1e-5)
+  assert float(jsd_grad) > 0.1
