@@ -100,5 +100,9 @@ def test_parallel_training_on_4_devices_matches_one_device(tmp_path):
   dcgan_runs.run_command(one, TINY + args, env=env, check=True)
   config = config_from(None, *args)
   trainer.train_and_evaluate(config, str(tmp_path / "four_devices"))
-  np.testing.assert_allclose(np.load(tmp_path / "four_devices" / "final_samples.npy"),
-                             np.load(one / "final_samples.npy"), atol=2e-3)
+  four_devices, one_device = (np.load(path / "final_samples.npy")
+                              for path in (tmp_path / "four_devices", one))
+  # Measured 1e-8 apart; per-device batch statistics (2 examples) put them 4e-4 apart, against
+  # samples of standard deviation 2e-3 this early in training.
+  assert np.std(one_device) > 1e-3
+  np.testing.assert_allclose(four_devices, one_device, atol=1e-5)
