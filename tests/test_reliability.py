@@ -81,7 +81,11 @@ def test_time_limit_stops_after_a_step_finishes_the_outputs_and_a_rerun_continue
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, tmp_path):
   process = dcgan_runs.start_command(tmp_path, ARGV)
   wait_for_checkpoint(tmp_path, 10, process)
-  time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
+  # A different moment on each run (during a checkpoint write, a step, a log line); pytest
+  # shows the printed delay with a failure, to replay it.
+  delay = random.Random(os.getpid()).uniform(0.0, 1.5)
+  print(f"killed {delay:.3f} s after checkpoint 10 appeared")
+  time.sleep(delay)
   process.kill()
   assert process.wait() == -signal.SIGKILL
   finished = dcgan_runs.run_command(tmp_path, ARGV)
@@ -93,9 +97,7 @@ def test_sigterm_saves_current_step_exits_0_and_resumes_exactly(straight, tmp_pa
   process = dcgan_runs.start_command(tmp_path, ARGV)
   wait_for_checkpoint(tmp_path, 10, process)
   process.send_signal(signal.SIGTERM)
-  sent = time.time()
-  assert process.wait(timeout=30) == 0
-  assert time.time() - sent < 30
+  assert process.wait(timeout=30) == 0  # the timeout only guards against a hang
   step, _, record = dcgan_runs.latest_checkpoint(str(tmp_path), config())
   last_logged = trainer.read_metrics(str(tmp_path))[-1]["step"]
   assert step == record["data_position"] == last_logged >= 10
