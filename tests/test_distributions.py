@@ -42,3 +42,19 @@ def test_log_prob_integrates_to_one():
 def test_unknown_dataset_names_the_choices():
   with pytest.raises(ValueError, match="ring8"):
     distributions.get_toy_dataset("ring9")
+
+
+def test_unequal_weights_in_log_prob_and_sample():
+  """log_prob equals the closed-form mixture density (scipy-free float64 sum), and samples fall
+  into the modes in proportion to the weights."""
+  means, stds, weights = [-6.0, 0.0, 6.0], [0.5, 1.0, 0.25], [1.0, 2.0, 5.0]  # separated
+  mix = distributions.mixture(means, stds, weights)
+  xs = np.array([-6.2, -3.0, 0.3, 3.0, 5.9])
+  w = np.asarray(weights) / np.sum(weights)
+  expected = sum(wk * np.exp(-0.5 * ((xs - m) / s) ** 2) / (s * np.sqrt(2 * np.pi))
+                 for wk, m, s in zip(w, means, stds))
+  np.testing.assert_allclose(np.exp(np.asarray(mix.log_prob(jnp.asarray(xs[:, None])))),
+                             expected, rtol=1e-5)
+  samples = np.asarray(mix.sample(jax.random.PRNGKey(0), 40_000))[:, 0]
+  nearest = np.argmin(np.abs(samples[:, None] - np.asarray(means)[None]), axis=1)
+  np.testing.assert_allclose(np.bincount(nearest, minlength=3) / len(samples), w, atol=0.01)
