@@ -120,14 +120,16 @@ def template():
   return inception.variables_template()
 
 
-def torch_state_dict(template, rng):
-  """A random state dict named and shaped as pytorch-fid's, built from the Flax variables."""
+def torch_state_dict(template, rng, draw=None):
+  """A random state dict named and shaped as pytorch-fid's, built from the Flax variables:
+  standard normal values, or ``draw(variable name, shape)``."""
   leaf_to_torch = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
                    "var": "running_var"}
+  draw = draw or (lambda variable, shape: rng.normal(size=shape))
   state_dict, expected = {}, {}
-  for path, leaf in traverse_util.flatten_dict(template).items():
+  for path, leaf in sorted(traverse_util.flatten_dict(template).items()):
     _, *modules, variable = path
-    value = rng.normal(size=leaf.shape).astype(np.float32)
+    value = np.asarray(draw(variable, leaf.shape), np.float32)
     expected[path] = value
     if variable == "kernel":  # Flax (kh, kw, I, O) and (in, out); PyTorch (O, I, kh, kw), (out, in)
       value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
@@ -157,6 +159,44 @@ def test_inception_has_pytorch_fid_parameters(template):
                       ("fc.weight", (1008, 2048))]:
     assert state_dict[name].shape == shape, name
   assert sum(name.endswith(".conv.weight") for name in state_dict) == 94
+
+
+def working_network_state_dict(template):
+  """pytorch-fid-named weights that keep every activation finite and non-zero through the 94
+  layers: He-normal kernels, batch norms near the identity. Drawn from numpy's legacy
+  ``RandomState``, whose streams numpy keeps fixed, so ``tests/data/fid_inception_reference.npz``
+  stays valid."""
+  rng = np.random.RandomState(2015)
+
+  def draw(variable, shape):
+    if variable == "kernel":
+      return rng.standard_normal(shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
+    if variable in ("scale", "var"):
+      return rng.uniform(0.5, 1.5, shape)
+    return rng.uniform(-0.1, 0.1, shape)  # bias, mean
+
+  return torch_state_dict(template, None, draw)[0]
+
+
+def reference_inputs():
+  """Two network inputs ``(2, 299, 299, 3)`` in [-1, 1]."""
+  return np.random.RandomState(1).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
+
+
+def test_inception_features_equal_pytorch_fid_on_the_same_weights(template):
+  """The features of pytorch-fid's own network (its FID blocks on torchvision's Inception-v3),
+  computed once by ``tests/data/make_fid_inception_reference.py`` from the same weights and
+  inputs: a check of every layer, of pytorch-fid's quirks (average pools that ignore the padding,
+  a max pool in Mixed_7c) and of the converter."""
+  reference = np.load(os.path.join(os.path.dirname(__file__), "data",
+                                   "fid_inception_reference.npz"))
+  variables = inception.convert_pytorch_state_dict(working_network_state_dict(template))
+  features, logits = inception.InceptionV3().apply(variables, reference_inputs())
+  assert float(np.std(reference["features"])) > 0.1
+  np.testing.assert_allclose(features, reference["features"], rtol=1e-3,
+                             atol=1e-4 * float(np.max(reference["features"])))
+  np.testing.assert_allclose(logits, reference["features"] @ variables["params"]["fc"]["kernel"],
+                             rtol=1e-3, atol=1e-3)
 
 
 def test_converter_maps_every_tensor(template):
@@ -221,6 +261,10 @@ def test_inception_features_from_a_saved_weights_file(template, tmp_path):
   assert np.all(np.isfinite(features)) and np.all(features >= 0) and features.std() > 0
   np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(extractor.features(images), features)  # deterministic
+  # the file's variables, loaded and batched, give what the in-memory ones give
+  in_memory = inception.InceptionV3().apply(traverse_util.unflatten_dict(variables),
+                                            inception.inception_inputs(images))
+  np.testing.assert_allclose(features, in_memory[0], rtol=1e-5, atol=1e-5)
 
 
 def test_load_inception_explains_bad_files(tmp_path):
