@@ -189,56 +189,62 @@ def _input_gradients(logit_fn: LogitFn, x: Array) -> Array:
   return jax.grad(lambda inputs: jnp.sum(logit_fn(inputs)))(x)
 
 
-def _per_example_norm(grads: Array) -> Array:
-  """Euclidean norm of each example's gradient: ``(batch, ...) -> (batch,)``."""
-  return jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
+def _squared_norms(grads: Array, group_size: int) -> Array:
+  """Squared Euclidean norm of the gradient of each group of ``group_size`` consecutive
+  examples: ``(batch, ...) -> (batch // group_size,)``."""
+  return jnp.sum(jnp.square(grads.reshape(grads.shape[0] // group_size, -1)), axis=-1)
 
 
 def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
-                     target_norm: float = 1.0, weights: Optional[Array] = None) -> Array:
+                     target_norm: float = 1.0, weights: Optional[Array] = None,
+                     group_size: int = 1) -> Array:
   """WGAN-GP penalty: mean (||grad_x D(x_hat)|| - target)^2 on random interpolates.
 
   x_hat = eps * real + (1 - eps) * fake with eps ~ U[0, 1] per example (Gulrajani et al. 2017).
-  The caller multiplies by the weight (10 in the paper).
+  The caller multiplies by the weight (10 in the paper). A discriminator that scores packs of
+  ``group_size`` consecutive examples (PacGAN) takes one eps and one gradient norm per pack: the
+  pack is its input.
 
   Args:
-    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch,)`` that treats
-      examples independently.
+    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch / group_size,)``
+      that treats packs independently.
     real: data samples, ``(batch, *data_shape)``.
     fake: generated samples, same shape as ``real``.
     key: PRNG key for the interpolation weights.
     target_norm: the gradient norm the penalty pulls towards.
-    weights: the interpolation weights eps, ``(batch,)`` in [0, 1], instead of drawing them
-      from ``key`` (e.g. drawn per global example index, to match across devices).
+    weights: the interpolation weights eps, ``(batch / group_size,)`` in [0, 1], instead of
+      drawing them from ``key`` (e.g. drawn per global example index, to match across devices).
+    group_size: examples per discriminator input (the PacGAN packing).
 
   Returns:
     Scalar, >= 0.
   """
-  eps_shape = (real.shape[0],) + (1,) * (real.ndim - 1)
+  groups = real.shape[0] // group_size
   if weights is None:
-    eps = jax.random.uniform(key, eps_shape, dtype=real.dtype)
-  else:
-    eps = weights.reshape(eps_shape).astype(real.dtype)
+    weights = jax.random.uniform(key, (groups,), dtype=real.dtype)
+  eps = jnp.repeat(weights.astype(real.dtype), group_size).reshape(
+      (real.shape[0],) + (1,) * (real.ndim - 1))
   interpolates = eps * real + (1.0 - eps) * fake
-  norms = _per_example_norm(_input_gradients(logit_fn, interpolates))
+  norms = jnp.sqrt(_squared_norms(_input_gradients(logit_fn, interpolates), group_size))
   return jnp.mean(jnp.square(norms - target_norm))
 
 
-def r1_penalty(logit_fn: LogitFn, real: Array) -> Array:
-  """R1 penalty: mean ||grad_x D(x)||^2 on data (Mescheder et al. 2018).
+def r1_penalty(logit_fn: LogitFn, real: Array, group_size: int = 1) -> Array:
+  """R1 penalty: mean ||grad_x D(x)||^2 on data (Mescheder et al. 2018), per discriminator input
+  (a pack of ``group_size`` consecutive examples under PacGAN).
 
   The paper's regularizer is (gamma / 2) times this; the caller applies the weight.
 
   Args:
-    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch,)`` that treats
-      examples independently.
+    logit_fn: the discriminator as a function ``(batch, *data_shape) -> (batch / group_size,)``
+      that treats packs independently.
     real: data samples, ``(batch, *data_shape)``.
+    group_size: examples per discriminator input (the PacGAN packing).
 
   Returns:
     Scalar, >= 0.
   """
-  grads = _input_gradients(logit_fn, real)
-  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
+  return jnp.mean(_squared_norms(_input_gradients(logit_fn, real), group_size))
 
 
 # --- Named loss pairs --------------------------------------------------------------------------

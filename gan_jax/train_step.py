@@ -64,7 +64,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
   Args:
     generator: Flax module ``(latents (b, latent_dim), train) -> samples (b, *data_shape)``,
       with a ``latent_dim`` attribute.
-    discriminator: Flax module ``(samples, train) -> logits (b,)``.
+    discriminator: Flax module ``(samples, train) -> logits (b,)``, or ``(b / packing,)`` for
+      one with a ``packing`` attribute, which scores packs of consecutive samples (PacGAN); the
+      penalties are then taken per pack.
     config: losses, critic updates, regularizers, EMA.
     axis_name: the pmap axis to average gradients, metrics and batch statistics over, or None
       for the single-device step. Models with batch norm should be built with the same
@@ -83,6 +85,7 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
   gan_loss = losses.get_loss(config.loss)
   n_critic = config.n_critic
+  packing = getattr(discriminator, "packing", 1)  # PacGAN: D scores packs of this many samples
 
   def forward_d(d_params, batch_stats, x):
     logits, updates = discriminator.apply({"params": d_params, "batch_stats": batch_stats}, x,
@@ -97,12 +100,12 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
       logit_fn = lambda x: forward_d(d_params, batch_stats, x)[0]
       penalties = {}
       if config.gradient_penalty:
-        weights = parallel.per_example_noise(key, (real.shape[0],), axis_name,
+        weights = parallel.per_example_noise(key, (real.shape[0] // packing,), axis_name,
                                              draw=jax.random.uniform)
-        penalties["gradient_penalty"] = losses.gradient_penalty(logit_fn, real, fake, key,
-                                                                weights=weights)
+        penalties["gradient_penalty"] = losses.gradient_penalty(
+            logit_fn, real, fake, key, weights=weights, group_size=packing)
       if config.r1_penalty:
-        penalties["r1_penalty"] = losses.r1_penalty(logit_fn, real)
+        penalties["r1_penalty"] = losses.r1_penalty(logit_fn, real, group_size=packing)
       total = adversarial + (config.gradient_penalty * penalties.get("gradient_penalty", 0.0)
                              + config.r1_penalty * penalties.get("r1_penalty", 0.0))
       aux = dict(penalties, d_loss=adversarial, d_real=jnp.mean(nn.sigmoid(real_logits)),

@@ -116,3 +116,28 @@ def test_r1_penalty_is_mean_squared_input_gradient():
 def test_unknown_loss_names_the_choices():
   with pytest.raises(ValueError, match="non_saturating"):
     losses.get_loss("nonsaturating")
+
+
+def test_gradient_penalty_interpolates_with_the_given_weights():
+  """D(x) = ||x||^2 / 2 has gradient x, so each norm is ||eps real + (1 - eps) fake||."""
+  real = jnp.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  fake = jnp.array([[0.0, 4.0], [1.0, 0.0], [-1.0, 3.0]])
+  eps = jnp.array([0.25, 0.5, 1.0])
+  logit_fn = lambda x: 0.5 * jnp.sum(x ** 2, axis=-1)
+  mixed = eps[:, None] * real + (1 - eps[:, None]) * fake
+  expected = np.mean((np.linalg.norm(mixed, axis=-1) - 1.0) ** 2)
+  np.testing.assert_allclose(losses.gradient_penalty(logit_fn, real, fake, None, weights=eps),
+                             expected, rtol=1e-6)
+
+
+def test_penalties_of_a_packing_critic_are_per_pack():
+  """A linear critic of packs of 2, D(x1, x2) = w . (x1, x2) with ||w|| = 1: the gradient norm of
+  every pack is 1, so the gradient penalty is 0 and R1 is 1, whatever the interpolation."""
+  w = jnp.array([0.5, -0.5, 0.5, 0.5])
+  logit_fn = lambda x: x.reshape(-1, 4) @ w
+  real, fake = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 2))
+  penalty = losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(1), group_size=2)
+  np.testing.assert_allclose(penalty, 0.0, atol=1e-10)
+  np.testing.assert_allclose(losses.r1_penalty(logit_fn, real, group_size=2), 1.0, rtol=1e-6)
+  # scored per sample, the same critic would be pulled towards norm 1 on each half of w
+  assert float(losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(1))) > 0.05

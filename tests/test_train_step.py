@@ -81,8 +81,11 @@ def reference_step(generator, discriminator, state, real, config, lr):
   G = lambda params, z: generator.apply({"params": params}, z, train=True)
   D = lambda params, x: discriminator.apply({"params": params}, x, train=True)
 
-  def input_gradients(d_params, x):
-    return jax.vmap(jax.grad(lambda example: D(d_params, example[None])[0]))(x)
+  packing = discriminator.packing
+
+  def squared_norms(d_params, x):  # of the gradient of each pack's logit, (batch / packing,)
+    grads = jax.grad(lambda x: jnp.sum(D(d_params, x)))(x)
+    return jnp.sum(grads.reshape(-1, packing * x.shape[-1]) ** 2, axis=-1)
 
   g_params, d_params = state.generator.params, state.discriminator.params
   step_key = jax.random.fold_in(state.rng, state.step)
@@ -94,11 +97,12 @@ def reference_step(generator, discriminator, state, real, config, lr):
 
     def d_total(params):
       total = d_loss(D(params, data), D(params, fake))
-      eps = parallel.per_example_noise(penalty_key, (batch,), None, draw=jax.random.uniform)
-      mixed = eps[:, None] * data + (1 - eps[:, None]) * fake
-      norms = jnp.linalg.norm(input_gradients(params, mixed), axis=-1)
+      eps = parallel.per_example_noise(penalty_key, (batch // packing,), None,
+                                       draw=jax.random.uniform)
+      eps = jnp.repeat(eps, packing)[:, None]  # one weight per pack
+      norms = jnp.sqrt(squared_norms(params, eps * data + (1 - eps) * fake))
       total += config.gradient_penalty * jnp.mean((norms - 1.0) ** 2)
-      total += config.r1_penalty * jnp.mean(jnp.sum(input_gradients(params, data) ** 2, -1))
+      total += config.r1_penalty * jnp.mean(squared_norms(params, data))
       return total
 
     d_params = jax.tree_util.tree_map(lambda p, g: p - lr * g, d_params,
@@ -108,13 +112,14 @@ def reference_step(generator, discriminator, state, real, config, lr):
   return g_params, d_params
 
 
-@pytest.mark.parametrize("config", [
-    train_step.StepConfig(),
-    train_step.StepConfig(loss="wasserstein", n_critic=2, gradient_penalty=10.0),
-    train_step.StepConfig(r1_penalty=5.0),
-], ids=["non_saturating", "wgan_gp_2_critics", "r1"])
-def test_step_equals_the_algorithm_written_out_by_hand(config):
-  g, d = mlp_gan()
+@pytest.mark.parametrize("config, packing", [
+    (train_step.StepConfig(), 1),
+    (train_step.StepConfig(loss="wasserstein", n_critic=2, gradient_penalty=10.0), 1),
+    (train_step.StepConfig(r1_penalty=5.0), 1),
+    (train_step.StepConfig(loss="wasserstein", gradient_penalty=10.0, r1_penalty=5.0), 2),
+], ids=["non_saturating", "wgan_gp_2_critics", "r1", "packs_of_2_with_penalties"])
+def test_step_equals_the_algorithm_written_out_by_hand(config, packing):
+  g, d = mlp_gan(packing)
   lr = 0.05
   state0 = train_state.create_gan_state(jax.random.PRNGKey(0), g, d, (2,), optax.sgd(lr),
                                         optax.sgd(lr), init_batch_size=2)
