@@ -145,6 +145,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     return new_g, new_d, dict(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads)), ok
 
   def train_step(state: GANState, real: Array) -> Tuple[GANState, Metrics]:
+    if real.shape[0] % (n_critic * packing):
+      raise ValueError(f"the step's batch of {real.shape[0]} samples does not split into "
+                       f"n_critic={n_critic} critic batches of whole packs of {packing}")
     step_key = jax.random.fold_in(state.rng, state.step)
     batch = real.shape[0] // n_critic
     per_update = jnp.swapaxes(real.reshape((batch, n_critic) + real.shape[1:]), 0, 1)

@@ -116,7 +116,16 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
           f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
   require_positive(config, ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
-                            "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps"))
+                            "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
+                            "num_final_samples", "num_eval_real"))
+  require(config.seed >= 0, f"--seed must be >= 0, got {config.seed}")
+  for name in ("sample_every_steps", "eval_every_steps"):
+    require(getattr(config, name) >= 0,
+            f"--{name} must be >= 0 (0: only at the end), got {getattr(config, name)}")
+  needed = evaluation.MetricOptions().minimum_samples
+  require(config.eval_extractor == "none" or config.num_final_samples >= needed,
+          f"--num_final_samples={config.num_final_samples} is too few to score (the metrics "
+          f"need {needed}); raise it or pass --eval_extractor=none")
 
 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:

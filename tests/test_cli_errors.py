@@ -21,6 +21,13 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--max_train_minutes=-1"], "--max_train_minutes must be >= 0"),
     (["--resolution=48"], "--resolution must be one of 28, 32, 64"),
     (["--loss=wgan"], "--loss must be one of"),
+    (["--seed=-1"], "--seed must be >= 0"),
+    (["--sample_every_steps=-1"], "--sample_every_steps must be >= 0"),
+    (["--eval_every_steps=-5"], "--eval_every_steps must be >= 0"),
+    (["--num_final_samples=0"], "--num_final_samples must be positive"),
+    (["--num_eval_real=-5"], "--num_eval_real must be positive"),
+    (["--num_final_samples=5", "--eval_extractor=mnist_classifier"],
+     "--num_final_samples=5 is too few to score"),
 ])
 def test_bad_settings_raise_one_usage_error(tmp_path, flags, message):
   flags = [f.format(tmp=tmp_path) for f in flags]

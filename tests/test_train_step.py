@@ -240,3 +240,10 @@ def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seed
   for shard in shards:  # every batch shard of a seed block holds all of that block's seeds
     assert shard.data.shape == (num_seeds // seed_blocks, 3)
     np.testing.assert_array_equal(shard.data, seeds[shard.index])
+
+
+def test_a_batch_that_does_not_split_into_critic_batches_is_named():
+  g, d = mlp_gan()
+  step = jax.jit(train_step.make_train_step(g, d, train_step.StepConfig(n_critic=3)))
+  with pytest.raises(ValueError, match="batch of 14 samples does not split into n_critic=3"):
+    step(init(g, d, (2,)), toy_batches(1, 14)[0])
