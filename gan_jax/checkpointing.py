@@ -6,15 +6,20 @@ exactly what the interrupted one would have done. Orbax writes each step into a 
 and renames it when complete, so a crash mid-save never leaves a half checkpoint behind.
 A checkpoint that still cannot be read (disk corruption, a partial copy) is moved aside to
 ``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
-nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep``.
+nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep``. A readable
+checkpoint of another model (its arrays have other shapes) is not corrupt: it is left in place and
+the restore stops with a ``UsageError``.
 """
 import os
 import shutil
 from typing import Any, Optional, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from gan_jax.cli import UsageError
 
 PyTree = Any
 
@@ -31,7 +36,9 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                             create=True))
+                                                             create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "record": ocp.JsonCheckpointHandler()})
 
   def all_steps(self):
     return sorted(self._manager.all_steps())
@@ -55,18 +62,29 @@ class Checkpointer:
 
     Args:
       target: a state with the structure, shapes and dtypes to restore into.
+
+    Raises:
+      UsageError: if the newest readable checkpoint holds arrays of other shapes than ``target``
+        (another model or optimizer); it is left where it is.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in reversed(self.all_steps()):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+        stored = _shapes(self._manager.item_metadata(step)["state"].tree)
+        other_model = stored != _shapes(abstract)
+        if not other_model:
+          restored = self._manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
       except Exception as e:  # any failure to read means: try the previous checkpoint
         aside = self._move_aside(step)
         logging.warning("checkpoint %d is unreadable (%s: %s); moved it to %s and resuming "
                         "from the previous one", step, type(e).__name__,
                         str(e).splitlines()[0][:200] if str(e) else "", aside)
         continue
+      if other_model:
+        raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "
+                         f"flags build (its arrays have other shapes); use the flags it was "
+                         f"trained with or a new --workdir")
       return step, restored.state, restored.record
     return None
 
@@ -82,3 +100,9 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _shapes(tree: PyTree) -> list:
+  """The sorted shapes of a tree's leaves (arrays, shape-dtype structs or orbax metadata)."""
+  return sorted(tuple(getattr(leaf, "shape", np.shape(leaf)))
+                for leaf in jax.tree_util.tree_leaves(tree))

@@ -140,7 +140,12 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
         raise UsageError(
             f"--{name}={getattr(config, name)} differs from {saved[name]} of the run in "
             f"{workdir}; resume with --{name}={saved[name]} or use a new --workdir")
-  with open(path, "w") as f:
+
+
+def save_config(workdir: str, config: TrainConfig) -> None:
+  """Writes ``config.json``, once the run has passed every check (a run that fails to start
+  must not fix the flags of the next attempt)."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(dataclasses.asdict(config), f, indent=2)
 
 
@@ -305,6 +310,8 @@ class _Run:
     self.device_batches = input_pipeline.prefetch(map(to_device, batches))
 
     self.evaluator = build_evaluator(config, source)
+    if self.primary:
+      save_config(workdir, config)
     self.sample = sampler(config)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary)

@@ -37,6 +37,18 @@ def test_bad_settings_raise_one_usage_error(tmp_path, flags, message):
   assert "\n" not in str(error.value)
 
 
+def test_a_run_that_fails_to_start_does_not_fix_the_next_attempts_flags(tmp_path):
+  with pytest.raises(UsageError, match="holds no image files"):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY, f"--dataset=folder:{tmp_path}"),
+                               str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "config.json").exists()
+  summary = trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY, "--num_steps=1",
+                                                              "--num_final_samples=8",
+                                                              "--eval_extractor=none"),
+                                       str(tmp_path / "run"))
+  assert summary["step"] == 1
+
+
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")

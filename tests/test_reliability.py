@@ -131,6 +131,14 @@ def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_pat
                              ("dataset", "tfds:mnist", "mnist"), ("channels", 3, 1)]:
     with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
       trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
+  # without config.json, the checkpoints themselves refuse another model, and stay
+  (workdir / "config.json").unlink()
+  kept, rows = sorted(os.listdir(workdir / "checkpoints")), trainer.read_metrics(str(workdir))
+  with pytest.raises(UsageError, match="checkpoint 40 .* holds another model than the flags"):
+    trainer.train_and_evaluate(config("--g_width=32"), str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == kept
+  assert not (workdir / "unreadable_checkpoints").exists()
+  assert trainer.read_metrics(str(workdir)) == rows
   # flags that do not change the model or the data may change
   summary = trainer.train_and_evaluate(config("--num_steps=41", "--log_every_steps=5"),
                                        str(workdir))
