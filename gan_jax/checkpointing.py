@@ -10,6 +10,7 @@ nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_k
 checkpoint of another model (its arrays have other shapes) is not corrupt: it is left in place and
 the restore stops with a ``UsageError``.
 """
+import contextlib
 import os
 import shutil
 from typing import Any, Optional, Tuple
@@ -19,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from gan_jax.cli import UsageError
+from gan_jax.cli import RunError, UsageError
 
 PyTree = Any
 
@@ -48,14 +49,29 @@ class Checkpointer:
     ``wait``); a step that is already saved is left as it is."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     record=ocp.args.JsonSave(record)))
+    with self._writing(step):  # also raises what an earlier background save ran into
+      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       record=ocp.args.JsonSave(record)))
     if wait:
-      self._manager.wait_until_finished()
+      self.wait()
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
-    self._manager.wait_until_finished()
+    with self._writing(None):
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self, step: Optional[int]):
+    """Turns a failed write (a full disk, a folder made read-only) into a RunError that says
+    which checkpoints are intact."""
+    try:
+      yield
+    except OSError as e:
+      intact = [s for s in self.all_steps() if step is None or s < step]
+      raise RunError(f"could not write a checkpoint to {self.directory} ({e}); the checkpoints "
+                     f"on disk are intact (the newest: {intact[-1] if intact else 'none'}); "
+                     "free space or fix the folder's permissions and run the same command to "
+                     "resume") from e
 
   def restore_latest(self, target: PyTree) -> Optional[Tuple[int, PyTree, dict]]:
     """The newest readable checkpoint as ``(step, state, record)``, or None if there is none.
@@ -98,7 +114,7 @@ class Checkpointer:
     return aside
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import logging as std_logging
 import os
 import sys
+import threading
 import typing
 from typing import Any, Callable, Sequence, Type
 
@@ -59,9 +60,20 @@ def run(main: Callable) -> None:
         raise
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
-      sys.exit(2 if isinstance(e, UsageError) else 1)
+      _exit(2 if isinstance(e, UsageError) else 1)
 
   app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def _exit(status: int) -> None:
+  """Exits with ``status``, without waiting for library threads that a failure left stuck
+  (orbax's, after a checkpoint write failed, wait for signals that never come)."""
+  if any(thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
+         for thread in threading.enumerate()):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
 
 
 def require(condition: bool, message: str) -> None:
@@ -76,18 +88,18 @@ def require_positive(config: Any, names: Sequence[str]) -> None:
     require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
 
 
-def make_writable_dir(workdir: str) -> None:
-  """Creates ``workdir`` if needed and checks that files can be written in it (UsageError if
-  not)."""
+def make_writable_dir(path: str, flag: str = "--workdir") -> None:
+  """Creates the folder ``path`` (given by ``flag``, or inside it) if needed and checks that files
+  can be written in it (UsageError if not)."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_probe")
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, ".write_probe")
     with open(probe, "w"):
       pass
     os.remove(probe)
   except OSError as e:
-    raise UsageError(f"cannot write to --workdir={workdir!r} ({e.strerror}); choose a folder "
-                     "you can write to") from None
+    raise UsageError(f"cannot write to {path!r} ({flag}: {e.strerror}); choose a folder you can "
+                     "write to") from None
 
 
 def field(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin

@@ -131,6 +131,8 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   """Creates ``workdir``, checks it is writable, and checks a resume keeps the model and data."""
   make_writable_dir(workdir)
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # a resume writes there too
+    make_writable_dir(os.path.join(workdir, "checkpoints"))
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:

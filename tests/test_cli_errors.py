@@ -1,10 +1,14 @@
 """Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
+import errno
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from gan_jax import trainer
-from gan_jax.cli import UsageError
+from gan_jax import checkpointing, trainer
+from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
 TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--resolution=28"]
@@ -52,7 +56,7 @@ def test_a_run_that_fails_to_start_does_not_fix_the_next_attempts_flags(tmp_path
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  with pytest.raises(UsageError, match="cannot write to --workdir"):
+  with pytest.raises(UsageError, match=r"cannot write to .*run' \(--workdir: "):
     trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(blocker / "run"))
 
 
@@ -73,3 +77,36 @@ def test_command_prints_one_error_line_and_exits_2(tmp_path, args, message):
 def test_verbose_shows_the_traceback(tmp_path):
   result = dcgan_runs.run_command(tmp_path / "run", TINY + ["--batch_size=6", "--verbose"])
   assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_a_failed_checkpoint_write_is_one_run_error_naming_what_is_intact(tmp_path, monkeypatch):
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  state = {"w": np.ones(3, np.float32)}
+  checkpoints.save(1, state, {"data_position": 1}, wait=True)
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(checkpoints._manager, "save", full_disk)
+  with pytest.raises(RunError, match=r"could not write a checkpoint .*No space left on device.*"
+                                     r"\(the newest: 1\)"):
+    checkpoints.save(2, state, {"data_position": 2})
+  assert checkpoints.all_steps() == [1]
+  checkpoints.close()
+
+
+STUCK_THREAD_SCRIPT = """
+import threading
+from gan_jax import cli
+def main(argv):
+  threading.Thread(target=threading.Event().wait).start()  # never ends, as orbax's after a failure
+  raise cli.RunError("the run cannot go on")
+cli.run(main)
+"""
+
+
+def test_an_error_exits_even_when_a_library_thread_is_stuck(tmp_path):
+  result = subprocess.run([sys.executable, "-c", STUCK_THREAD_SCRIPT], capture_output=True,
+                          text=True, timeout=120, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == "error: the run cannot go on"
