@@ -29,6 +29,7 @@ def main(argv):
   summary = trainer.train_and_evaluate(config, FLAGS.workdir)
   logging.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v
                             for k, v in summary.items()})
+  return 130 if summary["preempted"] == "SIGINT" else 0  # the shell's status for Ctrl-C
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 * ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
 * ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``, ``curves.png``.
 
-SIGTERM (a preempted VM) saves a checkpoint at the current step and returns normally.
+SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and
+returns normally, with the signal's name as the summary's ``preempted``.
 """
 import dataclasses
 import json
@@ -229,21 +230,26 @@ def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
 
 
 class _Preemption:
-  """Remembers a SIGTERM while installed, so the loop can checkpoint and stop cleanly."""
+  """Remembers a SIGTERM or a first Ctrl-C (SIGINT) while installed, so the loop can checkpoint
+  and stop cleanly; ``requested`` is the signal's name. A second Ctrl-C interrupts at once."""
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
+    self.requested = None
 
   def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    self.requested = signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
@@ -258,9 +264,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     workdir: where everything is written (see module docstring).
 
   Returns:
-    A summary: steps trained, wall time, steps/s, final metrics and evaluation, ``preempted``.
+    A summary: steps trained, wall time, steps/s, final metrics and evaluation, and
+    ``preempted``: the name of the signal that stopped the run early, or None.
   """
-  with _Preemption() as preemption:  # from the start: a SIGTERM while setting up is kept too
+  with _Preemption() as preemption:  # from the start: a signal while setting up is kept too
     run = _Run(config, workdir)
     try:
       return run.train(preemption)
@@ -398,7 +405,7 @@ class _Run:
                "preempted": preempted, **self.last_metrics,
                "time_limited": step < config.num_steps and not preempted}
     if preempted:
-      logging.info("SIGTERM: saved checkpoint %d; rerun the same command to resume", step)
+      logging.info("%s: saved checkpoint %d; rerun the same command to resume", preempted, step)
       return summary
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "

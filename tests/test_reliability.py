@@ -93,11 +93,14 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, t
   assert_same_run(tmp_path, straight)
 
 
-def test_sigterm_saves_current_step_exits_0_and_resumes_exactly(straight, tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "ctrl_c"])
+def test_a_stop_signal_saves_current_step_and_resumes_exactly(straight, tmp_path, signum, status):
   process = dcgan_runs.start_command(tmp_path, ARGV)
   wait_for_checkpoint(tmp_path, 10, process)
-  process.send_signal(signal.SIGTERM)
-  assert process.wait(timeout=30) == 0  # the timeout only guards against a hang
+  process.send_signal(signum)
+  assert process.wait(timeout=30) == status  # the timeout only guards against a hang
+  assert f"{signal.Signals(signum).name}: saved checkpoint" in dcgan_runs.output(process)
   step, _, record = dcgan_runs.latest_checkpoint(str(tmp_path), config())
   last_logged = trainer.read_metrics(str(tmp_path))[-1]["step"]
   assert step == record["data_position"] == last_logged >= 10
