@@ -9,6 +9,7 @@ from absl import flags, logging
 from gan_jax import cli, host_memory, parallel, trainer
 
 cli.define_flags(trainer.TrainConfig)
+flags.adopt_module_key_flags(cli)  # --helpshort lists them
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, samples and metrics.")
 flags.DEFINE_bool("distributed", False, "Join a multi-process job first (jax.distributed); on "
                   "Cloud TPU VMs and SLURM the next three flags are found automatically.")

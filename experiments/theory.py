@@ -267,6 +267,7 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_flags(TheoryConfig)
+  flags.adopt_module_key_flags(cli)  # --helpshort lists them
   flags.DEFINE_string("workdir", None, "Folder for the figures and theory.json.")
   flags.mark_flag_as_required("workdir")
   cli.run(main)

@@ -21,6 +21,7 @@ from gan_jax import cli, input_pipeline
 from gan_jax.metrics import mnist_classifier
 
 cli.define_flags(mnist_classifier.TrainConfig)
+flags.adopt_module_key_flags(cli)  # --helpshort lists them
 flags.DEFINE_string("output", mnist_classifier.WEIGHTS_PATH, "Where to write the weights.")
 FLAGS = flags.FLAGS
 

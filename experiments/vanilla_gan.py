@@ -416,6 +416,7 @@ def main(argv):
 if __name__ == "__main__":
   # Defined here, not on import: experiments.theory imports this module and has flags of its own.
   cli.define_flags(VanillaConfig)
+  flags.adopt_module_key_flags(cli)  # --helpshort lists them
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
   flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU: the seeds are split "
                        "over the largest number of them that divides --num_seeds, and spare ones "

@@ -110,3 +110,13 @@ def test_an_error_exits_even_when_a_library_thread_is_stuck(tmp_path):
                           text=True, timeout=120, cwd=dcgan_runs.ROOT)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == "error: the run cannot go on"
+
+
+@pytest.mark.parametrize("module, flag", [("dcgan", "--batch_size"),
+                                          ("vanilla_gan", "--num_seeds"),
+                                          ("theory", "--gan_warmup_steps")])
+def test_helpshort_lists_the_experiment_flags(module, flag):
+  """Every flag error points to --helpshort; it must show the experiment's own flags."""
+  result = subprocess.run([sys.executable, "-m", f"experiments.{module}", "--helpshort"],
+                          capture_output=True, text=True, cwd=dcgan_runs.ROOT)
+  assert f"  {flag}:" in result.stdout + result.stderr
