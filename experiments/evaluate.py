@@ -60,9 +60,15 @@ def load_samples(config: trainer.TrainConfig) -> np.ndarray:
                            if FLAGS.use_final_samples else None)
   if path:
     cli.require(os.path.isfile(path), f"samples file {path!r} not found")
-    samples = np.load(path)
-    cli.require(samples.ndim == 4, f"{path} holds an array of shape {samples.shape}; expected "
-                "images (N, H, W, C)")
+    try:
+      samples = np.load(path)  # a pickle or another format raises; allow_pickle stays off
+    except (ValueError, OSError) as e:
+      raise cli.UsageError(f"cannot read {path!r} as a .npy array ({e}); pass the "
+                           "final_samples.npy of a run") from None
+    shape = getattr(samples, "shape", None)  # None for an .npz, which holds several arrays
+    cli.require(shape is not None and len(shape) == 4,
+                f"{path} holds {'several arrays' if shape is None else f'shape {shape}'}; "
+                "expected one array of images (N, H, W, C)")
     return samples[:FLAGS.num_samples]
   generator, discriminator = trainer.build_models(config, axis_name=None)
   checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"))

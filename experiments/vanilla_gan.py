@@ -403,6 +403,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
 
 def main(argv):
   config = cli.config_from_flags(VanillaConfig)
+  validate(config)  # before the devices are split by its settings
   parallel.split_cpu(config.num_seeds, config.batch_size // config.packing,
                      flags.FLAGS.cpu_devices)
   results = train_and_evaluate(config, flags.FLAGS.workdir)

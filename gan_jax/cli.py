@@ -41,6 +41,9 @@ def _parse_flags(argv):
   """absl's flag parsing, with its errors printed as one line."""
   try:
     return flags.FLAGS(argv)
+  except UnicodeDecodeError as e:  # a --flagfile that is not text
+    print(f"error: a --flagfile is not text ({e.reason} at byte {e.start})", file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     print(f"error: {e} (see --helpshort for the flags)", file=sys.stderr)
     sys.exit(2)

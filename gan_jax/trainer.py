@@ -116,6 +116,9 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
   require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
           f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
+  require(config.eval_extractor != "inception" or config.inception_weights,
+          "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
+          "experiments/convert_inception_weights.py)")
   require_positive(config, ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
                             "num_final_samples", "num_eval_real"))

@@ -64,9 +64,12 @@ def test_unwritable_workdir_is_a_usage_error(tmp_path):
     (["--batchsize=8"], "error: Unknown command line flag 'batchsize'. Did you mean: batch_size"),
     (["--batch_size=6"], "error: --batch_size=6 is not divisible by the 4 devices"),
     (["--dataset=folder:/no/such/dir"], "error: image folder '/no/such/dir' does not exist"),
+    (["--eval_extractor=inception"], "error: --eval_extractor=inception needs --inception_weights"),
+    (["--flagfile={tmp}/binary.flags"], "error: a --flagfile is not text"),
 ])
 def test_command_prints_one_error_line_and_exits_2(tmp_path, args, message):
-  result = dcgan_runs.run_command(tmp_path / "run", TINY + args)
+  (tmp_path / "binary.flags").write_bytes(b"--seed=1\n\xff\xfe\x00")
+  result = dcgan_runs.run_command(tmp_path / "run", TINY + [a.format(tmp=tmp_path) for a in args])
   assert result.returncode == 2
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr
@@ -120,3 +123,16 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
   result = subprocess.run([sys.executable, "-m", f"experiments.{module}", "--helpshort"],
                           capture_output=True, text=True, cwd=dcgan_runs.ROOT)
   assert f"  {flag}:" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("vanilla_gan", ["--workdir={tmp}/run", "--packing=0"], "error: --packing must be positive"),
+    ("evaluate", ["--samples={tmp}/junk.npy", "--resolution=32"], "error: cannot read"),
+])
+def test_other_commands_print_one_error_line(tmp_path, module, args, message):
+  (tmp_path / "junk.npy").write_bytes(b"not an array")
+  command = [sys.executable, "-m", f"experiments.{module}",
+             *[a.format(tmp=tmp_path) for a in args]]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
