@@ -138,16 +138,9 @@ def hinge_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
   return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
 
 
-def hinge_generator_loss(fake_logits: Array) -> Array:
-  """Generator side of the hinge game: -mean D(G(z)).
-
-  Args:
-    fake_logits: discriminator scores on samples, any shape.
-
-  Returns:
-    Scalar.
-  """
-  return -jnp.mean(fake_logits)
+# The generator side of the hinge game (Lim & Ye 2017; Miyato et al. 2018) is the Wasserstein
+# one, -mean D(G(z)): only the discriminator's loss differs.
+hinge_generator_loss = wasserstein_generator_loss
 
 
 def least_squares_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:

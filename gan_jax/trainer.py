@@ -213,7 +213,7 @@ def sampler(config: TrainConfig) -> Callable:
       variables, z, train=True, mutable=["batch_stats"])[1]["batch_stats"])
 
   def sample(state: train_state.GANState, latents_: np.ndarray, chunk: int = 500) -> np.ndarray:
-    variables = {"params": state.generator.params, "batch_stats": state.generator.batch_stats}
+    variables = state.generator.variables
     if state.ema_params is not None:
       variables = {"params": state.ema_params, "batch_stats": standing_statistics(
           dict(variables, params=state.ema_params), latents(config, 2, STANDING_BATCH))}
