@@ -8,7 +8,9 @@ from hypothesis.extra import numpy as hnp
 
 from gan_jax import losses, theory
 
-SETTINGS = settings(max_examples=60, deadline=None)
+# derandomize: the same examples on every run, so CI cannot turn red by chance (the @example
+# extremes cover the corners).
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 # Fixed shapes: each new shape would compile the functions again.
 finite_logits = hnp.arrays(np.float32, 8, elements=st.floats(-1e4, 1e4, width=32))
 densities = hnp.arrays(np.float64, 24, elements=st.one_of(st.just(0.0), st.floats(1e-6, 10.0)))
