@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from gan_jax import parallel, train_state, train_step
+from gan_jax import losses, parallel, train_state, train_step
 from gan_jax.models import dcgan, mlp
 
 N_DEVICES = 4
@@ -191,6 +191,28 @@ def test_nonfinite_update_is_skipped_and_counted():
   chex.assert_trees_all_equal(state.discriminator.params, state0.discriminator.params)
   chex.assert_trees_all_equal(state.discriminator.opt_state, state0.discriminator.opt_state)
   assert int(state.step) == 1
+
+
+def test_nonfinite_generator_update_keeps_the_generator_and_discriminator_statistics(
+    monkeypatch):
+  """A generator loss of NaN: the generator's params, optimizer state and batch statistics stay,
+  and so do the discriminator's statistics from the generator update's forward pass; the
+  critic update before it is applied as usual."""
+  nan_loss = losses.GANLoss(losses.discriminator_loss, lambda logits: jnp.nan * jnp.mean(logits))
+  monkeypatch.setitem(losses.LOSSES, "nan_generator", nan_loss)
+  g, d = dcgan_pair()
+  state0 = init(g, d, (28, 28, 1))
+  real = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+  run = lambda loss: jax.jit(train_step.make_train_step(g, d, train_step.StepConfig(loss=loss)))(
+      state0, real)
+  skipped, skipped_metrics = run("nan_generator")
+  normal, _ = run("non_saturating")
+  assert int(skipped_metrics["nonfinite"]) == 1
+  chex.assert_trees_all_equal(skipped.generator, state0.generator)
+  chex.assert_trees_all_close(skipped.discriminator.params, normal.discriminator.params)
+  assert not np.allclose(leaves(normal.discriminator.batch_stats)[0],
+                         leaves(skipped.discriminator.batch_stats)[0])
+  chex.assert_tree_all_finite(skipped)
 
 
 def test_ema_tracks_generator_params():
