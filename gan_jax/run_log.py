@@ -68,17 +68,25 @@ class RunLog:
     for name, value in scalars.items():
       self._tensorboard.add_scalar(name, float(value), step)
 
+  def restart_clock(self, step: int) -> None:
+    """Measures the next rate from ``step`` on, now: called once the first step has compiled,
+    so that the compilation does not count as training time in the rate and the ETA."""
+    self._last_time, self._last_step = time.time(), step
+
   def progress(self, step: int, metrics: Dict[str, float]) -> float:
-    """Logs a progress line for ``step`` and returns the steps/s since the previous one."""
+    """Logs a progress line for ``step`` and returns the steps/s since the previous one (NaN
+    when no step has been timed yet)."""
     now = time.time()
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    rate = ((step - self._last_step) / max(now - self._last_time, 1e-9)
+            if step > self._last_step else float("nan"))
     self._last_time, self._last_step = now, step
     eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
     values = " ".join(f"{label} {metrics[key]:.3f}" for key, label in PROGRESS_KEYS
                       if key in metrics)
     if self.write_files:
-      logging.info("step %d/%d (%d%%) | %.2f steps/s | ETA %s | %s", step, self.num_steps,
-                   100 * step // max(self.num_steps, 1), rate,
+      logging.info("step %d/%d (%d%%) | %s steps/s | ETA %s | %s", step, self.num_steps,
+                   100 * step // max(self.num_steps, 1),
+                   f"{rate:.2f}" if np.isfinite(rate) else "?",
                    _format_duration(eta) if np.isfinite(eta) else "?", values)
     return rate
 

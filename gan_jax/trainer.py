@@ -368,8 +368,8 @@ class _Run:
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
     if last or step % self.config.log_every_steps == 0 or step == self.config.num_steps:
-      rate = self.log.progress(step, metrics)
-      self.log.write(step, dict(metrics, steps_per_sec=rate))
+      rate = self.log.progress(step, metrics)  # NaN at the first step: it compiled
+      self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
       self.last_metrics = metrics
     if self.nonfinite_run >= self.config.max_nonfinite_steps:
       kept = self.checkpoints.all_steps()
@@ -388,6 +388,9 @@ class _Run:
     while step < config.num_steps and not preemption.requested:
       self.state, metrics = self.step_fn(self.state, next(self.device_batches))
       step += 1
+      if step == self.start_step + 1:  # that call compiled the step: time the rest from here
+        jax.block_until_ready(self.state)
+        self.log.restart_clock(step)
       if pending is not None:
         self.handle_metrics(*pending)
       pending = (step, metrics)
