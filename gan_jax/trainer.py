@@ -333,6 +333,10 @@ class _Run:
                         default=np.inf)
     self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
 
+  @property
+  def final_samples_path(self) -> str:
+    return os.path.join(self.workdir, "final_samples.npy")
+
   def host_state(self) -> train_state.GANState:
     """The state as host arrays (one replica)."""
     return jax.device_get(parallel.unreplicate(self.state) if self.use_pmap else self.state)
@@ -381,6 +385,11 @@ class _Run:
 
   def train(self, preemption: "_Preemption") -> dict:
     config, step = self.config, self.start_step
+    if step >= config.num_steps and os.path.exists(self.final_samples_path):
+      logging.info("the run in %s finished at step %d already; its outputs are there (raise "
+                   "--num_steps to train on)", self.workdir, step)
+      return {"start_step": step, "step": step, "preempted": None, "time_limited": False,
+              "already_finished": True}
     start_time = time.time()
     deadline = (time.monotonic() + 60 * config.max_train_minutes if config.max_train_minutes
                 else np.inf)
@@ -418,7 +427,7 @@ class _Run:
                    "continue", config.max_train_minutes, step, config.num_steps)
     if self.primary:
       final = self.samples(1, config.num_final_samples)
-      np.save(os.path.join(self.workdir, "final_samples.npy"), final.astype(np.float32))
+      np.save(self.final_samples_path, final.astype(np.float32))
       plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
     if self.evaluator:
       summary.update(self.evaluate(step))

@@ -52,6 +52,12 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
   assert [r["step"] for r in evaluation] == [4]
   assert evaluation[0]["fid"] > 10 * evaluation[0]["real_fid"] > 0  # 4 steps: far from data
   assert os.listdir(tmp_path / "best") == ["4"]
+  # the same command again: nothing to do, nothing rewritten or scored twice
+  rows, mtime = trainer.read_metrics(str(tmp_path)), os.path.getmtime(tmp_path / "final_grid.png")
+  again = trainer.train_and_evaluate(config, str(tmp_path))
+  assert again["already_finished"] and again["step"] == 4
+  assert trainer.read_metrics(str(tmp_path)) == rows
+  assert os.path.getmtime(tmp_path / "final_grid.png") == mtime
   # experiments.evaluate: from the checkpoint and from final_samples.npy, the same score
   for args in (["--workdir", str(tmp_path)], ["--samples", str(tmp_path / "final_samples.npy"),
                                                 "--resolution=32"]):
