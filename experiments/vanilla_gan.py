@@ -344,6 +344,10 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   start_time = time.time()
   validate(config)
   cli.make_writable_dir(workdir)
+  # No checkpoints to resume from: another run's outputs would be overwritten, and its sample
+  # pictures left beside the new ones.
+  require(not os.path.exists(os.path.join(workdir, "metrics.jsonl")),
+          f"--workdir={workdir} holds another run (metrics.jsonl); use a new --workdir")
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)

@@ -94,6 +94,11 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
   assert together["per_seed"][1] == pytest.approx(alone["per_seed"][0], nan_ok=True)
   # and the seeds differ from each other.
   assert np.max(np.abs(samples_together[0] - samples_together[1])) > 0.01
+  # a run keeps no checkpoints to resume from: a second one in its workdir is refused
+  with pytest.raises(cli.UsageError, match="holds another run"):
+    vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one",
+                                   jax.devices()[:1])
+  np.testing.assert_array_equal(np.load(tmp_path / "one" / "final_samples.npy"), samples_alone)
 
 
 def train_on_mesh(config: vanilla_gan.VanillaConfig, mesh_shape, calls: int):
