@@ -20,31 +20,38 @@ speedup_same_malloc.
 """
 import json
 import os
-import subprocess
 import time
 
 import jax
 import numpy as np
 from absl import flags
 
+from benchmarks import commands
 from gan_jax import cli, host_memory, parallel, train_state, train_step, trainer
+from gan_jax.models import layers
 
 flags.DEFINE_integer("resolution", 32, "32 or 64 (28 has no PyTorch counterpart).")
-flags.DEFINE_integer("channels", 1, "Image channels.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("width", 64, "ngf = ndf.")
-flags.DEFINE_integer("steps", 30, "Timed steps per round.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
+flags.register_validator("resolution", lambda size: size in (32, 64),
+                         message="--resolution must be 32 or 64")
+flags.DEFINE_integer("channels", 1, "Image channels, 1 or 3.")
+flags.register_validator("channels", lambda channels: channels in (1, 3),
+                         message="--channels must be 1 or 3")
+flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("width", 64, "ngf = ndf.", lower_bound=1)
+flags.DEFINE_integer("steps", 30, "Timed steps per round.", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.", lower_bound=0)
 flags.DEFINE_integer("rounds", 2, "Rounds; each times ours and, with --torch_python, the "
-                     "reference; the best round of each is reported.")
-flags.DEFINE_string("conv_method", "auto", "auto, xla or matmul.")
-flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
+                     "reference; the best round of each is reported.", lower_bound=1)
+flags.DEFINE_enum("conv_method", "auto", list(layers.METHODS), "How the resampling convolutions "
+                  "are computed.")
+flags.DEFINE_enum("dtype", "float32", list(trainer.DTYPES), "Compute dtype.")
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
                                                     os.pardir, "shared", "bench",
                                                     "torch_dcgan.py"),
                     "Path of the PyTorch reference script.")
-flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.")
+flags.DEFINE_integer("threads", 2, "Threads for the PyTorch reference.", lower_bound=1)
+commands.check_reference_flags()
 flags.DEFINE_bool("keep_freed_memory", True, "Ask glibc to keep freed memory, as experiments.dcgan "
                   "does.")
 FLAGS = flags.FLAGS
@@ -99,8 +106,7 @@ def time_torch(same_malloc: bool) -> dict:
   if same_malloc:  # after any tunables of the caller's, so ours win
     env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"),
                                                    host_memory.glibc_tunables()]))
-  output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-  return json.loads(output.strip().splitlines()[-1])
+  return commands.last_json_line(command, "the PyTorch reference", env=env)
 
 
 def main(argv):

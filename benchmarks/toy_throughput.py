@@ -20,21 +20,22 @@ program that uses only some of them (one seed on 2 of 5 CPU devices: 333 steps/s
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 
+from benchmarks import commands
 from experiments import vanilla_gan
-from gan_jax import parallel
+from gan_jax import cli, parallel
 
-flags.DEFINE_string("dataset", "ring8", "ring8 or grid25.")
-flags.DEFINE_integer("steps", 2000, "Training steps per seed.")
-flags.DEFINE_integer("chunk", 500, "Steps per compiled call.")
-flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.")
+flags.DEFINE_enum("dataset", "ring8", ["ring8", "grid25"], "The toy target.")
+flags.DEFINE_integer("steps", 2000, "Training steps per seed.", lower_bound=1)
+flags.DEFINE_integer("chunk", 500, "Steps per compiled call.", lower_bound=1)
+flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.",
+                     lower_bound=1)
 flags.DEFINE_enum("part", None, ["one_seed", "vmapped", "sequential"], "Measure only this "
                   "JAX figure, in this process, and print it as JSON (the benchmark runs each "
                   "part so).")
@@ -43,6 +44,7 @@ flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), o
                                                     os.pardir, "shared", "bench",
                                                     "torch_toy_gan.py"),
                     "Path of the PyTorch reference script.")
+commands.check_reference_flags()
 FLAGS = flags.FLAGS
 
 
@@ -83,8 +85,7 @@ def torch_reference(seeds: int) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     command = [FLAGS.torch_python, FLAGS.torch_reference, FLAGS.dataset,
                os.path.join(tmp, "samples.npy"), str(seeds), str(FLAGS.steps)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-  return json.loads(output.strip().splitlines()[-1])
+    return commands.last_json_line(command, "the PyTorch reference")
 
 
 def measure_part(part: str) -> dict:
@@ -102,11 +103,8 @@ def measure_part(part: str) -> dict:
 def run_part(part: str) -> dict:
   """``measure_part(part)`` in a fresh process with this process's flags."""
   command = [sys.executable, "-m", "benchmarks.toy_throughput", *sys.argv[1:], f"--part={part}"]
-  result = subprocess.run(command, capture_output=True, text=True,
-                          cwd=os.path.join(os.path.dirname(__file__), os.pardir))
-  if result.returncode:
-    raise RuntimeError(f"part {part} failed:\n{result.stderr[-3000:]}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return commands.last_json_line(command, f"part {part}",
+                                 cwd=os.path.join(os.path.dirname(__file__), os.pardir))
 
 
 def main(argv):
@@ -141,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -126,13 +126,18 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 
 
 @pytest.mark.parametrize("module, args, message", [
-    ("vanilla_gan", ["--workdir={tmp}/run", "--packing=0"], "error: --packing must be positive"),
-    ("evaluate", ["--samples={tmp}/junk.npy", "--resolution=32"], "error: cannot read"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--packing=0"],
+     "error: --packing must be positive"),
+    ("experiments.evaluate", ["--samples={tmp}/junk.npy", "--resolution=32"],
+     "error: cannot read"),
+    ("benchmarks.dcgan_throughput", ["--resolution=48"], "error: flag --resolution=48: "
+     "--resolution must be 32 or 64"),
+    ("benchmarks.toy_throughput", ["--torch_python={tmp}/junk.npy"],
+     "error: flag --torch_python="),
 ])
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
-  command = [sys.executable, "-m", f"experiments.{module}",
-             *[a.format(tmp=tmp_path) for a in args]]
+  command = [sys.executable, "-m", module, *[a.format(tmp=tmp_path) for a in args]]
   result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
