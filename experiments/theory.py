@@ -83,6 +83,8 @@ def validate(config: TheoryConfig) -> None:
                                 "gan_d_learning_rate"))
   require(config.gan_steps % config.gan_log_every_steps == 0, f"--gan_steps={config.gan_steps} is "
           f"not a multiple of --gan_log_every_steps={config.gan_log_every_steps}")
+  require(0 <= config.gan_warmup_steps <= config.gan_steps, f"--gan_warmup_steps must be in "
+          f"[0, --gan_steps={config.gan_steps}], got {config.gan_warmup_steps}")
 
 
 def density(mixture: distributions.GaussianMixture) -> np.ndarray:

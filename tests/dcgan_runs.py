@@ -12,6 +12,9 @@ from gan_jax import checkpointing, cli, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
+# A run of 4 steps of narrow models that writes every kind of output twice.
+TINY_RUN = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=4", "--log_every_steps=2",
+            "--sample_every_steps=2", "--checkpoint_every_steps=2"]
 
 
 def config_from(flagfile=None, *overrides: str) -> trainer.TrainConfig:

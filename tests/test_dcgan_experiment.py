@@ -13,8 +13,7 @@ from PIL import Image
 from gan_jax import trainer
 from tests import dcgan_runs
 
-TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=4", "--log_every_steps=2",
-        "--sample_every_steps=2", "--checkpoint_every_steps=2", "--num_final_samples=24"]
+TINY = dcgan_runs.TINY_RUN + ["--num_final_samples=24"]
 
 
 def config_from(flagfile=None, *overrides) -> trainer.TrainConfig:

@@ -79,6 +79,9 @@ def test_fit_image_pads_crops_resizes_and_converts_channels():
   lum = input_pipeline.fit_image(rgb, 32, 1)
   np.testing.assert_allclose(lum, round(0.299 * 255) / 127.5 - 1, atol=1e-6)
   assert input_pipeline.fit_image(gray, 32, 3).shape == (32, 32, 3)
+  # a thin margin is padded, a wide one resized: a white 32x32 image fills a 64x64 frame
+  np.testing.assert_array_equal(input_pipeline.fit_image(np.full((32, 32, 3), 255, np.uint8),
+                                                         64, 3), np.ones((64, 64, 3)))
 
 
 def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):

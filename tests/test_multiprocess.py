@@ -6,15 +6,14 @@ process with 4 devices reaches: the same parameters and samples.
 """
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
 
 from tests import dcgan_runs
 
-ARGS = ["--resolution=28", "--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=4",
-        "--log_every_steps=2", "--sample_every_steps=2", "--checkpoint_every_steps=2",
-        "--num_final_samples=16", "--eval_extractor=none"]
+ARGS = ["--resolution=28", *dcgan_runs.TINY_RUN, "--num_final_samples=16", "--eval_extractor=none"]
 
 
 def free_port() -> int:
@@ -36,8 +35,17 @@ def test_parallel_two_processes_match_one_process_with_four_devices(tmp_path):
           "--distributed", f"--coordinator_address={address}", "--num_processes=2",
           f"--process_id={i}"], env=devices_env(2))
       for i in range(2)]
+  # Polled together: when one process fails, its peer would wait for it in a collective.
+  deadline = time.monotonic() + 600  # guards against a hang only
+  while any(process.poll() is None for process in processes):
+    failed = [p for p in processes if p.returncode not in (None, 0)]
+    if failed or time.monotonic() > deadline:
+      for process in processes:
+        process.kill()
+      pytest.fail(dcgan_runs.output(failed[0]) if failed else "the processes hung")
+    time.sleep(0.2)
   for process in processes:
-    assert process.wait(timeout=600) == 0, dcgan_runs.output(process)
+    assert process.returncode == 0, dcgan_runs.output(process)
   reference = tmp_path / "one_process"
   result = dcgan_runs.run_command(reference, ARGS, env=devices_env(4))
   assert result.returncode == 0, result.stderr[-3000:]

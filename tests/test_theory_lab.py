@@ -25,9 +25,13 @@ def test_mass_region_of_a_gaussian_is_its_central_interval():
   np.testing.assert_allclose([inside.min(), inside.max()], [-2.5758, 2.5758], atol=2 * theory.DX)
 
 
-def test_bad_settings_raise_usage_error(tmp_path):
-  with pytest.raises(cli.UsageError, match="--gan_steps=120 is not a multiple"):
-    theory.run_lab(theory.TheoryConfig(gan_steps=120), str(tmp_path))
+@pytest.mark.parametrize("overrides, message", [
+    (dict(gan_steps=120), "--gan_steps=120 is not a multiple"),
+    (dict(gan_warmup_steps=-5), r"--gan_warmup_steps must be in \[0, --gan_steps=2000\], got -5"),
+])
+def test_bad_settings_raise_usage_error(tmp_path, overrides, message):
+  with pytest.raises(cli.UsageError, match=message):
+    theory.run_lab(theory.TheoryConfig(**overrides), str(tmp_path))
 
 
 @pytest.fixture(scope="module")

@@ -115,9 +115,8 @@ def reference_step(generator, discriminator, state, real, config, lr):
 @pytest.mark.parametrize("config, packing", [
     (train_step.StepConfig(), 1),
     (train_step.StepConfig(loss="wasserstein", n_critic=2, gradient_penalty=10.0), 1),
-    (train_step.StepConfig(r1_penalty=5.0), 1),
-    (train_step.StepConfig(loss="wasserstein", gradient_penalty=10.0, r1_penalty=5.0), 2),
-], ids=["non_saturating", "wgan_gp_2_critics", "r1", "packs_of_2_with_penalties"])
+    (train_step.StepConfig(r1_penalty=5.0, gradient_penalty=10.0), 2),
+], ids=["non_saturating", "wgan_gp_2_critics", "packs_of_2_with_both_penalties"])
 def test_step_equals_the_algorithm_written_out_by_hand(config, packing):
   g, d = mlp_gan(packing)
   lr = 0.05

@@ -22,7 +22,7 @@ from flax import serialization
 from flax.training import train_state
 from jax import lax
 
-from gan_jax import cli
+from gan_jax import cli, input_pipeline
 from gan_jax.metrics.extractor import FeatureExtractor, check_variables
 
 Array = jax.Array
@@ -68,16 +68,15 @@ def init_variables(key: Array) -> dict:
 def classifier_inputs(images: Array) -> Array:
   """Generator images ``(N, H, W, C)`` in [-1, 1] -> classifier inputs ``(N, 28, 28, 1)``.
 
-  RGB becomes luminance (ITU-R 601, as in ``input_pipeline.fit_image``). Sizes undo the padding
-  of ``fit_image``: a square image larger than 28 by an even number of pixels is the 28x28 digit
-  padded with background (32x32: 2 pixels a side), so its centre 28x28 is cropped; any other size
-  is resized (bilinear, antialiased).
+  RGB becomes luminance (ITU-R 601, as in ``input_pipeline.fit_image``). Sizes undo what
+  ``fit_image`` did to the 28x28 digits: a thin padding (32x32: 2 pixels a side of background) is
+  cropped; any other size was resized, and is resized back (bilinear, antialiased).
   """
   if images.shape[-1] == 3:
     images = images @ jnp.array([0.299, 0.587, 0.114], images.dtype)[:, None]
   n, height, width, _ = images.shape
   margin = height - RESOLUTION
-  if height == width and margin >= 0 and margin % 2 == 0:
+  if height == width and 0 <= margin <= input_pipeline.MAX_PADDING and margin % 2 == 0:
     pad = margin // 2
     return images[:, pad:pad + RESOLUTION, pad:pad + RESOLUTION]
   return jax.image.resize(images, (n, RESOLUTION, RESOLUTION, 1), "bilinear")
