@@ -112,8 +112,7 @@ def test_an_error_exits_even_when_a_library_thread_is_stuck(tmp_path):
 
 
 @pytest.mark.parametrize("module, flag", [("dcgan", "--batch_size"),
-                                          ("vanilla_gan", "--num_seeds"),
-                                          ("theory", "--gan_warmup_steps")])
+                                          ("vanilla_gan", "--num_seeds")])
 def test_helpshort_lists_the_experiment_flags(module, flag):
   """Every flag error points to --helpshort; it must show the experiment's own flags."""
   result = subprocess.run([sys.executable, "-m", f"experiments.{module}", "--helpshort"],
