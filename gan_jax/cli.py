@@ -91,8 +91,8 @@ def require_positive(config: Any, names: Sequence[str]) -> None:
     require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
 
 
-def make_writable_dir(path: str, flag: str = "--workdir") -> None:
-  """Creates the folder ``path`` (given by ``flag``, or inside it) if needed and checks that files
+def make_writable_dir(path: str) -> None:
+  """Creates the folder ``path`` (``--workdir`` or a folder in it) if needed and checks that files
   can be written in it (UsageError if not)."""
   try:
     os.makedirs(path, exist_ok=True)
@@ -101,8 +101,8 @@ def make_writable_dir(path: str, flag: str = "--workdir") -> None:
       pass
     os.remove(probe)
   except OSError as e:
-    raise UsageError(f"cannot write to {path!r} ({flag}: {e.strerror}); choose a folder you can "
-                     "write to") from None
+    raise UsageError(f"cannot write to {path!r} (--workdir: {e.strerror}); choose a folder you "
+                     "can write to") from None
 
 
 def field(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin

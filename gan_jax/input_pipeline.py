@@ -17,7 +17,8 @@ Datasets (``--dataset``):
 
 Images are fitted to the resolution the same way everywhere: a square image up to 4 pixels
 smaller, by an even number, is padded with the background value -1 (MNIST 28 -> 32, as in the
-PyTorch reference); otherwise the central square crop is resized (bilinear, antialiased). Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
+PyTorch reference); otherwise the central square crop is resized (bilinear, antialiased).
+Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
 """
 import functools
 import os
@@ -37,6 +38,15 @@ MNIST_CLASSES = 10
 MAX_PADDING = 4  # pixels of border in all (2 per side) that fit_image adds instead of resizing
 
 
+def border(size: int, resolution: int) -> Optional[int]:
+  """The pixels per side with which ``fit_image`` pads a square image of ``size`` to
+  ``resolution`` (0 when they are equal), or None when it resizes it instead: only a thin
+  border (MNIST's 28 -> 32, as the reference pads it); a smaller image would end up a stamp in
+  the middle of the frame (CIFAR-10 at 64: three quarters border)."""
+  margin = resolution - size
+  return margin // 2 if 0 <= margin <= MAX_PADDING and margin % 2 == 0 else None
+
+
 def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
   """One uint8 image ``(H, W)`` or ``(H, W, C)`` -> float32 ``(resolution, resolution, channels)``
   in [-1, 1]: a square image a few pixels smaller is padded with -1 (MNIST 28 -> 32), any other
@@ -50,12 +60,9 @@ def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
   elif image.shape[-1] == 1 and channels == 3:
     image = np.repeat(image, 3, axis=-1)
   height, width = image.shape[:2]
-  margin = resolution - height
-  # A thin border only (MNIST's 28 -> 32, as the reference pads it); a smaller image would end up
-  # a stamp in the middle of the frame (CIFAR-10 at 64: three quarters border), so it is resized.
-  if height == width and 0 < margin <= MAX_PADDING and margin % 2 == 0:
+  pad = border(height, resolution) if height == width else None
+  if pad:
     scaled = image.astype(np.float32) / 127.5 - 1.0
-    pad = margin // 2
     return np.pad(scaled, ((pad, pad), (pad, pad), (0, 0)), constant_values=-1.0)
   if (height, width) != (resolution, resolution):
     side = min(height, width)

@@ -75,9 +75,8 @@ def classifier_inputs(images: Array) -> Array:
   if images.shape[-1] == 3:
     images = images @ jnp.array([0.299, 0.587, 0.114], images.dtype)[:, None]
   n, height, width, _ = images.shape
-  margin = height - RESOLUTION
-  if height == width and 0 <= margin <= input_pipeline.MAX_PADDING and margin % 2 == 0:
-    pad = margin // 2
+  pad = input_pipeline.border(RESOLUTION, height) if height == width else None
+  if pad is not None:
     return images[:, pad:pad + RESOLUTION, pad:pad + RESOLUTION]
   return jax.image.resize(images, (n, RESOLUTION, RESOLUTION, 1), "bilinear")
 
