@@ -6,7 +6,8 @@
 
 With ``--workdir`` the run's ``config.json`` names the model and the data; the generator of the
 newest checkpoint (eval mode, EMA weights when the run keeps them) draws ``--num_samples`` images
-from the run's fixed final latents. ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
+from the run's fixed final latents; the checkpoints are only read (an unreadable one is skipped and
+left in place). ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
 in [-1, 1], e.g. from another framework. Each metric is printed beside its real-vs-real floor
 (two halves of the real set), and everything is written to ``--output`` as JSON.
 """
@@ -71,7 +72,8 @@ def load_samples(config: trainer.TrainConfig) -> np.ndarray:
                 "expected one array of images (N, H, W, C)")
     return samples[:FLAGS.num_samples]
   generator, discriminator = trainer.build_models(config, axis_name=None)
-  checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"))
+  checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"),
+                                          read_only=True)
   restored = checkpoints.restore_latest(trainer.initial_state(config, generator, discriminator))
   checkpoints.close()
   cli.require(restored is not None, f"no checkpoint in {FLAGS.workdir}/checkpoints; train first "

@@ -8,7 +8,8 @@ A checkpoint that still cannot be read (disk corruption, a partial copy) is move
 ``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
 nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep``. A readable
 checkpoint of another model (its arrays have other shapes) is not corrupt: it is left in place and
-the restore stops with a ``UsageError``.
+the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation of someone's
+run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where it is.
 """
 import contextlib
 import os
@@ -29,15 +30,17 @@ class Checkpointer:
   """Saves and restores ``(state, record)`` pairs by step under ``directory``.
 
   Args:
-    directory: where the numbered step folders live (created if missing).
+    directory: where the numbered step folders live (created if missing, unless ``read_only``).
     max_to_keep: how many of the newest checkpoints to keep.
+    read_only: only restore; nothing under ``directory`` is created, moved or deleted.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self.read_only = read_only
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                             create=True),
+                                                             create=not read_only),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "record": ocp.JsonCheckpointHandler()})
 
@@ -47,6 +50,8 @@ class Checkpointer:
   def save(self, step: int, state: PyTree, record: dict, wait: bool = False) -> None:
     """Starts saving ``state`` and the JSON-able ``record`` as ``step`` (in the background unless
     ``wait``); a step that is already saved is left as it is."""
+    if self.read_only:
+      raise ValueError(f"{self.directory} was opened read-only")
     if step in self._manager.all_steps():
       return
     with self._writing(step):  # also raises what an earlier background save ran into
@@ -92,10 +97,10 @@ class Checkpointer:
           restored = self._manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
       except Exception as e:  # any failure to read means: try the previous checkpoint
-        aside = self._move_aside(step)
-        logging.warning("checkpoint %d is unreadable (%s: %s); moved it to %s and resuming "
-                        "from the previous one", step, type(e).__name__,
-                        str(e).splitlines()[0][:200] if str(e) else "", aside)
+        where = "left it in place" if self.read_only else f"moved it to {self._move_aside(step)}"
+        logging.warning("checkpoint %d is unreadable (%s: %s); %s and trying the previous one",
+                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+                        where)
         continue
       if other_model:
         raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "

@@ -4,13 +4,14 @@
   metadata), so a config and its flags cannot drift apart.
 * Bad input raises :class:`UsageError` with a message that says what is wrong and what to do; a
   run that has to stop raises :class:`RunError`. :func:`run` prints either as one ``error:`` line
-  (no traceback unless ``--verbose``) and exits with a non-zero status.
+  (after its traceback with ``--verbose``) and exits with status 2 or 1.
 """
 import dataclasses
 import logging as std_logging
 import os
 import sys
 import threading
+import traceback
 import typing
 from typing import Any, Callable, Sequence, Type
 
@@ -59,9 +60,9 @@ def run(main: Callable) -> None:
               "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
-      if flags.FLAGS.verbose:
-        raise
       logging.flush()
+      if flags.FLAGS.verbose:
+        traceback.print_exc()
       print(f"error: {e}", file=sys.stderr)
       _exit(2 if isinstance(e, UsageError) else 1)
 

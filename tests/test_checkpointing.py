@@ -1,0 +1,55 @@
+"""Checkpoints: a failed write names what is intact; a read-only restore changes nothing."""
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from gan_jax import checkpointing
+from gan_jax.cli import RunError
+
+STATE = {"w": np.ones(3, np.float32)}
+
+
+def test_a_failed_checkpoint_write_is_one_run_error_naming_what_is_intact(tmp_path, monkeypatch):
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  checkpoints.save(1, STATE, {"data_position": 1}, wait=True)
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(checkpoints._manager, "save", full_disk)
+  with pytest.raises(RunError, match=r"could not write a checkpoint .*No space left on device.*"
+                                     r"\(the newest: 1\)"):
+    checkpoints.save(2, STATE, {"data_position": 2})
+  assert checkpoints.all_steps() == [1]
+  checkpoints.close()
+
+
+def test_a_read_only_restore_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path):
+  directory = tmp_path / "checkpoints"
+  checkpoints = checkpointing.Checkpointer(str(directory))
+  for step in (1, 2):
+    checkpoints.save(step, {"w": np.full(3, step, np.float32)}, {"data_position": step})
+  checkpoints.close()
+  for root, _, files in os.walk(directory / "2"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\0garbage")
+  before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+  reader = checkpointing.Checkpointer(str(directory), read_only=True)
+  step, state, record = reader.restore_latest(STATE)
+  with pytest.raises(ValueError, match="read-only"):
+    reader.save(3, STATE, {"data_position": 3})
+  reader.close()
+  assert step == record["data_position"] == 1
+  np.testing.assert_array_equal(state["w"], np.ones(3))
+  assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_read_only_checkpointer_creates_no_folder(tmp_path):
+  reader = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
+  assert reader.restore_latest(STATE) is None
+  reader.close()
+  assert not (tmp_path / "checkpoints").exists()
