@@ -6,6 +6,7 @@ generator updates; ``rng`` is the run's root key, from which every step derives 
 ``jax.random.fold_in(rng, step)``, so the state never threads keys through Python.
 """
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax
@@ -47,8 +48,15 @@ class GANState:
   ema_params: Optional[PyTree] = None
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(module: nn.Module, key: Array, example: Array) -> PyTree:
+  """``module``'s variables, built as one program: eagerly, the forward pass that creates them
+  would compile op by op (seconds for a DCGAN). Cached per module and example shape."""
+  return module.init(key, example, train=False)
+
+
 def _init_model(module: nn.Module, key: Array, example: Array, tx: optax.GradientTransformation):
-  variables = module.init(key, example, train=False)
+  variables = _init_variables(module, key, example)
   return ModelState.create(apply_fn=module.apply, params=variables["params"], tx=tx,
                            batch_stats=variables.get("batch_stats", {}))
 

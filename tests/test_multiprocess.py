@@ -54,7 +54,9 @@ def test_parallel_two_processes_match_one_process_with_four_devices(tmp_path):
   step, state, _ = dcgan_runs.latest_checkpoint(str(workdir), config)
   ref_step, ref_state, _ = dcgan_runs.latest_checkpoint(str(reference), config)
   assert step == ref_step == 4
+  # Gloo sums the replicas in another order than one process does; Adam divides by sqrt(v), so
+  # the rounding of a near-zero gradient can move a weight by a few 1e-6 (one step is 2e-4).
   for a, b in zip(dcgan_runs.leaves(state), dcgan_runs.leaves(ref_state)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.load(workdir / "final_samples.npy"),
                              np.load(reference / "final_samples.npy"), atol=1e-5)
