@@ -1,4 +1,5 @@
 """The DCGAN experiment end to end: embedded MNIST, TFDS mock data, image folders, 4 devices."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -111,3 +112,17 @@ def test_parallel_training_on_4_devices_matches_one_device(tmp_path):
   # samples of standard deviation 2e-3 this early in training.
   assert np.std(one_device) > 1e-3
   np.testing.assert_allclose(four_devices, one_device, atol=1e-5)
+
+
+def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path, monkeypatch):
+  scripted_fids = iter([5.0, 3.0, 4.0, 3.5, 4.5])  # at steps 2, 4, 6, then 8, 10 after a resume
+  monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
+      lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
+  config = config_from(None, "--eval_every_steps=2", "--num_steps=6", "--resolution=28",
+                       "--sample_every_steps=0")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "best") == ["4"]
+  trainer.train_and_evaluate(dataclasses.replace(config, num_steps=10), str(tmp_path))
+  assert os.listdir(tmp_path / "best") == ["4"]  # 3.5 and 4.5 are worse than step 4's 3.0
+  assert [r["fid"] for r in trainer.read_metrics(str(tmp_path)) if "fid" in r] == [
+      5.0, 3.0, 4.0, 3.5, 4.5]

@@ -117,3 +117,15 @@ def test_tfds_dataset_not_prepared_is_a_usage_error(tmp_path):
     input_pipeline.make_source("tfds:mnist", 28, 1, data_dir=str(tmp_path))
   with pytest.raises(UsageError, match="no dataset called"):
     input_pipeline.make_source("tfds:no_such_dataset_xyz", 28, 1, data_dir=str(tmp_path))
+
+
+def test_prefetch_yields_in_order_then_raises_the_producers_error_in_the_consumer():
+  def decoded():
+    yield from range(5)
+    raise ValueError("cannot decode item 5")
+
+  received = []
+  with pytest.raises(ValueError, match="cannot decode item 5"):
+    for item in input_pipeline.prefetch(decoded(), size=2):
+      received.append(item)
+  assert received == list(range(5))

@@ -6,6 +6,7 @@ import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -136,6 +137,22 @@ def test_seeds_with_their_batch_split_over_two_devices_each_equal_one_device(ove
   assert int(state_one.step[0]) == 2 * config.log_every_steps
   penalty = "r1_penalty" if config.r1_penalty else "gradient_penalty"
   assert float(metrics_one[penalty].min()) > 0  # the penalty is in play
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero(schedule):
+  config = vanilla_gan.VanillaConfig(lr_schedule=schedule, warmup_steps=2, num_steps=6)
+  adam = vanilla_gan.optimizer(config, 0.1, updates_per_step=2)  # 4 warm-up updates of 12
+  # for a constant gradient g, Adam's update is -rate * g / (|g| + eps): it reads out the rate
+  # (up to float32 rounding of the bias corrections)
+  state, rates = adam.init(jnp.zeros(())), []
+  for _ in range(12):
+    update, state = adam.update(jnp.ones(()), state)
+    rates.append(-float(update))
+  t = np.arange(12)
+  after_warmup = 0.1 if schedule == "constant" else 0.05 * (1 + np.cos(np.pi * (t - 4) / 8))
+  np.testing.assert_allclose(rates, np.where(t < 4, 0.1 * t / 4, after_warmup), rtol=3e-5,
+                             atol=1e-9)
 
 
 @pytest.mark.parametrize("overrides, message", [
