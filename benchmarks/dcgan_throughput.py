@@ -14,9 +14,10 @@ is reported both ways. With `--dtype=bfloat16` the reference runs under PyTorch'
 bfloat16 (its own mixed precision), so that both compute their products from bfloat16 operands.
 
 The last line printed is one JSON object: images_per_sec (real images consumed per second),
-params, compile_s, device, batch_size, resolution, ... and, with the reference,
-torch_images_per_sec and speedup (the reference as shipped), torch_same_malloc_images_per_sec and
-speedup_same_malloc.
+params, compile_s, device, batch_size, resolution, step_flops (the model's arithmetic per step,
+``trainer.step_flops``), model_tflops_per_sec, model_flop_utilization (with ``--peak_tflops``),
+... and, with the reference, torch_images_per_sec and speedup (the reference as shipped),
+torch_same_malloc_images_per_sec and speedup_same_malloc.
 """
 import json
 import os
@@ -45,6 +46,9 @@ flags.DEFINE_integer("rounds", 2, "Rounds; each times ours and, with --torch_pyt
 flags.DEFINE_enum("conv_method", "auto", list(layers.METHODS), "How the resampling convolutions "
                   "are computed.")
 flags.DEFINE_enum("dtype", "float32", list(trainer.DTYPES), "Compute dtype.")
+flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the compute dtype (e.g. "
+                   "989 for an H100/H200 in bfloat16, dense), to report model FLOP utilization.",
+                   lower_bound=0.0)
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
                                                     os.pardir, "shared", "bench",
@@ -77,10 +81,10 @@ def build_step():
   generator, discriminator = trainer.build_models(config, axis_name=None)
   state = trainer.initial_state(config, generator, discriminator)
   step = parallel.jit_step(train_step.make_train_step(generator, discriminator,
-                                                      train_step.StepConfig()))
+                                                      trainer.step_config(config)))
   shape = (FLAGS.batch_size, FLAGS.resolution, FLAGS.resolution, FLAGS.channels)
   real = jax.device_put(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32))
-  return state, step, real
+  return config, state, step, real
 
 
 def time_ours(state, step, real):
@@ -113,7 +117,7 @@ def main(argv):
   del argv
   if FLAGS.keep_freed_memory:
     host_memory.keep_freed_memory()
-  state, step, real = build_step()
+  config, state, step, real = build_step()
   start = time.perf_counter()
   step = step.lower(state, real).compile()
   compile_s = time.perf_counter() - start
@@ -127,6 +131,8 @@ def main(argv):
     print(json.dumps({"round": len(ours), "images_per_sec": rate, **(
         {"torch_images_per_sec": torch[-1]["images_per_sec"],
          "torch_same_malloc_images_per_sec": torch_same[-1]["images_per_sec"]} if torch else {})}))
+  flops = trainer.step_flops(config)
+  model_tflops = flops * max(ours) / FLAGS.batch_size / 1e12
   result = {
       "framework": "jax", "device": str(jax.devices()[0].device_kind), "backend":
       jax.default_backend(), "resolution": FLAGS.resolution, "channels": FLAGS.channels,
@@ -134,9 +140,12 @@ def main(argv):
       "conv_method": FLAGS.conv_method, "keeps_freed_memory": FLAGS.keep_freed_memory,
       "images_per_sec": max(ours),
       "steps_per_sec": max(ours) / FLAGS.batch_size, "compile_s": compile_s,
+      "step_flops": flops, "model_tflops_per_sec": model_tflops,
       "params": {"generator": train_state.count_params(state.generator.params),
                  "discriminator": train_state.count_params(state.discriminator.params)},
   }
+  if FLAGS.peak_tflops:
+    result["model_flop_utilization"] = model_tflops / FLAGS.peak_tflops
   if torch:
     best = max(torch, key=lambda r: r["images_per_sec"])
     best_same = max(r["images_per_sec"] for r in torch_same)

@@ -3,11 +3,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from gan_jax import trainer
-from gan_jax.cli import RunError, UsageError
+from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
 TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--resolution=28"]

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gan_jax import trainer
 from gan_jax.models import dcgan, layers
 from gan_jax.train_state import count_params
 
@@ -22,6 +23,32 @@ def test_parameter_counts_equal_the_pytorch_reference():
   shapes = lambda module, x: jax.eval_shape(lambda x: init(module, x), x)["params"]  # no compute
   assert count_params(shapes(g, jnp.zeros((1, 100)))) == 1_066_880
   assert count_params(shapes(d, jnp.zeros((1, 32, 32, 1)))) == 661_248
+
+
+def products_per_dim(n_in, n_out, kernel=4, stride=2, padding=1):
+  """Products of a strided convolution from ``n_in`` to ``n_out`` pixels along one dimension that
+  meet the input, not the padding; a transposed convolution from n_out to n_in does the same."""
+  return sum(0 <= o * stride - padding + k < n_in for o in range(n_out) for k in range(kernel))
+
+
+@pytest.mark.parametrize("conv_method", ["xla", "matmul"])
+def test_step_flops_are_the_models_products_whichever_conv_method(conv_method):
+  """The closed form at 32x32x1, widths 64, latent 100: multiply-adds per sample of each layer;
+  then one step is G forward; D forward, weight and input gradients (not D's first layer's) on
+  real and fake; D forward and all input gradients on fake; G weight and input gradients (not
+  its first layer's)."""
+  w, batch = 64, 64
+  g_first = 100 * 16 * 4 * w
+  g = g_first + (products_per_dim(8, 4) ** 2 * 4 * w * 2 * w
+                 + products_per_dim(16, 8) ** 2 * 2 * w * w + products_per_dim(32, 16) ** 2 * w)
+  d_first = products_per_dim(32, 16) ** 2 * w
+  d = d_first + (products_per_dim(16, 8) ** 2 * w * 2 * w
+                 + products_per_dim(8, 4) ** 2 * 2 * w * 4 * w + 16 * 4 * w)
+  multiply_adds = g + 2 * (d + d + d - d_first) + d + d + g + g - g_first
+  config = trainer.TrainConfig(resolution=32, channels=1, g_width=w, d_width=w, batch_size=batch,
+                               conv_method=conv_method)
+  # the rest is elementwise work (batch norm, activations, Adam): under 1.5%
+  np.testing.assert_allclose(trainer.step_flops(config), 2 * batch * multiply_adds, rtol=0.015)
 
 
 def test_eval_mode_uses_running_statistics():
