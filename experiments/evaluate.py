@@ -14,6 +14,7 @@ in [-1, 1], e.g. from another framework. Each metric is printed beside its real-
 import dataclasses
 import json
 import os
+from typing import Optional, Tuple
 
 import numpy as np
 from absl import flags, logging
@@ -55,8 +56,9 @@ def run_config() -> trainer.TrainConfig:
   return dataclasses.replace(config, **overrides)
 
 
-def load_samples(config: trainer.TrainConfig) -> np.ndarray:
-  """The images to score, ``(N, H, W, C)``."""
+def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
+  """The images to score, ``(N, H, W, C)``, and the checkpoint step that drew them (None for a
+  file of samples)."""
   path = FLAGS.samples or (os.path.join(FLAGS.workdir, "final_samples.npy")
                            if FLAGS.use_final_samples else None)
   if path:
@@ -70,38 +72,45 @@ def load_samples(config: trainer.TrainConfig) -> np.ndarray:
     cli.require(shape is not None and len(shape) == 4,
                 f"{path} holds {'several arrays' if shape is None else f'shape {shape}'}; "
                 "expected one array of images (N, H, W, C)")
-    return samples[:FLAGS.num_samples]
+    return samples[:FLAGS.num_samples], None
   generator, discriminator = trainer.build_models(config, axis_name=None)
   checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"),
                                           read_only=True)
   restored = checkpoints.restore_latest(trainer.initial_state(config, generator, discriminator))
+  stored = checkpoints.all_steps()
   checkpoints.close()
-  cli.require(restored is not None, f"no checkpoint in {FLAGS.workdir}/checkpoints; train first "
-              "or pass --use_final_samples")
+  cli.require(restored is not None, (
+      f"none of the {len(stored)} checkpoints in {FLAGS.workdir}/checkpoints is readable (see the "
+      "warnings above); pass --use_final_samples to score the run's final samples" if stored
+      else f"no checkpoint in {FLAGS.workdir}/checkpoints; train first or pass "
+      "--use_final_samples"))
   step, state, _ = restored
   logging.info("sampling checkpoint %d", step)
   n = FLAGS.num_samples or config.num_final_samples
-  return trainer.sampler(config)(state, trainer.latents(config, 1, n))
+  return trainer.sampler(config)(state, trainer.latents(config, 1, n)), step
 
 
 def main(argv):
   cli.require(bool(FLAGS.workdir) != bool(FLAGS.samples), "pass exactly one of --workdir "
               "(a training run) and --samples (a .npy of images)")
   config = run_config()
-  samples = load_samples(config)
+  samples, step = load_samples(config)
   source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
                                       config.data_dir)
   evaluator = trainer.build_evaluator(config, source)
   cli.require(evaluator is not None, "no feature extractor for these images: pass "
               "--eval_extractor=mnist_classifier, or --inception_weights=PATH for RGB")
   results = evaluator(samples)
-  print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples)")
+  drawn_by = "" if step is None else f" of checkpoint {step}"
+  print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples"
+        f"{drawn_by})")
   for name in REPORTED:
     print(f"{name:<16}{results[name]:>12.4f}{results['real_' + name]:>14.4f}")
   output = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
                             else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
   with open(output, "w") as f:
-    json.dump({"num_samples": len(samples), **results}, f, indent=2)
+    json.dump({"num_samples": len(samples), **({} if step is None else {"step": step}),
+               **results}, f, indent=2)
   logging.info("wrote %s", output)
 
 

@@ -185,9 +185,8 @@ def make_step(config: VanillaConfig, generator: mlp.MLPGenerator,
               discriminator: mlp.MLPDiscriminator, axis_name: Optional[str] = None) -> Callable:
   """The pure train step ``(state, real) -> (state, metrics)`` of one run, as the config says,
   for one shard of its batch (gradients averaged over ``axis_name``, see ``train_step``)."""
-  return train_step.make_train_step(generator, discriminator, train_step.StepConfig(
-      loss=config.loss, n_critic=config.n_critic, gradient_penalty=config.gradient_penalty,
-      r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999), axis_name)
+  return train_step.make_train_step(generator, discriminator, train_step.StepConfig.of(config),
+                                   axis_name)
 
 
 def seed_keys(config: VanillaConfig) -> Array:

@@ -44,6 +44,14 @@ class StepConfig:
   r1_penalty: float = 0.0
   ema_decay: float = 0.999
 
+  @classmethod
+  def of(cls, config) -> "StepConfig":
+    """The step an experiment's config asks for: any config with these fields, whose
+    ``ema_decay`` of 0 means no EMA (the state then holds none, and the decay is unused)."""
+    return cls(loss=config.loss, n_critic=config.n_critic,
+               gradient_penalty=config.gradient_penalty, r1_penalty=config.r1_penalty,
+               ema_decay=config.ema_decay or 0.999)
+
 
 def _all_finite(*trees) -> Array:
   leaves = jax.tree_util.tree_leaves(trees)

@@ -164,28 +164,24 @@ def build_models(config: TrainConfig, axis_name: Optional[str]):
           dcgan.Discriminator(width=config.d_width, **common))
 
 
-def step_config(config: TrainConfig) -> train_step.StepConfig:
-  """What the train step optimizes, as the config says."""
-  return train_step.StepConfig(
-      loss=config.loss, n_critic=config.n_critic, gradient_penalty=config.gradient_penalty,
-      r1_penalty=config.r1_penalty, ema_decay=config.ema_decay or 0.999)
-
-
 def step_flops(config: TrainConfig) -> float:
-  """Floating-point operations of one train step on one global batch, for model FLOP utilization.
+  """Floating-point operations of one train step (``n_critic`` batches of ``batch_size``), for
+  model FLOP utilization.
 
   XLA's count for the step written with ``lax`` convolutions, in which no product meets the
   padding: the model's arithmetic, the same figure whichever ``conv_method`` runs (the matmul
   forms also multiply the padding, about 20% more at 32x32). Elementwise work is included (under
-  1% of it at the default widths). Nothing is computed or compiled.
+  1% of it at the default widths). The step is lowered for the CPU, whatever the default device
+  (XLA's GPU and TPU clients count only compiled programs); nothing is computed or compiled.
   """
   config = dataclasses.replace(config, conv_method="xla")
   generator, discriminator = build_models(config, axis_name=None)
   state = jax.eval_shape(lambda: initial_state(config, generator, discriminator))
   real = jax.ShapeDtypeStruct((config.batch_size * config.n_critic, config.resolution,
                                config.resolution, config.channels), jnp.float32)
-  step = train_step.make_train_step(generator, discriminator, step_config(config))
-  return float(jax.jit(step).lower(state, real).cost_analysis()["flops"])
+  step = train_step.make_train_step(generator, discriminator, train_step.StepConfig.of(config))
+  with jax.default_device(jax.devices("cpu")[0]):
+    return float(jax.jit(step).lower(state, real).cost_analysis()["flops"])
 
 
 EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
@@ -331,8 +327,8 @@ class _Run:
       position = record["data_position"]
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
 
-    raw_step = train_step.make_train_step(generator, discriminator, step_config(config),
-                                          axis_name)
+    raw_step = train_step.make_train_step(generator, discriminator,
+                                          train_step.StepConfig.of(config), axis_name)
     if self.use_pmap:
       self.step_fn, self.state = parallel.pmap_step(raw_step), parallel.replicate(state)
       to_device = lambda batch: parallel.put_sharded(batch, self.devices)

@@ -69,6 +69,7 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
     assert "fid" in result.stdout and "real vs real" in result.stdout
     scored = json.loads(output.read_text())
     assert scored["num_samples"] == 24
+    assert scored.get("step") == (4 if args[0] == "--workdir" else None)
     np.testing.assert_allclose(scored["fid"], evaluation[0]["fid"], rtol=1e-4)
     np.testing.assert_allclose(scored["real_fid"], evaluation[0]["real_fid"], rtol=1e-6)
 
