@@ -48,11 +48,20 @@ class GANState:
   ema_params: Optional[PyTree] = None
 
 
-@functools.partial(jax.jit, static_argnums=0)
+# Runs once per run, so compiled for speed of compiling (1.4 s instead of 6.6 s for the DCGAN).
+@functools.partial(jax.jit, static_argnums=0,
+                   compiler_options={"xla_backend_optimization_level": 0})
+def _compiled_init(module: nn.Module, key: Array, example: Array) -> PyTree:
+  return module.init(key, example, train=False)
+
+
 def _init_variables(module: nn.Module, key: Array, example: Array) -> PyTree:
   """``module``'s variables, built as one program: eagerly, the forward pass that creates them
-  would compile op by op (seconds for a DCGAN). Cached per module and example shape."""
-  return module.init(key, example, train=False)
+  would compile op by op (12 s for the DCGAN). Cached per module and example shape. Inside a
+  caller's ``jit``, ``vmap`` or ``eval_shape`` they are part of the caller's program."""
+  if isinstance(key, jax.core.Tracer):
+    return module.init(key, example, train=False)
+  return _compiled_init(module, key, example)
 
 
 def _init_model(module: nn.Module, key: Array, example: Array, tx: optax.GradientTransformation):
