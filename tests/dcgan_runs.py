@@ -62,5 +62,14 @@ def latest_checkpoint(workdir, config: trainer.TrainConfig):
     checkpoints.close()
 
 
+def damage(folder) -> None:
+  """Overwrites every file under ``folder`` with bytes no reader accepts, as disk corruption or a
+  partial copy would leave a checkpoint."""
+  for root, _, files in os.walk(folder):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\0garbage")
+
+
 def leaves(tree) -> list:
   return [jax.device_get(x) for x in jax.tree_util.tree_leaves(tree)]

@@ -1,12 +1,12 @@
 """Checkpoints: a failed write names what is intact; a read-only restore changes nothing."""
 import errno
-import os
 
 import numpy as np
 import pytest
 
 from gan_jax import checkpointing
 from gan_jax.cli import RunError
+from tests import dcgan_runs
 
 STATE = {"w": np.ones(3, np.float32)}
 
@@ -38,10 +38,7 @@ def test_a_read_only_restore_skips_an_unreadable_checkpoint_and_leaves_it_in_pla
   for step in (1, 2):
     checkpoints.save(step, {"w": np.full(3, step, np.float32)}, {"data_position": step})
   checkpoints.close()
-  for root, _, files in os.walk(directory / "2"):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"\0garbage")
+  dcgan_runs.damage(directory / "2")
   before = tree_contents(tmp_path)
 
   reader = checkpointing.Checkpointer(str(directory), read_only=True)

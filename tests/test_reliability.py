@@ -113,10 +113,7 @@ def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(
   shutil.copytree(straight, workdir)
   (workdir / "notes.txt").write_text("mine")
   (workdir / "checkpoints" / "README.txt").write_text("also mine")
-  for root, _, files in os.walk(workdir / "checkpoints" / "40"):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"\0garbage")
+  dcgan_runs.damage(workdir / "checkpoints" / "40")
   summary = trainer.train_and_evaluate(config(), str(workdir))
   assert summary["start_step"] == 30
   assert_same_run(workdir, straight)
