@@ -114,7 +114,14 @@ def test_kernel_distance_matches_loop_reference(monkeypatch):
   assert metrics.kernel_distance(x, y).mean == pytest.approx(expected, rel=1e-12)
 
 
-def test_kernel_distance_subsets_average_the_reference_over_the_drawn_subsets():
+@pytest.mark.parametrize("from_whole_kernel_matrices", [False, True])
+def test_kernel_distance_subsets_average_the_reference_over_the_drawn_subsets(
+    monkeypatch, from_whole_kernel_matrices):
+  """Both ways of summing the subsets' kernels: each subset's own matrices, or indicator-weighted
+  sums of the whole sets' matrices (in blocks of one or two rows here)."""
+  monkeypatch.setattr(_kernel, "_kernel_matrices_are_cheaper",
+                      lambda *sizes: from_whole_kernel_matrices)
+  monkeypatch.setattr(_kernel, "_BLOCK_ENTRIES", 15)
   rng = np.random.default_rng(1)
   x, y = rng.normal(size=(12, 3)), rng.normal(size=(10, 3))
   draws = np.random.default_rng(5)

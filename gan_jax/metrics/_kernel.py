@@ -11,28 +11,79 @@ from gan_jax.metrics._types import MeanStd
 _BLOCK_ENTRIES = 4_000_000  # kernel entries per block: 32 MB of float64
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray) -> float:
-  """Sum of k(x_i, y_j) = (x_i . y_j / D + 1)^3 over all pairs, in blocks of rows of ``x``."""
+def _kernel_blocks(x: np.ndarray, y: np.ndarray):
+  """Yields ``(rows, block)``: ``block`` is ``x[rows] . y^T / D + 1``, the kernel's base, for
+  consecutive slices ``rows`` of about ``_BLOCK_ENTRIES / len(y)`` rows."""
   rows = max(1, _BLOCK_ENTRIES // len(y))
   scaled_y = y.T / x.shape[1]
-  total = 0.0
   for i in range(0, len(x), rows):
     block = x[i:i + rows] @ scaled_y
     block += 1.0
-    # one pass over the block, without the temporaries (and the slow pow) of block ** 3
-    total += float(np.einsum("ij,ij,ij->", block, block, block))
-  return total
+    yield slice(i, i + rows), block
+
+
+def _kernel_sum(x: np.ndarray, y: np.ndarray) -> float:
+  """Sum of k(x_i, y_j) = (x_i . y_j / D + 1)^3 over all pairs."""
+  # one pass over each block, without the temporaries (and the slow pow) of block ** 3
+  return sum(float(np.einsum("ij,ij,ij->", block, block, block))
+             for _, block in _kernel_blocks(x, y))
+
+
+def _self_kernel(z: np.ndarray) -> np.ndarray:
+  """``(n, D) -> (n,)``: k(z_i, z_i), the diagonal of the kernel matrix of ``z`` with itself."""
+  return (np.einsum("ij,ij->i", z, z) / z.shape[1] + 1.0) ** 3
 
 
 def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
   """Unbiased estimate of MMD^2 between samples ``x (m, D)`` and ``y (n, D)``, m, n >= 2."""
-  m, n, dim = len(x), len(y), x.shape[1]
+  m, n = len(x), len(y)
 
   def off_diagonal_mean(z):
-    diagonal = np.sum((np.einsum("ij,ij->i", z, z) / dim + 1.0) ** 3)
-    return (_kernel_sum(z, z) - diagonal) / (len(z) * (len(z) - 1))
+    return (_kernel_sum(z, z) - _self_kernel(z).sum()) / (len(z) * (len(z) - 1))
 
   return float(off_diagonal_mean(x) + off_diagonal_mean(y) - 2.0 * _kernel_sum(x, y) / (m * n))
+
+
+def _subset_kernel_sums(x: np.ndarray, y: np.ndarray, x_subsets: np.ndarray,
+                        y_subsets: np.ndarray) -> np.ndarray:
+  """``(S,)``: for each s, the sum of k(x_i, y_j) over i in ``x_subsets[s]`` and j in
+  ``y_subsets[s]`` (index arrays ``(S, size)``), from the kernel matrix of all of ``x`` and
+  ``y``: with 0/1 subset indicators u_s and v_s, the sum is u_s^T K v_s."""
+  def indicators(subsets, n):
+    rows = np.zeros((len(subsets), n))
+    np.put_along_axis(rows, subsets, 1.0, axis=1)
+    return rows
+
+  u, v = indicators(x_subsets, len(x)), indicators(y_subsets, len(y))
+  sums = np.zeros(len(u))
+  for rows, block in _kernel_blocks(x, y):
+    cube = block * block
+    cube *= block
+    sums += np.einsum("sj,sj->s", u[:, rows] @ cube, v)
+  return sums
+
+
+def _subset_mmd2_from_kernel_matrices(a: np.ndarray, b: np.ndarray, a_subsets: np.ndarray,
+                                      b_subsets: np.ndarray) -> np.ndarray:
+  """``(S,)``: ``_unbiased_mmd2(a[a_subsets[s]], b[b_subsets[s]])`` for every s, from the kernel
+  matrices of the whole sets, each computed once."""
+  def off_diagonal_means(z, subsets):
+    size = subsets.shape[1]
+    diagonal = _self_kernel(z)[subsets].sum(axis=1)
+    return (_subset_kernel_sums(z, z, subsets, subsets) - diagonal) / (size * (size - 1))
+
+  cross = _subset_kernel_sums(a, b, a_subsets, b_subsets) / (a_subsets.shape[1] *
+                                                             b_subsets.shape[1])
+  return off_diagonal_means(a, a_subsets) + off_diagonal_means(b, b_subsets) - 2.0 * cross
+
+
+def _kernel_matrices_are_cheaper(m: int, n: int, dim: int, num_subsets: int,
+                                 subset_size: int) -> bool:
+  """Whether the whole sets' kernel matrices (``dim`` multiply-adds per entry, and one per entry
+  and subset to sum the subsets) cost fewer operations than each subset's own matrices."""
+  whole_sets = (dim + num_subsets) * (m * m + n * n + m * n)
+  per_subset = num_subsets * 3 * subset_size ** 2 * dim
+  return whole_sets < per_subset
 
 
 def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
@@ -41,7 +92,10 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
 
   The estimator is unbiased, so it is centred at 0 for two samples of one distribution and can be
   slightly negative; unlike FID its expectation does not depend on the sample size. Computed in
-  float64 on the host, the kernel matrices in blocks of a few million entries.
+  float64 on the host, the kernel matrices in blocks of a few million entries. With subsets, the
+  whole sets' kernel matrices are computed once and every subset's sums read from them where that
+  costs fewer operations than each subset's own matrices (at the default 100 subsets of 1000:
+  up to about 10,000 images per set; 5-16x faster for 2,500, 2-4.5x for 5,000).
 
   Args:
     features_a: ``(m, D)`` features, e.g. of generated images.
@@ -70,8 +124,11 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
     raise ValueError(f"subset_size={subset_size} must be in [2, {min(len(a), len(b))}], the "
                      "smaller set size")
   rng = np.random.default_rng(seed)
-  estimates = [
-      _unbiased_mmd2(a[rng.choice(len(a), subset_size, replace=False)],
-                     b[rng.choice(len(b), subset_size, replace=False)])
-      for _ in range(num_subsets)]
+  draws = [(rng.choice(len(a), subset_size, replace=False),
+            rng.choice(len(b), subset_size, replace=False)) for _ in range(num_subsets)]
+  if _kernel_matrices_are_cheaper(len(a), len(b), a.shape[1], num_subsets, subset_size):
+    a_subsets, b_subsets = (np.stack(indices) for indices in zip(*draws))
+    estimates = _subset_mmd2_from_kernel_matrices(a, b, a_subsets, b_subsets)
+  else:
+    estimates = [_unbiased_mmd2(a[i], b[j]) for i, j in draws]
   return MeanStd(float(np.mean(estimates)), float(np.std(estimates)))
