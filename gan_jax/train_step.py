@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from gan_jax import losses, parallel
 from gan_jax.train_state import GANState, ModelState
@@ -159,16 +160,31 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     step_key = jax.random.fold_in(state.rng, state.step)
     batch = real.shape[0] // n_critic
     per_update = jnp.swapaxes(real.reshape((batch, n_critic) + real.shape[1:]), 0, 1)
-    d_state, skipped, d_metrics = state.discriminator, 0, []
-    for i in range(n_critic):
+
+    def critic_update(d_state: ModelState, i):
       noise_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, i))
       latents = parallel.per_example_noise(noise_key, (batch, generator.latent_dim), axis_name)
       fake, fake_vjp, g_batch_stats = generator_forward(state.generator, latents)
       d_state, metrics, ok = discriminator_update(d_state, per_update[i], fake, penalty_key)
-      skipped += 1 - ok.astype(jnp.int32)
-      d_metrics.append(metrics)
-    g_state, d_state, g_metrics, ok = generator_update(state.generator, d_state, fake, fake_vjp,
-                                                       g_batch_stats)
+      return d_state, (fake, fake_vjp, g_batch_stats), metrics, ok
+
+    def early_critic_update(d_state: ModelState, i):
+      d_state, _, metrics, ok = critic_update(d_state, i)
+      return d_state, (metrics, ok)
+
+    # Updates 0 .. n_critic - 2 run as a loop: one copy of the update in the program, which then
+    # compiles about n_critic times faster than with every update written out. The last one also
+    # gives the generator update its samples and their forward pass.
+    d_state, early = state.discriminator, None
+    if n_critic > 1:
+      d_state, early = lax.scan(early_critic_update, d_state, jnp.arange(n_critic - 1))
+    d_state, generated, last_metrics, ok = critic_update(d_state, n_critic - 1)
+    skipped = 1 - ok.astype(jnp.int32)
+    d_metrics = jax.tree_util.tree_map(lambda x: x[None], last_metrics)  # (updates,) each
+    if early is not None:
+      skipped += jnp.sum(1 - early[1].astype(jnp.int32))
+      d_metrics = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), early[0], d_metrics)
+    g_state, d_state, g_metrics, ok = generator_update(state.generator, d_state, *generated)
     skipped += 1 - ok.astype(jnp.int32)
 
     ema_params = state.ema_params
@@ -177,7 +193,7 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
                                             step_size=1.0 - config.ema_decay)
     new_state = state.replace(generator=g_state, discriminator=d_state, step=state.step + 1,
                               ema_params=ema_params)
-    metrics = jax.tree_util.tree_map(lambda *xs: jnp.mean(jnp.stack(xs)), *d_metrics)
+    metrics = jax.tree_util.tree_map(jnp.mean, d_metrics)
     metrics = parallel.mean_over_replicas(dict(metrics, **g_metrics), axis_name)
     metrics["nonfinite"] = skipped
     return new_state, metrics
