@@ -172,9 +172,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
       d_state, _, metrics, ok = critic_update(d_state, i)
       return d_state, (metrics, ok)
 
-    # Updates 0 .. n_critic - 2 run as a loop: one copy of the update in the program, which then
-    # compiles about n_critic times faster than with every update written out. The last one also
-    # gives the generator update its samples and their forward pass.
+    # Updates 0 .. n_critic - 2 run as a loop: one copy of them in the program, which compiles
+    # faster than n_critic copies (DCGAN with n_critic=5: 7 s instead of 12). The last one is
+    # written out: it also gives the generator update its samples and their forward pass.
     d_state, early = state.discriminator, None
     if n_critic > 1:
       d_state, early = lax.scan(early_critic_update, d_state, jnp.arange(n_critic - 1))

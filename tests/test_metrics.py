@@ -136,6 +136,16 @@ def test_kernel_distance_subsets_average_the_reference_over_the_drawn_subsets(
   assert whole.std < 1e-12
 
 
+@pytest.mark.parametrize("images, dim, subsets, size, expected", [
+    (2500, 128, 100, 1000, True), (5000, 2048, 100, 1000, True),  # the MNIST floor; Inception
+    (50_000, 2048, 100, 1000, False),  # more operations than the subsets' own matrices
+    (5000, 2048, 1000, 1000, False),  # fewer operations, but 5M-entry subset indicators
+    (2500, 128, 100, 50, False)])
+def test_kernel_distance_takes_the_whole_matrices_where_cheaper(images, dim, subsets, size,
+                                                                 expected):
+  assert _kernel._kernel_matrices_are_cheaper(images, images, dim, subsets, size) == expected
+
+
 def test_kernel_distance_is_near_zero_for_one_distribution():
   rng = np.random.default_rng(2)
   x, y = rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16))

@@ -90,10 +90,12 @@ def reference_step(generator, discriminator, state, real, config, lr):
   g_params, d_params = state.generator.params, state.discriminator.params
   step_key = jax.random.fold_in(state.rng, state.step)
   batch = real.shape[0] // config.n_critic
+  d_real = []  # mean D(x) of each critic update, before it
   for i in range(config.n_critic):
     noise_key, penalty_key = jax.random.split(jax.random.fold_in(step_key, i))
     latents = parallel.per_example_noise(noise_key, (batch, generator.latent_dim), None)
     fake, data = G(g_params, latents), real[i::config.n_critic]
+    d_real.append(jnp.mean(jax.nn.sigmoid(D(d_params, data))))
 
     def d_total(params):
       total = d_loss(D(params, data), D(params, fake))
@@ -109,21 +111,21 @@ def reference_step(generator, discriminator, state, real, config, lr):
                                       jax.grad(d_total)(d_params))
   g_grads = jax.grad(lambda params: g_loss(D(d_params, G(params, latents))))(g_params)
   g_params = jax.tree_util.tree_map(lambda p, g: p - lr * g, g_params, g_grads)
-  return g_params, d_params
+  return g_params, d_params, d_real
 
 
 @pytest.mark.parametrize("config, packing", [
     (train_step.StepConfig(), 1),
-    (train_step.StepConfig(loss="wasserstein", n_critic=2, gradient_penalty=10.0), 1),
+    (train_step.StepConfig(loss="wasserstein", n_critic=3, gradient_penalty=10.0), 1),
     (train_step.StepConfig(r1_penalty=5.0, gradient_penalty=10.0), 2),
-], ids=["non_saturating", "wgan_gp_2_critics", "packs_of_2_with_both_penalties"])
+], ids=["non_saturating", "wgan_gp_3_critics", "packs_of_2_with_both_penalties"])
 def test_step_equals_the_algorithm_written_out_by_hand(config, packing):
   g, d = mlp_gan(packing)
   lr = 0.05
   state0 = train_state.create_gan_state(jax.random.PRNGKey(0), g, d, (2,), optax.sgd(lr),
                                         optax.sgd(lr), init_batch_size=2)
   real = toy_batches(1, 16 * config.n_critic)[0]
-  expected_g, expected_d = reference_step(g, d, state0, real, config, lr)
+  expected_g, expected_d, d_real = reference_step(g, d, state0, real, config, lr)
   state, metrics = jax.jit(train_step.make_train_step(g, d, config))(state0, real)
   chex.assert_trees_all_close(state.generator.params, expected_g, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(state.discriminator.params, expected_d, rtol=1e-5, atol=1e-6)
@@ -131,9 +133,9 @@ def test_step_equals_the_algorithm_written_out_by_hand(config, packing):
   moved = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))),
                                  state.generator.params, state0.generator.params)
   assert max(jax.tree_util.tree_leaves(moved)) > 1e-3
-  if config.n_critic == 1:  # (metrics are averaged over the critic updates)
-    logits = d.apply({"params": state0.discriminator.params}, real, train=True)
-    np.testing.assert_allclose(metrics["d_real"], jnp.mean(jax.nn.sigmoid(logits)), rtol=1e-5)
+  # the metrics are averaged over the critic updates
+  np.testing.assert_allclose(metrics["d_real"], np.mean(d_real), rtol=1e-5)
+  assert len(set(np.round(d_real, 6))) == len(d_real)  # (they differ)
   assert int(metrics["nonfinite"]) == 0 and int(state.step) == 1
 
 
@@ -190,6 +192,18 @@ def test_nonfinite_update_is_skipped_and_counted():
   chex.assert_trees_all_equal(state.discriminator.params, state0.discriminator.params)
   chex.assert_trees_all_equal(state.discriminator.opt_state, state0.discriminator.opt_state)
   assert int(state.step) == 1
+
+
+@pytest.mark.parametrize("bad_update", [0, 1, 2])
+def test_one_nonfinite_critic_update_of_three_is_skipped_and_counted(bad_update):
+  """Each critic update counts once, from the loop of the first ones or the last one."""
+  g, d = mlp_gan()
+  step = jax.jit(train_step.make_train_step(g, d, train_step.StepConfig(n_critic=3)))
+  real = toy_batches(1, 48)[0].copy()
+  real[bad_update::3][0] = np.nan  # one example of that update's batch
+  state, metrics = step(init(g, d, (2,)), real)
+  assert int(metrics["nonfinite"]) == 1
+  chex.assert_tree_all_finite(state)
 
 
 def test_nonfinite_generator_update_keeps_the_generator_and_discriminator_statistics(
