@@ -22,26 +22,9 @@ def _kernel_blocks(x: np.ndarray, y: np.ndarray):
     yield slice(i, i + rows), block
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray) -> float:
-  """Sum of k(x_i, y_j) = (x_i . y_j / D + 1)^3 over all pairs."""
-  # one pass over each block, without the temporaries (and the slow pow) of block ** 3
-  return sum(float(np.einsum("ij,ij,ij->", block, block, block))
-             for _, block in _kernel_blocks(x, y))
-
-
 def _self_kernel(z: np.ndarray) -> np.ndarray:
   """``(n, D) -> (n,)``: k(z_i, z_i), the diagonal of the kernel matrix of ``z`` with itself."""
   return (np.einsum("ij,ij->i", z, z) / z.shape[1] + 1.0) ** 3
-
-
-def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-  """Unbiased estimate of MMD^2 between samples ``x (m, D)`` and ``y (n, D)``, m, n >= 2."""
-  m, n = len(x), len(y)
-
-  def off_diagonal_mean(z):
-    return (_kernel_sum(z, z) - _self_kernel(z).sum()) / (len(z) * (len(z) - 1))
-
-  return float(off_diagonal_mean(x) + off_diagonal_mean(y) - 2.0 * _kernel_sum(x, y) / (m * n))
 
 
 def _subset_kernel_sums(x: np.ndarray, y: np.ndarray, x_subsets: np.ndarray,
@@ -64,10 +47,10 @@ def _subset_kernel_sums(x: np.ndarray, y: np.ndarray, x_subsets: np.ndarray,
   return sums
 
 
-def _subset_mmd2_from_kernel_matrices(a: np.ndarray, b: np.ndarray, a_subsets: np.ndarray,
-                                      b_subsets: np.ndarray) -> np.ndarray:
-  """``(S,)``: ``_unbiased_mmd2(a[a_subsets[s]], b[b_subsets[s]])`` for every s, from the kernel
-  matrices of the whole sets, each computed once."""
+def _subset_mmd2(a: np.ndarray, b: np.ndarray, a_subsets: np.ndarray,
+                 b_subsets: np.ndarray) -> np.ndarray:
+  """``(S,)``: the unbiased MMD^2 estimate between ``a[a_subsets[s]]`` and ``b[b_subsets[s]]``
+  (subsets of at least 2) for every s, from the kernel matrices of the whole sets."""
   def off_diagonal_means(z, subsets):
     size = subsets.shape[1]
     diagonal = _self_kernel(z)[subsets].sum(axis=1)
@@ -76,6 +59,12 @@ def _subset_mmd2_from_kernel_matrices(a: np.ndarray, b: np.ndarray, a_subsets: n
   cross = _subset_kernel_sums(a, b, a_subsets, b_subsets) / (a_subsets.shape[1] *
                                                              b_subsets.shape[1])
   return off_diagonal_means(a, a_subsets) + off_diagonal_means(b, b_subsets) - 2.0 * cross
+
+
+def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+  """Unbiased estimate of MMD^2 between samples ``x (m, D)`` and ``y (n, D)``, m, n >= 2: each
+  whole set as the one subset."""
+  return float(_subset_mmd2(x, y, np.arange(len(x))[None], np.arange(len(y))[None])[0])
 
 
 def _kernel_matrices_are_cheaper(m: int, n: int, dim: int, num_subsets: int,
@@ -131,7 +120,7 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
             rng.choice(len(b), subset_size, replace=False)) for _ in range(num_subsets)]
   if _kernel_matrices_are_cheaper(len(a), len(b), a.shape[1], num_subsets, subset_size):
     a_subsets, b_subsets = (np.stack(indices) for indices in zip(*draws))
-    estimates = _subset_mmd2_from_kernel_matrices(a, b, a_subsets, b_subsets)
+    estimates = _subset_mmd2(a, b, a_subsets, b_subsets)
   else:
     estimates = [_unbiased_mmd2(a[i], b[j]) for i, j in draws]
   return MeanStd(float(np.mean(estimates)), float(np.std(estimates)))
