@@ -120,8 +120,7 @@ def validate(config: VanillaConfig) -> None:
   """Raises UsageError naming the first bad setting and what to do."""
   require(config.dataset in DATASETS, f"--dataset must be one of {', '.join(DATASETS)}, got "
           f"{config.dataset!r}")
-  require(config.loss in train_step.losses.LOSSES, f"--loss must be one of "
-          f"{', '.join(sorted(train_step.losses.LOSSES))}, got {config.loss!r}")
+  cli.require_gan_settings(config)
   for name in ("g_activation", "d_activation"):
     require(getattr(config, name) in mlp.ACTIVATIONS, f"--{name} must be one of "
             f"{', '.join(mlp.ACTIVATIONS)}, got {getattr(config, name)!r}")
@@ -130,7 +129,7 @@ def validate(config: VanillaConfig) -> None:
   require(0 <= config.warmup_steps < config.num_steps, f"--warmup_steps must be in [0, "
           f"--num_steps), got {config.warmup_steps}")
   cli.require_positive(config, ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width",
-                                "g_depth", "d_width", "d_depth", "packing", "n_critic",
+                                "g_depth", "d_width", "d_depth", "packing",
                                 "log_every_steps", "num_samples"))
   require(config.batch_size % config.packing == 0, f"--batch_size={config.batch_size} is not a "
           f"multiple of --packing={config.packing}; the discriminator judges packs of "
@@ -142,7 +141,6 @@ def validate(config: VanillaConfig) -> None:
           and config.snapshot_every_steps % config.log_every_steps == 0,
           f"--snapshot_every_steps={config.snapshot_every_steps} must be 0 or a multiple of "
           f"--log_every_steps={config.log_every_steps}")
-  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
 def load_data(dataset: str) -> RealData:

@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence, Type
 
 from absl import app, flags, logging
 
+from gan_jax import losses
+
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
 
 
@@ -90,6 +92,21 @@ def require_positive(config: Any, names: Sequence[str]) -> None:
   """Raises ``UsageError`` naming the first of the ``config`` fields ``names`` that is not > 0."""
   for name in names:
     require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+
+
+def require_gan_settings(config: Any) -> None:
+  """Raises ``UsageError`` naming the first bad setting of those every GAN experiment's config
+  has: ``loss``, ``n_critic``, the Adam settings, the penalty weights and ``ema_decay``."""
+  require(config.loss in losses.LOSSES, f"--loss must be one of "
+          f"{', '.join(sorted(losses.LOSSES))}, got {config.loss!r}")
+  require_positive(config, ("n_critic", "g_learning_rate", "d_learning_rate"))
+  for name in ("beta1", "beta2"):
+    require(0.0 <= getattr(config, name) < 1.0,
+            f"--{name} must be in [0, 1), got {getattr(config, name)}")
+  for name in ("gradient_penalty", "r1_penalty"):
+    require(getattr(config, name) >= 0.0,
+            f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
+  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
 def make_writable_dir(path: str) -> None:

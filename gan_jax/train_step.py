@@ -75,7 +75,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
       with a ``latent_dim`` attribute.
     discriminator: Flax module ``(samples, train) -> logits (b,)``, or ``(b / packing,)`` for
       one with a ``packing`` attribute, which scores packs of consecutive samples (PacGAN); the
-      penalties are then taken per pack.
+      penalties are then taken per pack. The penalties need each logit to depend on its own
+      sample (pack) only: a discriminator whose ``scores_examples_independently`` is False
+      (batch norm in training) is refused with them.
     config: losses, critic updates, regularizers, EMA.
     axis_name: the pmap axis to average gradients, metrics and batch statistics over, or None
       for the single-device step. Models with batch norm should be built with the same
@@ -92,6 +94,11 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
   """
   if config.n_critic < 1:
     raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
+  if ((config.gradient_penalty or config.r1_penalty)
+      and not getattr(discriminator, "scores_examples_independently", True)):
+    raise ValueError("the gradient penalty and R1 take each sample's own input gradient, and this "
+                     "discriminator mixes the samples of a batch (batch norm); use one that "
+                     "scores samples independently (dcgan.Discriminator(normalization='layer'))")
   gan_loss = losses.get_loss(config.loss)
   n_critic = config.n_critic
   packing = getattr(discriminator, "packing", 1)  # PacGAN: D scores packs of this many samples

@@ -27,7 +27,8 @@ import optax
 from absl import logging
 
 from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
-from gan_jax.cli import RunError, UsageError, field, make_writable_dir, require, require_positive
+from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require,
+                         require_gan_settings, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.run_log import RunLog, read_metrics
@@ -46,6 +47,9 @@ class TrainConfig:
   latent_dim: int = field(100, "Size of the generator's noise vector.")
   g_width: int = field(64, "Generator width (channels of its last hidden layer).")
   d_width: int = field(64, "Discriminator width (channels of its first layer).")
+  d_norm: str = field("batch", "Normalization of the discriminator's hidden layers: batch (the "
+                      "DCGAN reference), layer (per image, as in WGAN-GP; what --gradient_penalty "
+                      "and --r1_penalty need) or none.")
   batch_size: int = field(64, "Global batch size over all devices and processes.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
   max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes (0: "
@@ -89,7 +93,7 @@ class TrainConfig:
 
 # What defines the model and the data: a resumed run must keep these.
 RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d_width",
-                "batch_size", "seed", "n_critic", "ema_decay")
+                "d_norm", "batch_size", "seed", "n_critic", "ema_decay")
 
 
 def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> None:
@@ -111,15 +115,18 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(config.dtype in DTYPES, f"--dtype must be float32 or bfloat16, got {config.dtype}")
   require(config.conv_method in layers.METHODS,
           f"--conv_method must be one of {', '.join(layers.METHODS)}, got {config.conv_method}")
-  require(config.loss in train_step.losses.LOSSES, f"--loss must be one of "
-          f"{', '.join(sorted(train_step.losses.LOSSES))}, got {config.loss!r}")
-  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  require_gan_settings(config)
+  require(config.d_norm in dcgan.D_NORMS, f"--d_norm must be one of {', '.join(dcgan.D_NORMS)}, "
+          f"got {config.d_norm!r}")
+  require(config.d_norm != "batch" or not (config.gradient_penalty or config.r1_penalty),
+          "--gradient_penalty and --r1_penalty take each image's own input gradient, which a "
+          "batch-norm discriminator does not give (its logits mix the batch); add --d_norm=layer")
   require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
           f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
   require(config.eval_extractor != "inception" or config.inception_weights,
           "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
           "experiments/convert_inception_weights.py)")
-  require_positive(config, ("latent_dim", "g_width", "d_width", "n_critic", "log_every_steps",
+  require_positive(config, ("latent_dim", "g_width", "d_width", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
                             "num_final_samples", "num_eval_real"))
   require(config.seed >= 0, f"--seed must be >= 0, got {config.seed}")
@@ -161,7 +168,7 @@ def build_models(config: TrainConfig, axis_name: Optional[str]):
                 axis_name=axis_name, dtype=DTYPES[config.dtype])
   return (dcgan.Generator(channels=config.channels, width=config.g_width,
                           latent_dim=config.latent_dim, **common),
-          dcgan.Discriminator(width=config.d_width, **common))
+          dcgan.Discriminator(width=config.d_width, normalization=config.d_norm, **common))
 
 
 def step_flops(config: TrainConfig) -> float:
@@ -399,7 +406,7 @@ class _Run:
           f"{self.nonfinite_run} steps in a row up to step {step} had non-finite losses or "
           "gradients (their updates were skipped); stopped. The last good checkpoint "
           f"{'is step %d' % kept[-1] if kept else 'does not exist yet'}; lower the learning "
-          "rates or add --r1_penalty, then resume")
+          "rates, then resume")
 
   def train(self, preemption: "_Preemption") -> dict:
     config, step = self.config, self.start_step

@@ -224,6 +224,27 @@ def test_models_agree_across_conv_methods():
                                                       variables, z), atol=1e-6)
 
 
+@pytest.mark.parametrize("normalization", dcgan.D_NORMS)
+def test_only_the_batch_norm_discriminator_mixes_the_images_of_a_batch(normalization):
+  """In training, the gradient of the summed logits (what the penalties differentiate) is each
+  image's own input gradient, unless batch norm ties the logits to the batch; the layer norm
+  normalizes each image over height, width and channels."""
+  d = dcgan.Discriminator(resolution=28, width=4, normalization=normalization)
+  images = jax.random.normal(jax.random.PRNGKey(1), (6, 28, 28, 1))
+  variables = init(d, images)
+  logits = lambda x: d.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+  summed = jax.grad(lambda x: jnp.sum(logits(x)))(images)
+  own = jax.vmap(jax.grad(lambda image: logits(image[None])[0]))(images)
+  mixed = not np.allclose(summed, own, rtol=1e-3, atol=1e-4 * np.abs(own).max())
+  assert mixed == (normalization == "batch") == (not d.scores_examples_independently)
+  if normalization == "layer":
+    hidden = jax.random.normal(jax.random.PRNGKey(2), (2, 7, 7, 8)) * 3 + 5
+    out = dcgan._layer_norm().apply({"params": {"scale": jnp.ones(8), "bias": jnp.zeros(8)}},
+                                    hidden)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.var(axis=(1, 2, 3)), 1, rtol=1e-3)
+
+
 def test_unsupported_resolution_names_the_choices():
   with pytest.raises(ValueError, match="28, 32, 64"):
     dcgan.resolution_layout(48)

@@ -18,9 +18,10 @@ def mlp_gan(packing=1):
       mlp.MLPDiscriminator(width=16, depth=2, packing=packing)
 
 
-def dcgan_pair(axis_name=None):
+def dcgan_pair(axis_name=None, d_norm="batch"):
   kwargs = dict(resolution=28, width=4, axis_name=axis_name)
-  return dcgan.Generator(latent_dim=8, **kwargs), dcgan.Discriminator(**kwargs)
+  return (dcgan.Generator(latent_dim=8, **kwargs),
+          dcgan.Discriminator(normalization=d_norm, **kwargs))
 
 
 def init(generator, discriminator, data_shape, use_ema=False, lr=1e-3):
@@ -180,6 +181,23 @@ def test_parallel_batch_norm_statistics_stay_identical_and_global():
                               rtol=1e-3, atol=1e-5)
   chex.assert_trees_all_close(pmapped.discriminator.params, single.discriminator.params,
                               rtol=1e-3, atol=1e-5)
+
+
+def test_penalties_through_a_layer_norm_discriminator_are_the_same_on_4_devices():
+  """The DCGAN with the penalties (per-example interpolation weights and input gradients) gives
+  one device's numbers under pmap, and refuses a batch-norm discriminator."""
+  data = np.random.default_rng(0).uniform(-1, 1, (2, 16, 28, 28, 1)).astype(np.float32)
+  config = train_step.StepConfig(loss="wasserstein", gradient_penalty=10.0, r1_penalty=1.0)
+  replicated, metrics = run_pmap(*dcgan_pair(parallel.AXIS_NAME, "layer"), config, data,
+                                 (28, 28, 1))
+  single, history = run_single(*dcgan_pair(d_norm="layer"), config, data, (28, 28, 1))
+  chex.assert_trees_all_close(leaves(parallel.unreplicate(replicated)), leaves(single),
+                              rtol=1e-4, atol=1e-6)
+  for name in ("gradient_penalty", "r1_penalty", "d_loss"):
+    np.testing.assert_allclose(metrics[name][0], history[-1][name], rtol=1e-4)
+  assert float(history[-1]["gradient_penalty"]) > 0 and float(history[-1]["r1_penalty"]) > 0
+  with pytest.raises(ValueError, match="mixes the samples of a batch"):
+    train_step.make_train_step(*dcgan_pair(), config)
 
 
 def test_nonfinite_update_is_skipped_and_counted():

@@ -165,6 +165,8 @@ def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero(schedule):
     (dict(lr_schedule="linear"), "--lr_schedule must be one of"),
     (dict(warmup_steps=30), "--warmup_steps must be in"),
     (dict(ema_decay=1.0), "--ema_decay must be in"),
+    (dict(r1_penalty=-0.1), "--r1_penalty must be >= 0"),
+    (dict(beta2=1.0), r"--beta2 must be in \[0, 1\)"),
 ])
 def test_bad_settings_raise_usage_error(overrides, message, tmp_path):
   with pytest.raises(cli.UsageError, match=message):

@@ -4,7 +4,9 @@ Generator: z -> project to base x base x (width * 2^(n-1)) -> BN + ReLU -> (n - 
 transposed conv, BN, ReLU], halving the channels -> 4x4 stride-2 transposed conv -> tanh.
 Discriminator: 4x4 stride-2 conv + LeakyReLU(0.2) -> (n - 1) x [4x4 stride-2 conv, BN,
 LeakyReLU(0.2)], doubling the channels -> base x base valid conv -> one logit. No pooling, no
-fully connected hidden layers, no biases before batch norm, N(0, 0.02) weights.
+fully connected hidden layers, no biases before batch norm, N(0, 0.02) weights. The
+discriminator's batch norm can be swapped for a per-image layer norm, or none (``D_NORMS``): the
+gradient penalty and R1 need a discriminator that scores each image on its own.
 
 ``base`` is 4 for resolutions 32 and 64 (n = 3, 4) and 7 for 28 (n = 2). The projection is a
 dense layer with the same weights as PyTorch's 4x4 stride-1 transposed conv on a 1x1 input, so
@@ -21,6 +23,7 @@ from gan_jax.models import layers
 
 Array = jax.Array
 RESOLUTIONS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # resolution -> (base, resampling layers)
+D_NORMS = ("batch", "layer", "none")
 
 
 def resolution_layout(resolution: int):
@@ -40,6 +43,13 @@ def _batch_norm(train: bool, axis_name: Optional[str], momentum: float = 0.9) ->
   # PyTorch's defaults (momentum 0.1 there is 0.9 here); float32 whatever the products' dtype.
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
                       axis_name=axis_name, dtype=jnp.float32, scale_init=_scale_init)
+
+
+def _layer_norm() -> nn.LayerNorm:
+  """Normalizes each image over its height, width and channels, with a scale and an offset per
+  channel: the batch norm replacement of Gulrajani et al. 2017's critic."""
+  return nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1,
+                      dtype=jnp.float32, scale_init=_scale_init)
 
 
 class Generator(nn.Module):
@@ -92,21 +102,37 @@ class Discriminator(nn.Module):
     conv_method: how ``DownConv`` is computed ("auto", "xla", "matmul"); same params either way.
     axis_name: pmap axis for cross-replica batch norm, or None.
     dtype: operand dtype of the matrix products (bfloat16 for mixed precision); they accumulate
-      in float32, and params, batch norm and activations stay float32.
+      in float32, and params, normalization and activations stay float32.
+    normalization: of the hidden layers, one of ``D_NORMS``: "batch" (the reference; in training
+      an image's logit depends on the rest of its batch), "layer" (per image) or "none".
   """
   resolution: int = 32
   width: int = 64
   conv_method: str = "auto"
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  normalization: str = "batch"
+
+  @property
+  def scores_examples_independently(self) -> bool:
+    """Whether each logit depends on its own image only, in training too (what the input
+    gradients of the gradient penalty and R1 assume)."""
+    return self.normalization != "batch"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = True) -> Array:
+    if self.normalization not in D_NORMS:
+      raise ValueError(f"unknown normalization {self.normalization!r}; choose one of "
+                       f"{', '.join(D_NORMS)}")
     base, n_down = resolution_layout(self.resolution)
     features = self.width
     x = nn.leaky_relu(layers.DownConv(features, self.conv_method, self.dtype)(x), 0.2)
     for _ in range(n_down - 1):
       features *= 2
       x = layers.DownConv(features, self.conv_method, self.dtype)(x)
-      x = nn.leaky_relu(_batch_norm(train, self.axis_name)(x), 0.2)
+      if self.normalization == "batch":
+        x = _batch_norm(train, self.axis_name)(x)
+      elif self.normalization == "layer":
+        x = _layer_norm()(x)
+      x = nn.leaky_relu(x, 0.2)
     return layers.WholeImageConv(1, self.dtype)(x)[:, 0]
