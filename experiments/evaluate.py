@@ -72,6 +72,9 @@ def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]
     cli.require(shape is not None and len(shape) == 4,
                 f"{path} holds {'several arrays' if shape is None else f'shape {shape}'}; "
                 "expected one array of images (N, H, W, C)")
+    cli.require(FLAGS.num_samples is None or FLAGS.num_samples <= len(samples),
+                f"--num_samples={FLAGS.num_samples} but {path} holds {len(samples)} images; "
+                "lower --num_samples or leave it out")
     return samples[:FLAGS.num_samples], None
   generator, discriminator = trainer.build_models(config, axis_name=None)
   checkpoints = checkpointing.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"),
@@ -90,9 +93,25 @@ def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]
   return trainer.sampler(config)(state, trainer.latents(config, 1, n)), step
 
 
-def main(argv):
+DATA_FLAGS = ("dataset", "data_dir", "resolution", "channels")  # what a run's config.json names
+
+
+def check_flags() -> None:
+  """Raises UsageError on flags that contradict each other or would be ignored."""
   cli.require(bool(FLAGS.workdir) != bool(FLAGS.samples), "pass exactly one of --workdir "
               "(a training run) and --samples (a .npy of images)")
+  if FLAGS.workdir:
+    given = [f"--{name}" for name in DATA_FLAGS if FLAGS[name].present]
+    cli.require(not given, f"{', '.join(given)}: the run's config.json names its data; drop "
+                f"{'them' if len(given) > 1 else 'it'} with --workdir")
+  cli.require(not (FLAGS.samples and FLAGS.use_final_samples), "--use_final_samples picks a "
+              "run's final_samples.npy; with --samples pass that file itself")
+  cli.require(FLAGS.num_samples is None or FLAGS.num_samples > 0,
+              f"--num_samples must be positive, got {FLAGS.num_samples}")
+
+
+def main(argv):
+  check_flags()
   config = run_config()
   samples, step = load_samples(config)
   source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,

@@ -172,14 +172,16 @@ def saturation_lab(config: TheoryConfig, key: Array) -> Dict[str, dict]:
   """
   generator = mlp.MLPGenerator(latent_dim=1, output_dim=1, width=config.width, depth=2)
   discriminator = mlp.MLPDiscriminator(width=config.width, depth=2)
-  state = train_state.create_gan_state(key, generator, discriminator, (1,),
+  # Three independent keys: the state splits its key into the players' init keys and the step
+  # key, which fold_in(key, i) would reproduce.
+  init_key, sample_key, data_key = jax.random.split(key, 3)
+  state = train_state.create_gan_state(init_key, generator, discriminator, (1,),
                                        optax.sgd(optax.join_schedules(
                                            [optax.constant_schedule(0.0),
                                             optax.constant_schedule(config.gan_g_learning_rate)],
                                            [config.gan_warmup_steps])),
                                        optax.adam(config.gan_d_learning_rate, b1=0.5))
   generate = jax.jit(make_generate(generator, 10_000))
-  sample_key, data_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
   results = {}
   for loss in LOSSES:
     step_fn = train_step.make_train_step(

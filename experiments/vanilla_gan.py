@@ -54,8 +54,6 @@ LR_SCHEDULES = ("constant", "cosine")
 MNIST_SIDE = 28
 DIGITS_PER_SEED = 64  # digits per seed in the MNIST pictures, 4 rows of 16
 DIGITS_PER_ROW = 16
-CURVES = {"losses": ("d_loss", "g_loss"), "discriminator outputs": ("d_real", "d_fake"),
-          "gradient norms": ("d_grad_norm", "g_grad_norm")}
 MODE_METRICS = ("modes", "high_quality", "reverse_kl")
 
 
@@ -363,7 +361,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
 
   seeds = config.seed + np.arange(config.num_seeds)
   log = RunLog(workdir, 0, config.num_steps)
-  history = {name: [] for group in CURVES.values() for name in group}  # name -> [(S,)]
+  history = {name: [] for group in plotting.TRAINING_CURVES.values() for name in group}  # name -> [(S,)]
   nonfinite, train_start = 0, time.time()
   for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
     state, metrics = run_chunk(state, data_keys, data.arrays)
@@ -394,7 +392,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
                       results)
   steps = np.arange(1, len(history["d_loss"]) + 1) * config.log_every_steps
-  plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()}, CURVES,
+  plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()}, plotting.TRAINING_CURVES,
                             os.path.join(workdir, "curves.png"))
   results["wall_s"] = time.time() - start_time
   with open(os.path.join(workdir, "metrics.json"), "w") as f:

@@ -123,6 +123,11 @@ class Checkpointer:
     self._manager.close()
 
 
+def saved_steps(directory: str) -> list:
+  """The steps of the complete checkpoints in ``directory``, without opening a manager."""
+  return sorted(ocp.utils.checkpoint_steps(directory))
+
+
 def _shapes(tree: PyTree) -> list:
   """The sorted shapes of a tree's leaves (arrays, shape-dtype structs or orbax metadata)."""
   return sorted(tuple(getattr(leaf, "shape", np.shape(leaf)))

@@ -13,7 +13,7 @@ import sys
 import threading
 import traceback
 import typing
-from typing import Any, Callable, Sequence, Type
+from typing import Any, Callable, Sequence, Type, Union
 
 from absl import app, flags, logging
 
@@ -109,9 +109,12 @@ def require_gan_settings(config: Any) -> None:
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
-def make_writable_dir(path: str) -> None:
+def make_writable_dir(path: Union[str, os.PathLike]) -> None:
   """Creates the folder ``path`` (``--workdir`` or a folder in it) if needed and checks that files
-  can be written in it (UsageError if not)."""
+  can be written in it (UsageError if not). The runs write with ordinary file I/O, so a URL
+  (``gs://...``) is refused rather than taken for a local folder named ``gs:``."""
+  require("://" not in os.fspath(path), f"--workdir={path} is a URL; the run writes its folder with "
+          "ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
   try:
     os.makedirs(path, exist_ok=True)
     probe = os.path.join(path, ".write_probe")

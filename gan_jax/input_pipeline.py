@@ -32,7 +32,6 @@ from PIL import Image
 from gan_jax.cli import UsageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MNIST_CLASSES = 10
 
 
 MAX_PADDING = 4  # pixels of border in all (2 per side) that fit_image adds instead of resizing

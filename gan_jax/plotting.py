@@ -10,6 +10,11 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+# The panels of a GAN's training curves: panel title -> the metrics drawn in it.
+TRAINING_CURVES = {"losses": ("d_loss", "g_loss"), "discriminator outputs": ("d_real", "d_fake"),
+                   "gradient norms": ("d_grad_norm", "g_grad_norm")}
+
+
 def image_grid(images: np.ndarray, columns: Optional[int] = None, padding: int = 2) -> np.ndarray:
   """Tiles images ``(N, H, W, C)`` in [-1, 1] into one uint8 picture ``(rows*(H+p)+p, ..., C)``."""
   images = np.asarray(images, np.float32)

@@ -140,12 +140,17 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
 
 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:
-  """Creates ``workdir``, checks it is writable, and checks a resume keeps the model and data."""
+  """Creates ``workdir``, checks it is writable, and checks a resume keeps the model and data.
+
+  Only a run with a checkpoint has anything to keep: an attempt that failed before its first
+  checkpoint (out of memory at the first step, say) leaves its ``config.json`` but fixes no flag.
+  """
   make_writable_dir(workdir)
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # a resume writes there too
-    make_writable_dir(os.path.join(workdir, "checkpoints"))
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(checkpoints):  # a resume writes there too
+    make_writable_dir(checkpoints)
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
+  if os.path.exists(path) and os.path.isdir(checkpoints) and checkpointing.saved_steps(checkpoints):
     with open(path) as f:
       saved = json.load(f)
     for name in RESUME_FIXED:
@@ -457,7 +462,7 @@ class _Run:
     if self.evaluator:
       summary.update(self.evaluate(step))
     if self.primary:
-      plotting.plot_curves(read_metrics(self.workdir), CURVES,
+      plotting.plot_curves(read_metrics(self.workdir), plotting.TRAINING_CURVES,
                            os.path.join(self.workdir, "curves.png"))
     return summary
 
@@ -465,10 +470,6 @@ class _Run:
     for closable in (self.log, self.checkpoints, self.best):
       if closable is not None:
         closable.close()
-
-
-CURVES = {"losses": ("d_loss", "g_loss"), "discriminator outputs": ("d_real", "d_fake"),
-          "gradient norms": ("d_grad_norm", "g_grad_norm")}
 
 
 def write_grid(log: RunLog, workdir: str, step: int, images: np.ndarray) -> None:

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gan_jax import trainer
@@ -52,11 +53,28 @@ def test_a_run_that_fails_to_start_does_not_fix_the_next_attempts_flags(tmp_path
   trainer.prepare_workdir(str(tmp_path / "run"), dcgan_runs.config_from(None, *TINY))  # accepted
 
 
+def test_an_attempt_that_died_before_its_first_checkpoint_fixes_no_flag(tmp_path):
+  """Its config.json is there (written before the first step), but no checkpoint: the next
+  attempt may change the batch size; a resume from a checkpoint may not (test_reliability)."""
+  run, config = str(tmp_path / "run"), dcgan_runs.config_from(None, *TINY)
+  trainer.prepare_workdir(run, config)
+  trainer.save_config(run, config)
+  os.makedirs(os.path.join(run, "checkpoints"))
+  trainer.prepare_workdir(run, dcgan_runs.config_from(None, *TINY, "--batch_size=4"))  # accepted
+
+
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   with pytest.raises(UsageError, match=r"cannot write to .*run' \(--workdir: "):
     trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(blocker / "run"))
+
+
+def test_a_url_workdir_is_refused_not_taken_for_a_local_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(UsageError, match="--workdir=gs://bucket/run is a URL; .* mount the bucket"):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), "gs://bucket/run")
+  assert not os.listdir(tmp_path)  # no local gs: folder
 
 
 @pytest.mark.parametrize("args, message", [
@@ -113,6 +131,10 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --packing must be positive"),
     ("experiments.evaluate", ["--samples={tmp}/junk.npy", "--resolution=32"],
      "error: cannot read"),
+    ("experiments.evaluate", ["--workdir={tmp}", "--resolution=32"],
+     "error: --resolution: the run's config.json names its data"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--num_samples=10"],
+     "error: --num_samples=10 but"),
     ("benchmarks.dcgan_throughput", ["--resolution=48"], "error: flag --resolution=48: "
      "--resolution must be 32 or 64"),
     ("benchmarks.toy_throughput", ["--torch_python={tmp}/junk.npy"],
@@ -120,6 +142,7 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 ])
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
+  np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
   command = [sys.executable, "-m", module, *[a.format(tmp=tmp_path) for a in args]]
   result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]

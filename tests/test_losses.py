@@ -40,21 +40,28 @@ def test_generator_losses_match_float64_reference():
                              -np.mean(np_log_sigmoid(FAKE)), rtol=1e-6)
 
 
-def test_other_families_match_float64_reference():
-  r, f = REAL.astype(np.float64), FAKE.astype(np.float64)
+MODERATE = np.random.default_rng(0).normal(0.0, 3.0, size=(2, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("real, fake, atol", [
+    # float32 sums of +-1e4 logits: absolute error ~ eps_32 * 1e4 * len(LOGITS).
+    (REAL, FAKE, 1e-2),
+    # where a wrong target or swapped roles would show: |logit| < 10, tight tolerance
+    (MODERATE[0], MODERATE[1], 1e-6)])
+def test_other_families_match_float64_reference(real, fake, atol):
+  r, f = real.astype(np.float64), fake.astype(np.float64)
   cases = [
-      (losses.wasserstein_critic_loss(REAL, FAKE), f.mean() - r.mean()),
-      (losses.wasserstein_generator_loss(FAKE), -f.mean()),
-      (losses.hinge_discriminator_loss(REAL, FAKE),
+      (losses.wasserstein_critic_loss(real, fake), f.mean() - r.mean()),
+      (losses.wasserstein_generator_loss(fake), -f.mean()),
+      (losses.hinge_discriminator_loss(real, fake),
        np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean()),
-      (losses.hinge_generator_loss(FAKE), -f.mean()),
-      (losses.least_squares_discriminator_loss(REAL, FAKE),
+      (losses.hinge_generator_loss(fake), -f.mean()),
+      (losses.least_squares_discriminator_loss(real, fake),
        0.5 * ((r - 1) ** 2).mean() + 0.5 * (f ** 2).mean()),
-      (losses.least_squares_generator_loss(FAKE), 0.5 * ((f - 1) ** 2).mean()),
+      (losses.least_squares_generator_loss(fake), 0.5 * ((f - 1) ** 2).mean()),
   ]
   for got, expected in cases:
-    # float32 sums of +-1e4 logits: absolute error ~ eps_32 * 1e4 * len(LOGITS).
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-2)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=atol)
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))

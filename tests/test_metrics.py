@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 
 from gan_jax import metrics
 from gan_jax.cli import UsageError
-from gan_jax.metrics import _kernel, _manifold, evaluation
+from gan_jax.metrics import _blocks, _kernel, evaluation
 from gan_jax.metrics.extractor import FeatureExtractor
 
 
@@ -110,7 +110,7 @@ def test_kernel_distance_matches_loop_reference(monkeypatch):
   x, y = rng.normal(size=(7, 5)), rng.normal(0.3, 1.2, size=(9, 5))
   expected = loop_kid(x, y)
   assert metrics.kernel_distance(x, y) == (pytest.approx(expected, rel=1e-12), 0.0)
-  monkeypatch.setattr(_kernel, "_BLOCK_ENTRIES", 10)  # one or two rows per block
+  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", 10)  # one or two rows per block
   assert metrics.kernel_distance(x, y).mean == pytest.approx(expected, rel=1e-12)
 
 
@@ -121,7 +121,7 @@ def test_kernel_distance_subsets_average_the_reference_over_the_drawn_subsets(
   sums of the whole sets' matrices (in blocks of one or two rows here)."""
   monkeypatch.setattr(_kernel, "_kernel_matrices_are_cheaper",
                       lambda *sizes: from_whole_kernel_matrices)
-  monkeypatch.setattr(_kernel, "_BLOCK_ENTRIES", 15)
+  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", 15)
   rng = np.random.default_rng(1)
   x, y = rng.normal(size=(12, 3)), rng.normal(size=(10, 3))
   draws = np.random.default_rng(5)
@@ -160,6 +160,8 @@ def test_kernel_distance_rejects_bad_input():
     metrics.kernel_distance(np.zeros((5, 2)), np.zeros((8, 2)), num_subsets=2, subset_size=6)
   with pytest.raises(ValueError, match="expected features"):
     metrics.kernel_distance(np.zeros((5, 2)), np.zeros((8, 3)))
+  with pytest.raises(ValueError, match="num_subsets=0 must be >= 1"):
+    metrics.kernel_distance(np.zeros((5, 2)), np.zeros((8, 2)), num_subsets=0, subset_size=4)
 
 
 # --- Inception score --------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def reference_manifold_metrics(real, fake, k_pr, k_dc):
 
 @pytest.mark.parametrize("block_entries", [7, 4_000_000])
 def test_manifold_metrics_match_reference(monkeypatch, block_entries):
-  monkeypatch.setattr(_manifold, "_BLOCK_ENTRIES", block_entries)
+  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", block_entries)
   rng = np.random.default_rng(0)
   real, fake = rng.normal(size=(60, 4)), rng.normal(0.5, 1.0, size=(45, 4))
   expected = reference_manifold_metrics(real, fake, 3, 5)

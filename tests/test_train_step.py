@@ -77,6 +77,8 @@ def reference_step(generator, discriminator, state, real, config, lr):
       "non_saturating": (lambda r, f: jnp.mean(jax.nn.softplus(-r)) + jnp.mean(jax.nn.softplus(f)),
                          lambda f: jnp.mean(jax.nn.softplus(-f))),
       "wasserstein": (lambda r, f: jnp.mean(f) - jnp.mean(r), lambda f: -jnp.mean(f)),
+      "least_squares": (lambda r, f: 0.5 * jnp.mean((r - 1) ** 2) + 0.5 * jnp.mean(f ** 2),
+                        lambda f: 0.5 * jnp.mean((f - 1) ** 2)),
   }
   d_loss, g_loss = loss_pairs[config.loss]
   G = lambda params, z: generator.apply({"params": params}, z, train=True)
@@ -119,7 +121,9 @@ def reference_step(generator, discriminator, state, real, config, lr):
     (train_step.StepConfig(), 1),
     (train_step.StepConfig(loss="wasserstein", n_critic=3, gradient_penalty=10.0), 1),
     (train_step.StepConfig(r1_penalty=5.0, gradient_penalty=10.0), 2),
-], ids=["non_saturating", "wgan_gp_3_critics", "packs_of_2_with_both_penalties"])
+    (train_step.StepConfig(loss="least_squares", n_critic=2, r1_penalty=1.0), 1),
+], ids=["non_saturating", "wgan_gp_3_critics", "packs_of_2_with_both_penalties",
+        "least_squares_2_critics_r1"])
 def test_step_equals_the_algorithm_written_out_by_hand(config, packing):
   g, d = mlp_gan(packing)
   lr = 0.05

@@ -6,20 +6,18 @@ from typing import Optional
 
 import numpy as np
 
+from gan_jax.metrics import _blocks
 from gan_jax.metrics._types import MeanStd
-
-_BLOCK_ENTRIES = 4_000_000  # kernel entries per block: 32 MB of float64
 
 
 def _kernel_blocks(x: np.ndarray, y: np.ndarray):
   """Yields ``(rows, block)``: ``block`` is ``x[rows] . y^T / D + 1``, the kernel's base, for
-  consecutive slices ``rows`` of about ``_BLOCK_ENTRIES / len(y)`` rows."""
-  rows = max(1, _BLOCK_ENTRIES // len(y))
+  the row blocks of ``_blocks.row_blocks``."""
   scaled_y = y.T / x.shape[1]
-  for i in range(0, len(x), rows):
-    block = x[i:i + rows] @ scaled_y
+  for rows in _blocks.row_blocks(len(x), len(y)):
+    block = x[rows] @ scaled_y
     block += 1.0
-    yield slice(i, i + rows), block
+    yield rows, block
 
 
 def _self_kernel(z: np.ndarray) -> np.ndarray:
@@ -74,7 +72,7 @@ def _kernel_matrices_are_cheaper(m: int, n: int, dim: int, num_subsets: int,
   subsets' indicators (``num_subsets`` rows as long as a set) within one block's memory."""
   whole_sets = (dim + num_subsets) * (m * m + n * n + m * n)
   per_subset = num_subsets * 3 * subset_size ** 2 * dim
-  return whole_sets < per_subset and num_subsets * max(m, n) <= _BLOCK_ENTRIES
+  return whole_sets < per_subset and num_subsets * max(m, n) <= _blocks.BLOCK_ENTRIES
 
 
 def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
@@ -103,8 +101,8 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
     the subsets; with ``num_subsets=None`` the full-set estimate and 0.0.
 
   Raises:
-    ValueError: on feature arrays that are not ``(N, D)`` with the same D and N >= 2, or subsets
-      larger than a set.
+    ValueError: on feature arrays that are not ``(N, D)`` with the same D and N >= 2, fewer than
+      one subset, or subsets larger than a set.
   """
   a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
@@ -112,6 +110,8 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
                      f"{b.shape}")
   if num_subsets is None:
     return MeanStd(_unbiased_mmd2(a, b), 0.0)
+  if num_subsets < 1:
+    raise ValueError(f"num_subsets={num_subsets} must be >= 1, or None for the full sets")
   if not 2 <= subset_size <= min(len(a), len(b)):
     raise ValueError(f"subset_size={subset_size} must be in [2, {min(len(a), len(b))}], the "
                      "smaller set size")

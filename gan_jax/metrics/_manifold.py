@@ -13,7 +13,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-_BLOCK_ENTRIES = 4_000_000  # distance entries per block: 32 MB of float64
+from gan_jax.metrics import _blocks
 
 
 def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
@@ -29,10 +29,8 @@ def _distance_blocks(x: np.ndarray, y: np.ndarray) -> Iterator[Tuple[slice, np.n
 
   Squared distances are |x|^2 + |y|^2 - 2 x.y, clipped at 0 against cancellation.
   """
-  rows = max(1, _BLOCK_ENTRIES // len(y))
   x_sq, y_sq = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
-  for start in range(0, len(x), rows):
-    block = slice(start, min(start + rows, len(x)))
+  for block in _blocks.row_blocks(len(x), len(y)):
     squared = x_sq[block, None] + y_sq[None, :] - 2.0 * (x[block] @ y.T)
     yield block, np.sqrt(np.maximum(squared, 0.0))
 

@@ -82,7 +82,3 @@ class FeatureExtractor:
   def features(self, images) -> np.ndarray:
     """``(N, D)`` float32 features of images ``(N, H, W, C)`` in [-1, 1]."""
     return self(images)[0]
-
-  def probabilities(self, images) -> np.ndarray:
-    """``(N, K)`` float32 class probabilities of images ``(N, H, W, C)`` in [-1, 1]."""
-    return self(images)[1]
