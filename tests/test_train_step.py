@@ -173,30 +173,20 @@ def test_parallel_pmap_step_equals_single_device_step(n_critic):
   np.testing.assert_allclose(metrics["g_loss"][0], single_metrics[-1]["g_loss"], rtol=1e-4)
 
 
-def test_parallel_batch_norm_statistics_stay_identical_and_global():
-  data = np.random.default_rng(0).uniform(-1, 1, (3, 16, 28, 28, 1)).astype(np.float32)
-  config = train_step.StepConfig()
-  replicated, _ = run_pmap(*dcgan_pair(parallel.AXIS_NAME), config, data, (28, 28, 1))
-  assert_replicas_identical(replicated)
-  # cross-replica batch norm normalizes with global-batch statistics: same as one device.
-  single, _ = run_single(*dcgan_pair(), config, data, (28, 28, 1))
-  pmapped = parallel.unreplicate(replicated)
-  chex.assert_trees_all_close(pmapped.generator.batch_stats, single.generator.batch_stats,
-                              rtol=1e-3, atol=1e-5)
-  chex.assert_trees_all_close(pmapped.discriminator.params, single.discriminator.params,
-                              rtol=1e-3, atol=1e-5)
-
-
-def test_penalties_through_a_layer_norm_discriminator_are_the_same_on_4_devices():
-  """The DCGAN with the penalties (per-example interpolation weights and input gradients) gives
-  one device's numbers under pmap, and refuses a batch-norm discriminator."""
+def test_parallel_dcgan_step_keeps_global_batch_norm_and_penalties_of_one_device():
+  """The DCGAN under pmap: the generator's batch norm normalizes with global-batch statistics,
+  and the penalties (per-example interpolation weights and input gradients, through a layer-norm
+  discriminator) give one device's numbers; a batch-norm discriminator is refused with them."""
   data = np.random.default_rng(0).uniform(-1, 1, (2, 16, 28, 28, 1)).astype(np.float32)
   config = train_step.StepConfig(loss="wasserstein", gradient_penalty=10.0, r1_penalty=1.0)
   replicated, metrics = run_pmap(*dcgan_pair(parallel.AXIS_NAME, "layer"), config, data,
                                  (28, 28, 1))
+  assert_replicas_identical(replicated)
   single, history = run_single(*dcgan_pair(d_norm="layer"), config, data, (28, 28, 1))
-  chex.assert_trees_all_close(leaves(parallel.unreplicate(replicated)), leaves(single),
-                              rtol=1e-4, atol=1e-6)
+  pmapped = parallel.unreplicate(replicated)
+  chex.assert_trees_all_close(pmapped.generator.batch_stats, single.generator.batch_stats,
+                              rtol=1e-3, atol=1e-5)
+  chex.assert_trees_all_close(leaves(pmapped), leaves(single), rtol=1e-4, atol=1e-6)
   for name in ("gradient_penalty", "r1_penalty", "d_loss"):
     np.testing.assert_allclose(metrics[name][0], history[-1][name], rtol=1e-4)
   assert float(history[-1]["gradient_penalty"]) > 0 and float(history[-1]["r1_penalty"]) > 0
