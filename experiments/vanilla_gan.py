@@ -361,7 +361,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
 
   seeds = config.seed + np.arange(config.num_seeds)
   log = RunLog(workdir, 0, config.num_steps)
-  history = {name: [] for group in plotting.TRAINING_CURVES.values() for name in group}  # name -> [(S,)]
+  # metric name -> one (num_seeds,) array per chunk
+  history = {name: [] for group in plotting.TRAINING_CURVES.values() for name in group}
   nonfinite, train_start = 0, time.time()
   for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
     state, metrics = run_chunk(state, data_keys, data.arrays)
@@ -392,8 +393,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
                       results)
   steps = np.arange(1, len(history["d_loss"]) + 1) * config.log_every_steps
-  plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()}, plotting.TRAINING_CURVES,
-                            os.path.join(workdir, "curves.png"))
+  plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()},
+                            plotting.TRAINING_CURVES, os.path.join(workdir, "curves.png"))
   results["wall_s"] = time.time() - start_time
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)

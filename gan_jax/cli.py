@@ -113,8 +113,8 @@ def make_writable_dir(path: Union[str, os.PathLike]) -> None:
   """Creates the folder ``path`` (``--workdir`` or a folder in it) if needed and checks that files
   can be written in it (UsageError if not). The runs write with ordinary file I/O, so a URL
   (``gs://...``) is refused rather than taken for a local folder named ``gs:``."""
-  require("://" not in os.fspath(path), f"--workdir={path} is a URL; the run writes its folder with "
-          "ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
+  require("://" not in os.fspath(path), f"--workdir={path} is a URL; the run writes its folder "
+          "with ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
   try:
     os.makedirs(path, exist_ok=True)
     probe = os.path.join(path, ".write_probe")
