@@ -14,9 +14,11 @@ Two figures, each printed as a JSON line, the summary last:
   seeds in a script would), and against the PyTorch reference's sequential seeds.
 
 Each JAX figure is measured in a process of its own that first makes the CPU devices the
-experiment would make for that many seeds (`parallel.split_cpu`): idle extra CPU devices slow a
-program that uses only some of them (one seed on 2 of 5 CPU devices: 333 steps/s, on 2 of 2:
-590).
+experiment would make for that many seeds (`parallel.split_cpu`), or `--cpu_devices` of them as
+the experiment's flag of that name does: idle extra CPU devices slow a program that uses only some
+of them (one seed on 2 of 5 CPU devices: 333 steps/s, on 2 of 2: 590). Where the two vCPUs share
+one core's arithmetic, splitting one seed's batch over them costs more than it gives
+(`--cpu_devices=1`; see the README's Performance section).
 """
 import json
 import os
@@ -36,6 +38,8 @@ flags.DEFINE_integer("steps", 2000, "Training steps per seed.", lower_bound=1)
 flags.DEFINE_integer("chunk", 500, "Steps per compiled call.", lower_bound=1)
 flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.",
                      lower_bound=1)
+flags.DEFINE_integer("cpu_devices", None, "CPU devices to make, as experiments.vanilla_gan's "
+                     "flag (default: as many as it makes by default).", lower_bound=1)
 flags.DEFINE_enum("part", None, ["one_seed", "vmapped", "sequential"], "Measure only this "
                   "JAX figure, in this process, and print it as JSON (the benchmark runs each "
                   "part so).")
@@ -89,12 +93,13 @@ def torch_reference(seeds: int) -> dict:
 
 
 def measure_part(part: str) -> dict:
-  """One JAX figure, on the CPU devices the experiment would make for its seeds."""
+  """One JAX figure, on the CPU devices the experiment would make for its seeds (or
+  ``--cpu_devices``)."""
   seeds = FLAGS.seeds if part == "vmapped" else 1
-  parallel.split_cpu(seeds, reference_config().batch_size)
+  parallel.split_cpu(seeds, reference_config().batch_size, FLAGS.cpu_devices)
   if part == "one_seed":
     return {"steps_per_sec": one_seed_steps_per_sec(), "device": jax.devices()[0].device_kind,
-            "backend": jax.default_backend()}
+            "backend": jax.default_backend(), "devices": jax.device_count()}
   if part == "vmapped":
     return {"wall_s": wall_time(reference_config(num_seeds=seeds))}
   return {"wall_s": sum(wall_time(reference_config(seed=k)) for k in range(FLAGS.seeds))}
@@ -114,6 +119,7 @@ def main(argv):
     return
   one_seed = run_part("one_seed")
   result = {"framework": "jax", "device": one_seed["device"], "backend": one_seed["backend"],
+            "one_seed_devices": one_seed["devices"],
             "dataset": FLAGS.dataset, "steps": FLAGS.steps,
             "batch_size": reference_config().batch_size,
             "steps_per_sec": one_seed["steps_per_sec"]}
