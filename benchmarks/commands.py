@@ -1,13 +1,29 @@
-"""What both benchmarks share: checks of their flags, and child processes whose last output line
-is a JSON result (the PyTorch references, a part measured in a fresh process)."""
+"""What both benchmarks share: checks of their flags, the machine's description, and child
+processes whose last output line is a JSON result (the PyTorch references, a part measured in a
+fresh process)."""
 import json
 import os
+import platform
 import subprocess
 from typing import Optional
 
+import jax
 from absl import flags
 
+from gan_jax import parallel
 from gan_jax.cli import RunError
+
+
+def host() -> dict:
+  """The machine a figure comes from: CPU model (as /proc/cpuinfo names it, where there is one),
+  the cores this process may use, and the JAX version."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return {"cpu": model, "cores": parallel.available_cores(), "jax": jax.__version__}
 
 
 def check_reference_flags() -> None:

@@ -14,10 +14,11 @@ is reported both ways. With `--dtype=bfloat16` the reference runs under PyTorch'
 bfloat16 (its own mixed precision), so that both compute their products from bfloat16 operands.
 
 The last line printed is one JSON object: images_per_sec (real images consumed per second),
-params, compile_s, device, batch_size, resolution, step_flops (the model's arithmetic per step,
-``trainer.step_flops``), model_tflops_per_sec, model_flop_utilization (with ``--peak_tflops``),
-... and, with the reference, torch_images_per_sec and speedup (the reference as shipped),
-torch_same_malloc_images_per_sec and speedup_same_malloc.
+params, compile_s, device, host (CPU model, cores, JAX version), batch_size, resolution,
+step_flops (the model's arithmetic per step, ``trainer.step_flops``), model_tflops_per_sec,
+model_flop_utilization (with ``--peak_tflops``), ... and, with the reference,
+torch_images_per_sec and speedup (the reference as shipped), torch_same_malloc_images_per_sec and
+speedup_same_malloc.
 """
 import json
 import os
@@ -136,7 +137,8 @@ def main(argv):
   model_tflops = flops * steps_per_sec / 1e12
   result = {
       "framework": "jax", "device": str(jax.devices()[0].device_kind), "backend":
-      jax.default_backend(), "resolution": FLAGS.resolution, "channels": FLAGS.channels,
+      jax.default_backend(), "host": commands.host(), "resolution": FLAGS.resolution,
+      "channels": FLAGS.channels,
       "batch_size": FLAGS.batch_size, "width": FLAGS.width, "dtype": FLAGS.dtype,
       "conv_method": FLAGS.conv_method, "keeps_freed_memory": FLAGS.keep_freed_memory,
       "images_per_sec": max(ours),

@@ -119,7 +119,7 @@ def main(argv):
     return
   one_seed = run_part("one_seed")
   result = {"framework": "jax", "device": one_seed["device"], "backend": one_seed["backend"],
-            "one_seed_devices": one_seed["devices"],
+            "host": commands.host(), "one_seed_devices": one_seed["devices"],
             "dataset": FLAGS.dataset, "steps": FLAGS.steps,
             "batch_size": reference_config().batch_size,
             "steps_per_sec": one_seed["steps_per_sec"]}
