@@ -218,7 +218,12 @@ def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
   eps = jnp.repeat(weights.astype(real.dtype), group_size).reshape(
       (real.shape[0],) + (1,) * (real.ndim - 1))
   interpolates = eps * real + (1.0 - eps) * fake
-  norms = jnp.sqrt(_squared_norms(_input_gradients(logit_fn, interpolates), group_size))
+  squared = _squared_norms(_input_gradients(logit_fn, interpolates), group_size)
+  # sqrt has an infinite slope at 0: an input gradient of exactly 0 (a dead ReLU region) would
+  # make the whole penalty's gradient NaN. There the norm's gradient is taken as 0, as torch.norm
+  # does; elsewhere this is the plain norm.
+  positive = squared > 0
+  norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
   return jnp.mean(jnp.square(norms - target_norm))
 
 

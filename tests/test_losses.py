@@ -114,6 +114,23 @@ def test_gradient_penalty_is_per_example_on_images():
   np.testing.assert_allclose(penalty, (2.0 - 1.0) ** 2, rtol=1e-6)  # ||x_hat|| = ||1_4|| = 2
 
 
+def test_gradient_penalty_gradient_is_finite_where_an_input_gradient_is_zero():
+  """A ReLU critic is flat where its unit is dead: that interpolate's norm is 0 in a whole
+  neighbourhood, so it adds (0 - 1)^2 = 1 to the penalty and nothing to its gradient."""
+  def penalty(w, x):
+    logit_fn = lambda inputs: jax.nn.relu(inputs @ w)
+    return losses.gradient_penalty(logit_fn, x, x, None, weights=jnp.ones(len(x)))
+  w = jnp.array([1.0, 2.0])  # live where x . w > 0
+  live, dead = jnp.array([[1.0, 1.0]]), jnp.array([[-1.0, -1.0]])
+  both = jnp.concatenate([live, dead])
+  value, grad = jax.value_and_grad(penalty)(w, both)
+  live_value, live_grad = jax.value_and_grad(penalty)(w, live)
+  np.testing.assert_allclose(value, (live_value + 1.0) / 2, rtol=1e-6)
+  np.testing.assert_allclose(grad, live_grad / 2, rtol=1e-6)  # (||w|| - 1) w / ||w||, halved
+  np.testing.assert_allclose(live_grad, 2 * (np.sqrt(5.0) - 1) * np.array([1.0, 2.0]) /
+                             np.sqrt(5.0), rtol=1e-6)
+
+
 def test_r1_penalty_is_mean_squared_input_gradient():
   logit_fn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1)
   real = jnp.array([[1.0, 2.0], [3.0, 0.0]])
