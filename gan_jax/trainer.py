@@ -374,11 +374,13 @@ class _Run:
   def samples(self, purpose: int, n: int) -> np.ndarray:
     return self.sample(self.host_state(), latents(self.config, purpose, n))
 
-  def save(self, step: int, wait: bool = False) -> None:
-    """Checkpoints ``step``, unless the latest steps were non-finite: a checkpoint must hold a
-    state that trains."""
-    if self.nonfinite_run == 0:
-      self.checkpoints.save(step, self.host_state(), {"data_position": step}, wait=wait)
+  def save(self, step: int, wait: bool = False) -> bool:
+    """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a
+    checkpoint must hold a state that trains."""
+    if self.nonfinite_run:
+      return False
+    self.checkpoints.save(step, self.host_state(), {"data_position": step}, wait=wait)
+    return True
 
   def evaluate(self, step: int) -> dict:
     """Scores the samples of ``step`` (once: a repeated call returns the same results)."""
@@ -443,14 +445,18 @@ class _Run:
         break
     if pending is not None:
       self.handle_metrics(*pending, last=True)
-    self.save(step, wait=True)
+    saved = self.save(step, wait=True)
     wall, preempted = time.time() - start_time, preemption.requested
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
                "preempted": preempted, **self.last_metrics,
                "time_limited": step < config.num_steps and not preempted}
     if preempted:
-      logging.info("%s: saved checkpoint %d; rerun the same command to resume", preempted, step)
+      kept = self.checkpoints.all_steps()
+      logging.info("%s: %s; rerun the same command to resume", preempted,
+                   f"saved checkpoint {step}" if saved else
+                   f"step {step} not saved (non-finite steps); the newest checkpoint is "
+                   f"{kept[-1] if kept else 'none'}")
       return summary
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
