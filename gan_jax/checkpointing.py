@@ -6,7 +6,8 @@ exactly what the interrupted one would have done. Orbax writes each step into a 
 and renames it when complete, so a crash mid-save never leaves a half checkpoint behind.
 A checkpoint that still cannot be read (disk corruption, a partial copy) is moved aside to
 ``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
-nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep``. A readable
+nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep`` and those
+that ``replace`` replaces (the single slot of a run's best checkpoint). A readable
 checkpoint of another model (its arrays have other shapes) is not corrupt: it is left in place and
 the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation of someone's
 run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where it is.
@@ -31,11 +32,11 @@ class Checkpointer:
 
   Args:
     directory: where the numbered step folders live (created if missing, unless ``read_only``).
-    max_to_keep: how many of the newest checkpoints to keep.
+    max_to_keep: how many of the newest checkpoints to keep (None: all).
     read_only: only restore; nothing under ``directory`` is created, moved or deleted.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
+  def __init__(self, directory: str, max_to_keep: Optional[int] = 3, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
     self._manager = ocp.CheckpointManager(
@@ -49,16 +50,41 @@ class Checkpointer:
 
   def save(self, step: int, state: PyTree, record: dict, wait: bool = False) -> None:
     """Starts saving ``state`` and the JSON-able ``record`` as ``step`` (in the background unless
-    ``wait``); a step that is already saved is left as it is."""
-    if self.read_only:
-      raise ValueError(f"{self.directory} was opened read-only")
-    if step in self._manager.all_steps():
+    ``wait``); a step that is already saved is left as it is. ValueError for a step older than
+    the newest saved one (orbax would skip it without a word; see ``replace``)."""
+    self._check_writable()
+    steps = self.all_steps()
+    if step in steps:
       return
-    with self._writing(step):  # also raises what an earlier background save ran into
-      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       record=ocp.args.JsonSave(record)))
+    if steps and step < steps[-1]:
+      raise ValueError(f"step {step} is older than the newest checkpoint in {self.directory}, "
+                       f"{steps[-1]}")
+    self._start_save(step, state, record)
     if wait:
       self.wait()
+
+  def replace(self, step: int, state: PyTree, record: dict) -> None:
+    """Makes ``(state, record)`` at ``step`` the only checkpoint, whatever the steps already
+    there (a run's best, which a resumed run may find at an earlier step than the one kept).
+    The new one is written before the others are deleted, except when it has their step."""
+    self._check_writable()
+    if step in self.all_steps():
+      self._manager.delete(step)
+    self._start_save(step, state, record, force=True)  # force: orbax skips older steps
+    self.wait()
+    for old in self.all_steps():
+      if old != step:
+        self._manager.delete(old)
+
+  def _check_writable(self) -> None:
+    if self.read_only:
+      raise ValueError(f"{self.directory} was opened read-only")
+
+  def _start_save(self, step: int, state: PyTree, record: dict, force: bool = False) -> None:
+    with self._writing(step):  # also raises what an earlier background save ran into
+      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       record=ocp.args.JsonSave(record)),
+                         force=force)
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
@@ -107,6 +133,18 @@ class Checkpointer:
                          f"flags build (its arrays have other shapes); use the flags it was "
                          f"trained with or a new --workdir")
       return step, restored.state, restored.record
+    return None
+
+  def latest_record(self) -> Optional[Tuple[int, dict]]:
+    """``(step, record)`` of the newest checkpoint whose record is readable, without its state;
+    None if there is none."""
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self._manager.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore())).record
+      except Exception as e:  # as restore_latest: an unreadable one is skipped (here, kept)
+        logging.warning("the record of checkpoint %d is unreadable (%s); trying the previous one",
+                        step, type(e).__name__)
     return None
 
   def _move_aside(self, step: int) -> str:

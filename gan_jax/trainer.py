@@ -357,10 +357,12 @@ class _Run:
     self.sample = sampler(config)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary)
-    self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), 1)
+    # The best checkpoint's own record says what a new one must beat: metrics.jsonl loses the
+    # rows after the checkpoint a run resumes from, while best/ may hold a later step.
+    self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
                  if self.evaluator else None)
-    self.best_fid = min([r["fid"] for r in read_metrics(workdir) if "fid" in r],
-                        default=np.inf)
+    best = self.best.latest_record() if self.best else None
+    self.best_fid = best[1]["fid"] if best else np.inf
     self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
 
   @property
@@ -394,7 +396,7 @@ class _Run:
         if "real_" + k in results and not k.endswith("_std")))
     if "fid" in results and results["fid"] < self.best_fid:
       self.best_fid = results["fid"]
-      self.best.save(step, self.host_state(), {"data_position": step, **results})
+      self.best.replace(step, self.host_state(), {"data_position": step, **results})
     return results
 
   def handle_metrics(self, step: int, metrics, last: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Checkpoints: a failed write names what is intact; a read-only restore changes nothing."""
+"""Checkpoints: a failed write names what is intact; a read-only restore changes nothing; an older
+step is refused by save and taken by replace."""
 import errno
 
 import numpy as np
@@ -56,3 +57,19 @@ def test_a_read_only_checkpointer_creates_no_folder(tmp_path):
   assert reader.restore_latest(STATE) is None
   reader.close()
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_save_refuses_an_older_step_and_replace_takes_any_step(tmp_path):
+  """Orbax skips a step older than its newest without a word; the best checkpoint of a resumed
+  run can be such a step."""
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), max_to_keep=None)
+  checkpoints.save(600, STATE, {"fid": 10.0}, wait=True)
+  with pytest.raises(ValueError, match="step 550 is older than the newest checkpoint .* 600"):
+    checkpoints.save(550, STATE, {"fid": 5.0})
+  for step, fid in ((550, 5.0), (550, 4.0), (700, 3.0)):
+    checkpoints.replace(step, {"w": np.full(3, fid, np.float32)}, {"fid": fid})
+    assert checkpoints.all_steps() == [step]
+    assert checkpoints.latest_record() == (step, {"fid": fid})
+    restored_step, state, _ = checkpoints.restore_latest(STATE)
+    assert restored_step == step and np.all(state["w"] == fid)
+  checkpoints.close()

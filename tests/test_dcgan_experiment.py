@@ -3,6 +3,7 @@ layouts: test_multiprocess.py)."""
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gan_jax import trainer
+from gan_jax import checkpointing, trainer
 from tests import dcgan_runs
 
 TINY = dcgan_runs.TINY_RUN + ["--num_final_samples=24"]
@@ -111,3 +112,30 @@ def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path,
   assert os.listdir(tmp_path / "best") == ["4"]  # 3.5 and 4.5 are worse than step 4's 3.0
   assert [r["fid"] for r in trainer.read_metrics(str(tmp_path)) if "fid" in r] == [
       5.0, 3.0, 4.0, 3.5, 4.5]
+
+
+@pytest.mark.parametrize("resumed_fids, best", [
+    ((3.5, 3.2), (6, 3.0)),  # both worse than the killed run's step 6, which the rows lost
+    ((2.5, 4.5), (6, 2.5)),  # a better step 6 replaces the killed run's step 6
+])
+def test_best_checkpoint_across_a_resume_from_before_it(tmp_path, monkeypatch, resumed_fids,
+                                                        best):
+  """Killed after scoring step 6 (best/6) but before checkpointing it, a run resumes from step 4:
+  metrics.jsonl loses step 6's row, and best/6 is still what the resumed run must beat."""
+  scripted_fids = iter((5.0, 4.0, 3.0) + resumed_fids)  # steps 2, 4, 6; then 6, 8
+  monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
+      lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
+  config = config_from(None, "--eval_every_steps=2", "--checkpoint_every_steps=4",
+                       "--num_steps=6", "--resolution=28", "--sample_every_steps=0")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "best") == ["6"]
+  shutil.rmtree(tmp_path / "checkpoints" / "6")  # what a SIGKILL after the evaluation leaves
+  os.remove(tmp_path / "final_samples.npy")
+
+  trainer.train_and_evaluate(dataclasses.replace(config, num_steps=8), str(tmp_path))
+  fids = [r["fid"] for r in trainer.read_metrics(str(tmp_path)) if "fid" in r]
+  assert fids == [5.0, 4.0, *resumed_fids]
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), read_only=True)
+  step, record = checkpoints.latest_record()
+  checkpoints.close()
+  assert (step, record["fid"]) == best and os.listdir(tmp_path / "best") == [str(best[0])]
