@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
 from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require,
@@ -287,6 +288,29 @@ class _Preemption:
       signal.signal(signum, handler)
 
 
+# With several processes, how often (in steps) they agree whether a signal reached any of them.
+PREEMPTION_SYNC_STEPS = 10
+
+
+def agreed_preemption(preemption: _Preemption, step: int,
+                      every: int = PREEMPTION_SYNC_STEPS) -> Optional[str]:
+  """The signal that stops the training loop after ``step``, or None to go on.
+
+  Several processes must stop at the same step: one that stopped alone would wait at the final
+  checkpoint's barrier for the others, and they for it in the next step's all-reduce. So at every
+  ``every``-th step they gather each other's flag (a small collective) and all stop when any was
+  signalled, ``preemption.requested`` then naming a signal on each; between those steps a signal
+  waits. A single process stops before its next step.
+  """
+  if jax.process_count() > 1:
+    if step % every:
+      return None
+    if not np.any(multihost_utils.process_allgather(np.int32(preemption.requested is not None))):
+      return None
+    preemption.requested = preemption.requested or "a signal to another process"
+  return preemption.requested
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
   """Trains (or resumes) the run in ``workdir`` up to ``config.num_steps``.
 
@@ -428,7 +452,7 @@ class _Run:
     deadline = (time.monotonic() + 60 * config.max_train_minutes if config.max_train_minutes
                 else np.inf)
     pending = None  # (step, metrics) of the previous step, read while the next step runs
-    while step < config.num_steps and not preemption.requested:
+    while step < config.num_steps and not agreed_preemption(preemption, step):
       self.state, metrics = self.step_fn(self.state, next(self.device_batches))
       step += 1
       if step == self.start_step + 1:  # that call compiled the step: time the rest from here
@@ -448,7 +472,8 @@ class _Run:
     if pending is not None:
       self.handle_metrics(*pending, last=True)
     saved = self.save(step, wait=True)
-    wall, preempted = time.time() - start_time, preemption.requested
+    # Agreed once more: a signal after the loop's last agreement must stop every process or none.
+    wall, preempted = time.time() - start_time, agreed_preemption(preemption, step, every=1)
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
                "preempted": preempted, **self.last_metrics,

@@ -3,16 +3,17 @@
 The two processes join through `jax.distributed` on the loopback address (collectives through
 gloo); each reads its half of every global batch. All three see the same latents and data and
 keep global-batch batch norm, so a different layout only reorders float reductions: they must
-reach the same parameters and samples.
+reach the same parameters and samples. A signal to one of the processes stops both at one step.
 """
 import os
+import signal
 import socket
 import time
 
 import numpy as np
 import pytest
 
-from gan_jax import trainer
+from gan_jax import checkpointing, trainer
 from tests import dcgan_runs
 
 ARGS = ["--resolution=28", *dcgan_runs.TINY_RUN, "--num_final_samples=16", "--eval_extractor=none"]
@@ -28,24 +29,34 @@ def devices_env(n):
   return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
 
 
-@pytest.mark.slow
-def test_one_device_four_devices_and_two_processes_reach_the_same_run(tmp_path):
+def start_two_processes(workdir, args) -> list:
   address = f"127.0.0.1:{free_port()}"
-  workdir = tmp_path / "two_processes"
-  processes = [
-      dcgan_runs.start_command(workdir, ARGS + [
-          "--distributed", f"--coordinator_address={address}", "--num_processes=2",
-          f"--process_id={i}"], env=devices_env(2))
-      for i in range(2)]
-  # Polled together: when one process fails, its peer would wait for it in a collective.
-  deadline = time.monotonic() + 600  # guards against a hang only
-  while any(process.poll() is None for process in processes):
+  return [dcgan_runs.start_command(workdir, args + [
+      "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+      f"--process_id={i}"], env=devices_env(2)) for i in range(2)]
+
+
+def wait_while(processes, condition, seconds=600) -> None:
+  """Polls ``processes`` together while ``condition()`` holds: when one fails, its peer would wait
+  for it in a collective, so the test fails at once with the failed one's output (and kills
+  both); likewise when the time runs out (a guard against a hang only)."""
+  deadline = time.monotonic() + seconds
+  while condition():
     failed = [p for p in processes if p.returncode not in (None, 0)]
     if failed or time.monotonic() > deadline:
       for process in processes:
         process.kill()
       pytest.fail(dcgan_runs.output(failed[0]) if failed else "the processes hung")
     time.sleep(0.2)
+    for process in processes:
+      process.poll()
+
+
+@pytest.mark.slow
+def test_one_device_four_devices_and_two_processes_reach_the_same_run(tmp_path):
+  workdir = tmp_path / "two_processes"
+  processes = start_two_processes(workdir, ARGS)
+  wait_while(processes, lambda: any(p.returncode is None for p in processes))
   for process in processes:
     assert process.returncode == 0, dcgan_runs.output(process)
   one_device = tmp_path / "one_device"
@@ -69,3 +80,23 @@ def test_one_device_four_devices_and_two_processes_reach_the_same_run(tmp_path):
   assert np.std(samples["one_device"]) > 1e-3
   for name in ("one_device", "two_processes"):
     np.testing.assert_allclose(samples[name], samples["four_devices"], atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_one_checkpointed_step(tmp_path):
+  """A preemption notice may reach one host only, or the hosts at different steps."""
+  args = [*ARGS, "--num_steps=100000", "--checkpoint_every_steps=100000", "--log_every_steps=10",
+          "--sample_every_steps=0"]
+  processes = start_two_processes(tmp_path, args)
+  metrics = tmp_path / "metrics.jsonl"
+  wait_while(processes, lambda: not (metrics.exists() and metrics.stat().st_size))  # training
+  processes[1].send_signal(signal.SIGTERM)
+  wait_while(processes, lambda: any(p.returncode is None for p in processes), seconds=120)
+  for process in processes:
+    assert process.returncode == 0, dcgan_runs.output(process)
+  steps = checkpointing.saved_steps(tmp_path / "checkpoints")
+  assert len(steps) == 1 and steps[0] > 0 and steps[0] % trainer.PREEMPTION_SYNC_STEPS == 0
+  assert f"SIGTERM: saved checkpoint {steps[0]}" in dcgan_runs.output(processes[1])
+  assert (f"a signal to another process: saved checkpoint {steps[0]}"
+          in dcgan_runs.output(processes[0]))
+  assert not os.path.exists(tmp_path / "final_samples.npy")  # stopped, not finished
