@@ -21,6 +21,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  given = [f"--{name}" for name in ("coordinator_address", "num_processes", "process_id")
+           if FLAGS[name].present]
+  cli.require(FLAGS.distributed or not given, f"{', '.join(given)} without --distributed: each "
+              "process would train alone; add --distributed")
   config = cli.config_from_flags(trainer.TrainConfig)
   if config.keep_freed_memory:  # before JAX starts its CPU backend's threads
     host_memory.keep_freed_memory()

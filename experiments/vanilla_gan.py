@@ -15,8 +15,10 @@ device (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees t
 
 Writes to ``--workdir``:
 
-* ``metrics.jsonl`` and ``tensorboard/``: means over seeds of the step metrics every
-  ``log_every_steps`` steps, and of the mode metrics (2-D) at every snapshot;
+* ``metrics.jsonl`` and ``tensorboard/``: every ``log_every_steps`` steps, the step metrics
+  averaged over those steps and over the seeds (``nonfinite``: the fraction of skipped updates;
+  ``steps_per_sec``: training only, snapshots excluded), and the means over seeds of the mode
+  metrics (2-D) at every snapshot;
 * ``samples/step_XXXXXX.png``: snapshots, one scatter panel per seed over the true modes (2-D),
   or 64 digits per seed (MNIST);
 * ``final_samples.npy``: float32 ``(num_seeds, num_samples, 2)`` for the mixtures;
@@ -363,7 +365,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   log = RunLog(workdir, 0, config.num_steps)
   # metric name -> one (num_seeds,) array per chunk
   history = {name: [] for group in plotting.TRAINING_CURVES.values() for name in group}
-  nonfinite, train_start = 0, time.time()
+  nonfinite, train_start, snapshot_s = 0, time.time(), 0.0
   for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
     state, metrics = run_chunk(state, data_keys, data.arrays)
     per_seed = {name: np.asarray(v).mean(axis=1) for name, v in metrics.items()}  # (S,) each
@@ -373,6 +375,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
     row = {name: float(np.mean(v)) for name, v in per_seed.items()}
     row["steps_per_sec"] = log.progress(step, row)
     if config.snapshot_every_steps and step % config.snapshot_every_steps == 0:
+      snapshot_start = time.time()
       samples = np.asarray(generate(state, sample_keys))
       snapshot = evaluate_modes(samples, data.mixture) if data.mixture else None
       if snapshot:
@@ -382,13 +385,16 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
                      row["high_quality"], row["reverse_kl"])
       save_pictures(samples, data, seeds, os.path.join(workdir, "samples", f"step_{step:06d}.png"),
                     snapshot)
+      snapshot_s += time.time() - snapshot_start
+      log.restart_clock(step)  # the next chunk's rate times its training only
     log.write(step, row)
   log.close()
-  train_time = time.time() - train_start
+  train_time = time.time() - train_start - snapshot_s
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
              "devices": mesh.size, "mesh": dict(mesh.shape),
-             "train_s": train_time, "steps_per_sec": config.num_steps / train_time,
+             "train_s": train_time, "snapshot_s": snapshot_s,
+             "steps_per_sec": config.num_steps / train_time,
              "nonfinite_updates": nonfinite}
   write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
                       results)

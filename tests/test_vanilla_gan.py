@@ -43,6 +43,9 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   with open(tmp_path / "metrics.json") as f:
     results = json.load(f)
   assert results["seeds"] == [0, 1] and results["config"]["num_steps"] == 20
+  # the training time and rate leave out the two snapshots' pictures
+  assert 0 < results["snapshot_s"] < results["wall_s"] - results["train_s"]
+  assert results["steps_per_sec"] == pytest.approx(20 / results["train_s"])
   # the command made its own CPU devices: one per seed, and spare cores split the batch
   cores, config = parallel.available_cores(), results["config"]
   seed_blocks, batch_shards = parallel.seed_and_batch_blocks(
