@@ -5,8 +5,10 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.special import rel_entr
 
 from gan_jax import losses, theory
+from tests.test_losses import GRADIENTS
 
 # derandomize: the same examples on every run, so CI cannot turn red by chance (the @example
 # extremes cover the corners).
@@ -23,12 +25,15 @@ EXTREMES = np.array([-1e4, 1e4, -104.0, 104.0, -30.0, 30.0, 0.0, -0.0], np.float
 @given(real=finite_logits, fake=finite_logits, name=st.sampled_from(sorted(losses.LOSSES)))
 @example(real=EXTREMES, fake=EXTREMES[::-1], name="non_saturating")  # exp underflows past -103
 @example(real=EXTREMES, fake=EXTREMES[::-1], name="minimax")
-def test_losses_and_gradients_finite_for_any_finite_logits(real, fake, name):
-  pair = losses.get_loss(name)
+def test_losses_finite_and_gradients_their_closed_form_for_any_finite_logits(real, fake, name):
+  pair, (d_grads_expected, g_grad_expected) = losses.get_loss(name), GRADIENTS[name]
   d_value, d_grads = jax.value_and_grad(pair.discriminator, argnums=(0, 1))(real, fake)
   g_value, g_grad = jax.value_and_grad(pair.generator)(fake)
-  for x in (d_value, g_value, *d_grads, g_grad):
-    assert np.all(np.isfinite(np.asarray(x)))
+  assert np.isfinite(float(d_value)) and np.isfinite(float(g_value))
+  r, f, n = real.astype(np.float64), fake.astype(np.float64), len(real)
+  for got, expected in zip(d_grads, d_grads_expected(r, f)):
+    np.testing.assert_allclose(got, np.asarray(expected, np.float64) / n, rtol=1e-6, atol=1e-12)
+  np.testing.assert_allclose(g_grad, g_grad_expected(f) / n, rtol=1e-6, atol=1e-12)
 
 
 @SETTINGS
@@ -50,12 +55,18 @@ def test_jsd_bounded_symmetric_and_identity_holds(p, q):
   p, q = normalize(p), normalize(q)
   jsd = float(theory.js_divergence(p, q, 1.0))
   assert -1e-6 <= jsd <= np.log(2) + 1e-6
+  m = 0.5 * (p + q)  # float64 reference; rel_entr takes 0 log 0 = 0
+  np.testing.assert_allclose(jsd, 0.5 * rel_entr(p, m).sum() + 0.5 * rel_entr(q, m).sum(),
+                             atol=1e-6)
   np.testing.assert_allclose(jsd, float(theory.js_divergence(q, p, 1.0)), atol=1e-6)
   np.testing.assert_allclose(theory.optimal_value(p, q, 1.0), -np.log(4) + 2 * jsd, atol=1e-5)
 
 
 @SETTINGS
 @given(p=densities, q=densities)
-def test_optimal_discriminator_in_unit_interval_and_never_nan(p, q):
+def test_optimal_discriminator_is_the_density_ratio_and_never_nan(p, q):
   d = np.asarray(theory.optimal_discriminator(jnp.asarray(p), jnp.asarray(q)))
   assert np.all((d >= 0.0) & (d <= 1.0))
+  support = (p + q) > 0
+  np.testing.assert_allclose(d[support] * (p + q)[support], p[support], rtol=1e-6)
+  assert np.all(d[~support] == 0.5)  # where neither has mass, D* is undetermined: a coin flip
