@@ -1,6 +1,7 @@
 """DCGAN modules: the PyTorch reference's parameter counts, eval mode, and the fast resampling
 convolutions equal to Flax's. (Sample shapes at every resolution are checked by the experiment
 runs of test_dcgan_experiment.)"""
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,13 @@ def test_eval_mode_uses_running_statistics():
   variables = init(g, z)
   _, updates = g.apply(variables, z * 3 + 1, train=True, mutable=["batch_stats"])
   trained = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
+  # momentum 0.9 (flax's convention; PyTorch calls it 0.1): after one more identical batch the
+  # running statistics have moved 1 - 0.9^2 = 0.19 of the way, 1.9 times the first move's 0.1.
+  _, again = g.apply(trained, z * 3 + 1, train=True, mutable=["batch_stats"])
+  first, second = (jax.tree_util.tree_map(jnp.subtract, stats["batch_stats"],
+                                          variables["batch_stats"]) for stats in (updates, again))
+  chex.assert_trees_all_close(second, jax.tree_util.tree_map(lambda x: 1.9 * x, first),
+                              rtol=1e-5, atol=1e-7)
   whole = g.apply(trained, z, train=False)
   # each sample is independent of the rest of the batch in eval mode ...
   np.testing.assert_allclose(g.apply(trained, z[:1], train=False), whole[:1], atol=1e-6)

@@ -3,6 +3,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 from flax import serialization, traverse_util
@@ -267,6 +268,7 @@ def test_inception_features_from_a_saved_weights_file(template, tmp_path):
   in_memory = inception.InceptionV3().apply(traverse_util.unflatten_dict(variables),
                                             inception.inception_inputs(images))
   np.testing.assert_allclose(features, in_memory[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(probabilities, jax.nn.softmax(in_memory[1]), rtol=1e-5, atol=1e-7)
 
 
 def test_load_inception_explains_bad_files(tmp_path):
