@@ -1,6 +1,7 @@
 """The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from gan_jax import input_pipeline
@@ -110,6 +111,21 @@ def test_empty_and_unreadable_folders_are_usage_errors(tmp_path):
   (tmp_path / "broken.png").write_bytes(b"not a png")
   with pytest.raises(UsageError, match="cannot read image"):
     input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
+
+
+def test_tfds_source_reads_the_images_it_is_asked_for_padded_and_scaled():
+  """MNIST at 32: image i, 28x28 uint8 x, becomes x / 127.5 - 1 with a border of -1. (The mock
+  data is the same in every split, so the split is not checked here.)"""
+  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = input_pipeline.make_source("tfds:mnist", 32, 1)
+    raw = tfds.data_source("mnist", split="train")
+    expected = np.stack([np.asarray(raw[i]["image"], np.float32) / 127.5 - 1.0 for i in (4, 0)])
+    images = source[[4, 0]]
+  assert len(source) == 6 and images.shape == (2, 32, 32, 1) and images.dtype == np.float32
+  np.testing.assert_array_equal(images[:, 2:30, 2:30], expected)
+  images[:, 2:30, 2:30] = -1.0
+  assert np.all(images == -1.0)
+  assert expected.std() > 0.1  # the mock images are not blank
 
 
 def test_tfds_dataset_not_prepared_is_a_usage_error(tmp_path):
