@@ -28,6 +28,11 @@ def assert_outputs(workdir, config, n_logged_rows=2):
   samples = np.load(os.path.join(workdir, "final_samples.npy"))
   assert samples.shape == (config.num_final_samples, res, res, ch) and samples.dtype == np.float32
   assert -1.0 <= samples.min() and samples.max() <= 1.0 and samples.std() > 0
+  # they are the final checkpoint's generator on the run's fixed final latents
+  step, state, _ = dcgan_runs.latest_checkpoint(workdir, config)
+  assert step == config.num_steps
+  np.testing.assert_allclose(samples, trainer.sampler(config)(state, trainer.latents(
+      config, 1, config.num_final_samples)), atol=1e-6)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   training = [r for r in rows if "d_loss" in r]
   assert [r["step"] for r in training] == [2 * (i + 1) for i in range(n_logged_rows)]
