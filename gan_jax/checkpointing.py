@@ -48,6 +48,11 @@ class Checkpointer:
   def all_steps(self):
     return sorted(self._manager.all_steps())
 
+  def latest_step(self) -> Optional[int]:
+    """The newest saved step, or None if there is none."""
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
   def save(self, step: int, state: PyTree, record: dict, wait: bool = False) -> None:
     """Starts saving ``state`` and the JSON-able ``record`` as ``step`` (in the background unless
     ``wait``); a step that is already saved is left as it is. ValueError for a step older than

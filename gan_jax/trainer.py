@@ -434,11 +434,11 @@ class _Run:
       self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
       self.last_metrics = metrics
     if self.nonfinite_run >= self.config.max_nonfinite_steps:
-      kept = self.checkpoints.all_steps()
+      kept = self.checkpoints.latest_step()
       raise RunError(
           f"{self.nonfinite_run} steps in a row up to step {step} had non-finite losses or "
           "gradients (their updates were skipped); stopped. The last good checkpoint "
-          f"{'is step %d' % kept[-1] if kept else 'does not exist yet'}; lower the learning "
+          f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
   def train(self, preemption: "_Preemption") -> dict:
@@ -479,11 +479,11 @@ class _Run:
                "preempted": preempted, **self.last_metrics,
                "time_limited": step < config.num_steps and not preempted}
     if preempted:
-      kept = self.checkpoints.all_steps()
+      kept = self.checkpoints.latest_step()
       logging.info("%s: %s; rerun the same command to resume", preempted,
                    f"saved checkpoint {step}" if saved else
                    f"step {step} not saved (non-finite steps); the newest checkpoint is "
-                   f"{kept[-1] if kept else 'none'}")
+                   f"{'none' if kept is None else kept}")
       return summary
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "

@@ -11,12 +11,12 @@ GRID = np.linspace(-6.0, 6.0, 2401)
 DX = GRID[1] - GRID[0]
 
 
-
 def float64_jsd(p, q, dx) -> float:
   """The Jensen-Shannon divergence in float64, 0 log 0 = 0 (scipy's rel_entr): a reference."""
   p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
   m = 0.5 * (p + q)
   return 0.5 * dx * float(rel_entr(p, m).sum() + rel_entr(q, m).sum())
+
 
 def density(mixture):
   p = np.exp(np.asarray(mixture.log_prob(jnp.asarray(GRID[:, None], jnp.float32)), np.float64))
