@@ -38,6 +38,9 @@ from gan_jax import cli, parallel
 flags.DEFINE_enum("dataset", "ring8", ["ring8", "grid25"], "The toy target.")
 flags.DEFINE_integer("steps", 2000, "Training steps per seed.", lower_bound=1)
 flags.DEFINE_integer("chunk", 500, "Steps per compiled call.", lower_bound=1)
+flags.register_multi_flags_validator(
+    ["steps", "chunk"], lambda values: values["steps"] % values["chunk"] == 0,
+    message="--steps must be a multiple of --chunk (each compiled call runs --chunk steps)")
 flags.DEFINE_integer("rounds", 3, "Rounds of the one-seed figure; each measures ours (in a "
                      "fresh process) and then, with --torch_python, the reference.", lower_bound=1)
 flags.DEFINE_integer("seeds", 10, "Seeds for the vmapped-versus-sequential comparison.",

@@ -141,6 +141,8 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "--resolution must be 32 or 64"),
     ("benchmarks.toy_throughput", ["--torch_python={tmp}/junk.npy"],
      "error: flag --torch_python="),
+    ("benchmarks.toy_throughput", ["--steps=1000", "--chunk=300"],
+     "error: flags steps=1000, chunk=300: --steps must be a multiple of --chunk"),
 ])
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
