@@ -8,6 +8,8 @@ The input is pytorch-fid's port of the TensorFlow FID Inception (download it fro
 enough), which gan_jax itself does not depend on. See ``gan_jax/metrics/inception.py`` for the
 file format.
 """
+import pickle
+
 from absl import flags, logging
 
 from gan_jax import cli
@@ -28,7 +30,7 @@ def main(argv):
                          "is enough) and run this again") from None
   try:
     state_dict = torch.load(FLAGS.input, map_location="cpu", weights_only=True)
-  except (OSError, RuntimeError) as e:
+  except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # missing, not a .pth
     raise cli.UsageError(f"cannot read {FLAGS.input!r} ({e}); pass pytorch-fid's "
                          "pt_inception-2015-12-05-6726825d.pth") from None
   variables = inception.convert_pytorch_state_dict(

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 from absl import flags, logging
 
-from gan_jax import checkpointing, cli, input_pipeline, trainer
+from gan_jax import checkpointing, cli, input_pipeline, run_log, trainer
 
 flags.DEFINE_string("workdir", None, "A run's folder (config.json, checkpoints/).")
 flags.DEFINE_bool("use_final_samples", False, "With --workdir: score final_samples.npy instead "
@@ -46,14 +46,28 @@ def run_config() -> trainer.TrainConfig:
     path = os.path.join(FLAGS.workdir, "config.json")
     cli.require(os.path.isfile(path), f"{path} not found: --workdir must be a folder that "
                 "experiments.dcgan trained in")
-    with open(path) as f:
-      config = trainer.TrainConfig(**json.load(f))
+    try:
+      with open(path) as f:
+        config = trainer.TrainConfig(**json.load(f))
+    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, other fields
+      raise cli.UsageError(f"cannot read {path} as a run's configuration ({e}); was it written "
+                           "by experiments.dcgan of this version?") from None
   else:
     config = trainer.TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                                  resolution=FLAGS.resolution, channels=FLAGS.channels)
   overrides = {name: getattr(FLAGS, name) for name in ("eval_extractor", "inception_weights")
                if getattr(FLAGS, name) is not None}
-  return dataclasses.replace(config, **overrides)
+  config = dataclasses.replace(config, **overrides)
+  trainer.validate(config, device_count=1)  # the extractor and, for --samples, the data flags
+  return config
+
+
+def output_path() -> str:
+  """Where the results go; its folder is made and checked before any work."""
+  path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
+                          else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
+  cli.make_writable_dir(os.path.dirname(os.path.abspath(path)), "--output")
+  return path
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
@@ -113,6 +127,7 @@ def check_flags() -> None:
 def main(argv):
   check_flags()
   config = run_config()
+  output = output_path()
   samples, step = load_samples(config)
   source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
                                       config.data_dir)
@@ -125,11 +140,8 @@ def main(argv):
         f"{drawn_by})")
   for name in REPORTED:
     print(f"{name:<16}{results[name]:>12.4f}{results['real_' + name]:>14.4f}")
-  output = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
-                            else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
-  with open(output, "w") as f:
-    json.dump({"num_samples": len(samples), **({} if step is None else {"step": step}),
-               **results}, f, indent=2)
+  run_log.write_json(output, {"num_samples": len(samples),
+                              **({} if step is None else {"step": step}), **results})
   logging.info("wrote %s", output)
 
 

@@ -21,7 +21,6 @@ Writes ``optimal_discriminator.png``, ``saturation.png`` and ``theory.json`` (ev
 figures show) to ``--workdir``.
 """
 import dataclasses
-import json
 import os
 import time
 from typing import Dict
@@ -34,7 +33,8 @@ from absl import flags, logging
 from jax import lax
 
 from experiments.vanilla_gan import make_generate, make_train_chunk
-from gan_jax import cli, distributions, losses, plotting, theory, train_state, train_step
+from gan_jax import (cli, distributions, losses, plotting, run_log, theory, train_state,
+                     train_step)
 from gan_jax.cli import field, require
 from gan_jax.models import mlp
 
@@ -259,8 +259,7 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
                  loss, summary["steps_with_d_fake_below_0.01"],
                  summary["median_g_grad_norm_there"], summary["steps_to_data"],
                  summary["final_sample_mean"], results["saturation"]["data_mean"])
-  with open(os.path.join(workdir, "theory.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  run_log.write_json(os.path.join(workdir, "theory.json"), results)
   logging.info("wall time %.1f s; figures and theory.json in %s", results["wall_s"], workdir)
   return results
 

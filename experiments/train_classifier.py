@@ -7,7 +7,6 @@ byte. Writes the weights (flax msgpack) to ``--output`` and, beside them, a JSON
 held-out accuracy and the command.
 """
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ import numpy as np
 from absl import flags, logging
 from flax import serialization
 
-from gan_jax import cli, input_pipeline
+from gan_jax import cli, input_pipeline, run_log
 from gan_jax.metrics import mnist_classifier
 
 cli.define_flags(mnist_classifier.TrainConfig)
@@ -47,8 +46,7 @@ def main(argv):
       "seconds": round(time.time() - start, 1),
       "jax_version": jax.__version__,
   }
-  with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as f:
-    json.dump(record, f, indent=2)
+  run_log.write_json(os.path.splitext(FLAGS.output)[0] + ".json", record)
   logging.info("held-out accuracy %.2f%%; wrote %s", 100 * heldout_accuracy, FLAGS.output)
 
 

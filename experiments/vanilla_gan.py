@@ -30,7 +30,6 @@ Writes to ``--workdir``:
   and std.
 """
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -48,7 +47,7 @@ from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, tra
 from gan_jax.cli import field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
-from gan_jax.run_log import RunLog
+from gan_jax.run_log import RunLog, write_json
 
 Array = jax.Array
 DATASETS = ("ring8", "grid25", "mnist")
@@ -402,8 +401,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()},
                             plotting.TRAINING_CURVES, os.path.join(workdir, "curves.png"))
   results["wall_s"] = time.time() - start_time
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  write_json(os.path.join(workdir, "metrics.json"), results)
   return results
 
 

@@ -24,6 +24,10 @@ from absl import logging
 
 from gan_jax.cli import RunError, UsageError
 
+# How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
+# as a ValueError carrying the status code.
+_STORAGE_ERRORS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left on device")
+
 PyTree = Any
 
 
@@ -102,12 +106,15 @@ class Checkpointer:
     which checkpoints are intact."""
     try:
       yield
-    except OSError as e:
+    except (OSError, ValueError) as e:
+      if not isinstance(e, OSError) and not any(code in str(e) for code in _STORAGE_ERRORS):
+        raise
       intact = [s for s in self.all_steps() if step is None or s < step]
-      raise RunError(f"could not write a checkpoint to {self.directory} ({e}); the checkpoints "
-                     f"on disk are intact (the newest: {intact[-1] if intact else 'none'}); "
-                     "free space or fix the folder's permissions and run the same command to "
-                     "resume") from e
+      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+      newest = intact[-1] if intact else "none"
+      raise RunError(f"could not write a checkpoint to {self.directory} ({reason}); the "
+                     f"checkpoints on disk are intact (the newest: {newest}); free space or fix "
+                     "the folder's permissions and run the same command to resume") from e
 
   def restore_latest(self, target: PyTree) -> Optional[Tuple[int, PyTree, dict]]:
     """The newest readable checkpoint as ``(step, state, record)``, or None if there is none.

@@ -96,7 +96,8 @@ def require_positive(config: Any, names: Sequence[str]) -> None:
 
 def require_gan_settings(config: Any) -> None:
   """Raises ``UsageError`` naming the first bad setting of those every GAN experiment's config
-  has: ``loss``, ``n_critic``, the Adam settings, the penalty weights and ``ema_decay``."""
+  has: ``loss``, ``n_critic``, the Adam settings, the penalty weights, ``ema_decay`` and ``seed``
+  (with ``num_seeds``, where the config has it)."""
   require(config.loss in losses.LOSSES, f"--loss must be one of "
           f"{', '.join(sorted(losses.LOSSES))}, got {config.loss!r}")
   require_positive(config, ("n_critic", "g_learning_rate", "d_learning_rate"))
@@ -107,13 +108,17 @@ def require_gan_settings(config: Any) -> None:
     require(getattr(config, name) >= 0.0,
             f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  seeds = getattr(config, "num_seeds", 1)  # runs seed, seed + 1, ..., as 32-bit integers
+  require(0 <= config.seed and config.seed + seeds <= 2**31, f"--seed must be in [0, "
+          f"{2**31 - seeds}]{f' with --num_seeds={seeds}' if seeds > 1 else ''}, got {config.seed}")
 
 
-def make_writable_dir(path: Union[str, os.PathLike]) -> None:
-  """Creates the folder ``path`` (``--workdir`` or a folder in it) if needed and checks that files
-  can be written in it (UsageError if not). The runs write with ordinary file I/O, so a URL
-  (``gs://...``) is refused rather than taken for a local folder named ``gs:``."""
-  require("://" not in os.fspath(path), f"--workdir={path} is a URL; the run writes its folder "
+def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") -> None:
+  """Creates the folder ``path`` (``--workdir``, a folder in it, or the folder of the file that
+  ``flag`` names) if needed and checks that files can be written in it (UsageError if not). The
+  runs write with ordinary file I/O, so a URL (``gs://...``) is refused rather than taken for a
+  local folder named ``gs:``."""
+  require("://" not in os.fspath(path), f"{flag}={path} is a URL; the run writes its files "
           "with ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
   try:
     os.makedirs(path, exist_ok=True)
@@ -122,7 +127,7 @@ def make_writable_dir(path: Union[str, os.PathLike]) -> None:
       pass
     os.remove(probe)
   except OSError as e:
-    raise UsageError(f"cannot write to {path!r} (--workdir: {e.strerror}); choose a folder you "
+    raise UsageError(f"cannot write to {path!r} ({flag}: {e.strerror}); choose a folder you "
                      "can write to") from None
 
 

@@ -27,7 +27,7 @@ import threading
 from typing import Iterator, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gan_jax.cli import UsageError
 
@@ -124,6 +124,10 @@ class TfdsSource:
           f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
           f"({type(e).__name__}); on a machine with internet run `tfds build {name} "
           f"--file_format=array_record --data_dir=DIR` and pass --data_dir=DIR") from None
+    features = self._source.dataset_info.features
+    if image_key not in features:
+      raise UsageError(f"TFDS dataset {name!r} has no {image_key!r} feature (its features: "
+                       f"{', '.join(features.keys())}); choose an image dataset")
     self._image_key, self.resolution, self.channels = image_key, resolution, channels
 
   def __len__(self) -> int:
@@ -132,6 +136,25 @@ class TfdsSource:
   def __getitem__(self, indices) -> np.ndarray:
     return np.stack([fit_image(np.asarray(self._source[int(i)][self._image_key]),
                                self.resolution, self.channels) for i in indices])
+
+
+def _opens_as_image(path: str) -> bool:
+  """Whether PIL recognizes the file's header (reads the header only, not the pixels)."""
+  try:
+    with Image.open(path):
+      return True
+  except OSError:
+    return False
+
+
+def read_image(path: str) -> np.ndarray:
+  """An image file as uint8 ``(H, W)`` (16-bit grayscale, scaled to 8 bits) or ``(H, W, 3)``,
+  turned upright as its EXIF orientation says (photos from phones and cameras)."""
+  with Image.open(path) as image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # 16-bit PNG or TIFF; convert("RGB") would clip at 255
+      return np.round(np.asarray(image, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
 
 
 class FolderSource:
@@ -147,7 +170,12 @@ class FolderSource:
       raise UsageError(f"image folder {path!r} holds no image files "
                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or choose another folder")
     self.resolution, self.channels = resolution, channels
-    self[[0]]  # fail now, not mid-run, if the images cannot be decoded
+    unreadable = [file for file in self.files if not _opens_as_image(file)]
+    if unreadable:  # fail now, not mid-run, and before a removal could change the data order
+      raise UsageError(f"{len(unreadable)} of the {len(self.files)} image files under {path!r} "
+                       f"are not images: {', '.join(map(repr, unreadable[:3]))}"
+                       f"{' ...' if len(unreadable) > 3 else ''}; remove or replace them")
+    self[[0]]  # and the first one decodes
 
   def __len__(self) -> int:
     return len(self.files)
@@ -156,9 +184,7 @@ class FolderSource:
     images = []
     for i in indices:
       try:
-        with Image.open(self.files[int(i)]) as image:
-          images.append(fit_image(np.asarray(image.convert("RGB")), self.resolution,
-                                  self.channels))
+        images.append(fit_image(read_image(self.files[int(i)]), self.resolution, self.channels))
       except OSError as e:
         raise UsageError(f"cannot read image {self.files[int(i)]!r} ({e}); remove or replace "
                          "it") from None

@@ -2,8 +2,10 @@
 
 ``metrics.jsonl`` has one JSON object per logged step (always with ``step``). When a run resumes
 from a checkpoint at step s, rows after s (logged by the interrupted run after its last
-checkpoint, and about to be logged again) are dropped first, so the file reads as one run.
+checkpoint, and about to be logged again) are dropped first, so the file reads as one run; so are
+the TensorBoard events after s. A row cut off by a crash or a full disk is dropped on reading.
 """
+import contextlib
 import json
 import logging as std_logging
 import os
@@ -13,6 +15,8 @@ from typing import Dict
 import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
+
+from gan_jax.cli import RunError, UsageError
 
 # Non-finite metrics are logged on purpose (they are counted and acted on); no warning per value.
 std_logging.getLogger("tensorboardX.x2num").setLevel(std_logging.ERROR)
@@ -28,13 +32,37 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def write_json(path: str, data) -> None:
+  """Writes ``data`` as indented JSON through a temporary file, so that a failed write (a full
+  disk) leaves any earlier file whole; the failure is a RunError naming the file."""
+  temporary = path + ".tmp"
+  try:
+    with open(temporary, "w") as f:
+      json.dump(data, f, indent=2)
+    os.replace(temporary, path)
+  except OSError as e:
+    raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions "
+                   "and run the same command again") from e
+
+
 def read_metrics(workdir: str) -> list:
-  """The rows of ``workdir/metrics.jsonl`` (empty if there is none)."""
+  """The rows of ``workdir/metrics.jsonl`` (empty if there is none), without a last row cut off
+  by a crash or a full disk."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for number, line in enumerate(lines, 1):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number < len(lines):
+        raise UsageError(f"line {number} of {path} is not JSON; repair or delete the "
+                         "line") from None
+      logging.warning("dropping the cut-off last row of %s", path)
+  return rows
 
 
 class RunLog:
@@ -51,20 +79,32 @@ class RunLog:
     self.num_steps, self.write_files = num_steps, write
     self._last_time, self._last_step = time.time(), start_step
     if write:
-      path = os.path.join(workdir, "metrics.jsonl")
+      self._path = os.path.join(workdir, "metrics.jsonl")
       kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
-      with open(path, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in kept)
-      self._file = open(path, "a")
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      with self._appending():
+        with open(self._path + ".tmp", "w") as f:
+          f.writelines(json.dumps(row) + "\n" for row in kept)
+        os.replace(self._path + ".tmp", self._path)
+        self._file = open(self._path, "a")
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                        purge_step=start_step + 1 if start_step else None)
+
+  @contextlib.contextmanager
+  def _appending(self):
+    try:
+      yield
+    except OSError as e:
+      raise RunError(f"could not write {self._path} ({e}); the checkpoints are intact: free space "
+                     "and run the same command to resume") from e
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     """One metrics row and its TensorBoard scalars."""
     if not self.write_files:
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(row) + "\n")
-    self._file.flush()
+    with self._appending():
+      self._file.write(json.dumps(row) + "\n")
+      self._file.flush()
     for name, value in scalars.items():
       self._tensorboard.add_scalar(name, float(value), step)
 

@@ -32,7 +32,7 @@ from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require
                          require_gan_settings, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
-from gan_jax.run_log import RunLog, read_metrics
+from gan_jax.run_log import RunLog, read_metrics, write_json
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
@@ -81,8 +81,8 @@ class TrainConfig:
   eval_every_steps: int = field(0, "Steps between quality evaluations (0: only at the end).")
   eval_extractor: str = field("auto", "Features for FID/KID/IS/precision/recall: mnist_classifier "
                               "(shipped weights), inception (needs --inception_weights), none, "
-                              "or auto (the classifier for 1 channel, else inception if "
-                              "weights are given).")
+                              "or auto (inception if weights are given, else the classifier "
+                              "for 1 channel and none for RGB).")
   inception_weights: Optional[str] = field(None, "FID Inception-v3 weights (.npz made by "
                                            "experiments/convert_inception_weights.py).")
   num_eval_real: int = field(10000, "Real images in the evaluation reference set (at most all).")
@@ -130,7 +130,6 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require_positive(config, ("latent_dim", "g_width", "d_width", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
                             "num_final_samples", "num_eval_real"))
-  require(config.seed >= 0, f"--seed must be >= 0, got {config.seed}")
   for name in ("sample_every_steps", "eval_every_steps"):
     require(getattr(config, name) >= 0,
             f"--{name} must be >= 0 (0: only at the end), got {getattr(config, name)}")
@@ -164,8 +163,7 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
 def save_config(workdir: str, config: TrainConfig) -> None:
   """Writes ``config.json``, once the run has passed every check (a run that fails to start
   must not fix the flags of the next attempt)."""
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(config), f, indent=2)
+  write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
 
 
 def build_models(config: TrainConfig, axis_name: Optional[str]):
@@ -205,8 +203,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
   subset of ``num_eval_real`` images of the training data ``source``."""
   name = config.eval_extractor
   if name == "auto":
-    name = ("mnist_classifier" if config.channels == 1
-            else "inception" if config.inception_weights else "none")
+    name = ("inception" if config.inception_weights
+            else "mnist_classifier" if config.channels == 1 else "none")
     if name == "none":
       logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
   if name == "none":
@@ -354,6 +352,7 @@ class _Run:
     axis_name = parallel.AXIS_NAME if self.use_pmap else None
     generator, discriminator = build_models(config, axis_name)
     state = initial_state(config, generator, discriminator)
+    self.dataset_size = len(source)
     self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                   config.keep_checkpoints)
     self.start_step, position = 0, 0
@@ -361,6 +360,11 @@ class _Run:
     if restored is not None:
       self.start_step, state, record = restored
       position = record["data_position"]
+      saved_size = record.get("dataset_size", len(source))  # older checkpoints lack it
+      require(saved_size == len(source), f"the dataset has {len(source)} images, and had "
+              f"{saved_size} when checkpoint {self.start_step} in {workdir} was saved: the data "
+              "order would change; restore the dataset (replace unreadable files rather than "
+              "remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
 
     raw_step = train_step.make_train_step(generator, discriminator,
@@ -400,12 +404,17 @@ class _Run:
   def samples(self, purpose: int, n: int) -> np.ndarray:
     return self.sample(self.host_state(), latents(self.config, purpose, n))
 
+  def record(self, step: int) -> dict:
+    """What a checkpoint of ``step`` records besides the state: the batches consumed and the
+    dataset's size, which fixes the data order."""
+    return {"data_position": step, "dataset_size": self.dataset_size}
+
   def save(self, step: int, wait: bool = False) -> bool:
     """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a
     checkpoint must hold a state that trains."""
     if self.nonfinite_run:
       return False
-    self.checkpoints.save(step, self.host_state(), {"data_position": step}, wait=wait)
+    self.checkpoints.save(step, self.host_state(), self.record(step), wait=wait)
     return True
 
   def evaluate(self, step: int) -> dict:
@@ -420,7 +429,7 @@ class _Run:
         if "real_" + k in results and not k.endswith("_std")))
     if "fid" in results and results["fid"] < self.best_fid:
       self.best_fid = results["fid"]
-      self.best.replace(step, self.host_state(), {"data_position": step, **results})
+      self.best.replace(step, self.host_state(), {**self.record(step), **results})
     return results
 
   def handle_metrics(self, step: int, metrics, last: bool = False) -> None:

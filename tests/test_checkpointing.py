@@ -33,6 +33,33 @@ def test_a_failed_checkpoint_write_is_one_run_error_naming_what_is_intact(tmp_pa
   checkpoints.close()
 
 
+@pytest.mark.parametrize("error, is_storage", [
+    (ValueError('RESOURCE_EXHAUSTED: Error writing "state/w" in OCDBT database at local file '
+                '"x": No space left on device\n(and a long tensorstore trace)'), True),
+    (ValueError("a bug of the caller"), False),
+])
+def test_tensorstore_storage_errors_are_run_errors_and_other_errors_pass(tmp_path, monkeypatch,
+                                                                          error, is_storage):
+  """tensorstore reports a full disk as a ValueError with its status code: one RunError line with
+  the first line of it; any other ValueError is a bug and passes unchanged."""
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+
+  def failing_wait():
+    raise error
+
+  monkeypatch.setattr(checkpoints._manager, "wait_until_finished", failing_wait)
+  expected = RunError if is_storage else ValueError
+  with pytest.raises(expected) as raised:
+    checkpoints.wait()
+  if is_storage:
+    assert "No space left on device" in str(raised.value) and "\n" not in str(raised.value)
+    assert "the newest: none" in str(raised.value)
+  else:
+    assert raised.value is error
+  monkeypatch.undo()
+  checkpoints.close()
+
+
 def test_a_read_only_restore_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path):
   directory = tmp_path / "checkpoints"
   checkpoints = checkpointing.Checkpointer(str(directory))

@@ -29,7 +29,8 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--gradient_penalty=-10", "--d_norm=layer"], "--gradient_penalty must be >= 0"),
     (["--d_learning_rate=0"], "--d_learning_rate must be positive"),
     (["--beta1=-0.5"], r"--beta1 must be in \[0, 1\)"),
-    (["--seed=-1"], "--seed must be >= 0"),
+    (["--seed=-1"], r"--seed must be in \[0, 2147483647\], got -1"),
+    (["--seed=18446744073709551616"], r"--seed must be in \[0, 2147483647\]"),
     (["--sample_every_steps=-1"], "--sample_every_steps must be >= 0"),
     (["--eval_every_steps=-5"], "--eval_every_steps must be >= 0"),
     (["--num_final_samples=0"], "--num_final_samples must be positive"),
@@ -131,6 +132,22 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 @pytest.mark.parametrize("module, args, message", [
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--packing=0"],
      "error: --packing must be positive"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--seed=2147483640", "--num_seeds=10"],
+     r"error: --seed must be in [0, 2147483638] with --num_seeds=10, got 2147483640"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--eval_extractor=bogus"],
+     "error: --eval_extractor must be one of auto, mnist_classifier, inception, none"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--eval_extractor=inception"],
+     "error: --eval_extractor=inception needs --inception_weights"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--inception_weights={tmp}/no.npz"],
+     "error: Inception weights '{tmp}/no.npz' not found"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--resolution=-4"],
+     "error: --resolution must be one of 28, 32, 64, got -4"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/junk.npy/out.json"],
+     "error: cannot write to '{tmp}/junk.npy' (--output: "),
+    ("experiments.evaluate", ["--workdir={tmp}/garbled"],
+     "error: cannot read {tmp}/garbled/config.json as a run's configuration"),
+    ("experiments.evaluate", ["--workdir={tmp}/other_version"],
+     "error: cannot read {tmp}/other_version/config.json as a run's configuration"),
     ("experiments.evaluate", ["--samples={tmp}/junk.npy", "--resolution=32"],
      "error: cannot read"),
     ("experiments.evaluate", ["--workdir={tmp}", "--resolution=32"],
@@ -147,7 +164,11 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
   np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
+  for run, config in (("garbled", "garbage"), ("other_version", '{"old_removed_flag": 1}')):
+    (tmp_path / run).mkdir()
+    (tmp_path / run / "config.json").write_text(config)
   command = [sys.executable, "-m", module, *[a.format(tmp=tmp_path) for a in args]]
   result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-  assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith(message.format(tmp=tmp_path)), result.stderr[-2000:]

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from gan_jax import checkpointing, trainer
+from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
 TINY = dcgan_runs.TINY_RUN + ["--num_final_samples=24"]
@@ -103,6 +104,14 @@ def test_image_folder_dataset(tmp_path):
   config = config_from(None, f"--dataset=folder:{folder}", "--channels=3", "--resolution=32")
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert_outputs(str(tmp_path / "run"), config)
+  # another image would change every epoch's order: a resume is refused, and nothing is lost
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "new.png")
+  kept = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
+  with pytest.raises(UsageError, match=r"the dataset has 11 images, and had 10 when checkpoint "
+                                       r"\d+ .* was saved: the data order would change"):
+    trainer.train_and_evaluate(dataclasses.replace(config, num_steps=config.num_steps + 2),
+                               str(tmp_path / "run"))
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == kept
 
 
 def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path, monkeypatch):

@@ -254,8 +254,9 @@ def test_inception_features_from_a_saved_weights_file(template, tmp_path):
     else:
       value = np.ones(leaf.shape) if path[-1] in ("scale", "var") else np.zeros(leaf.shape)
     variables[path] = value
-  path = str(tmp_path / "inception.npz")
+  path = str(tmp_path / "inception.weights")  # not .npz: the file must still be this path
   inception.save_weights(traverse_util.unflatten_dict(variables), path)
+  assert os.listdir(tmp_path) == ["inception.weights"]
   extractor = inception.load_inception(path, batch_size=2)
   images = np.random.default_rng(1).uniform(-1, 1, size=(2, 32, 32, 1))
   features, probabilities = extractor(images)

@@ -105,11 +105,45 @@ def test_bad_datasets_raise_one_clear_usage_error(dataset, message):
     input_pipeline.make_source(dataset, 32, 1)
 
 
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped(tmp_path):
+  """A 16-bit PNG of value v reads as round(v / 257) in 8 bits (convert("RGB") would clip every
+  value above 255 to white)."""
+  values = np.array([[0, 257 * 64, 32768, 65535]], np.uint16).repeat(4, axis=0)
+  Image.fromarray(values).save(tmp_path / "deep.png")
+  assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+  np.testing.assert_array_equal(input_pipeline.read_image(str(tmp_path / "deep.png"))[0],
+                                [0, 64, 128, 255])
+  image = input_pipeline.make_source(f"folder:{tmp_path}", 4, 1)[[0]]
+  np.testing.assert_allclose(image[0, 0, :, 0], np.array([0, 64, 128, 255]) / 127.5 - 1,
+                             atol=1e-6)
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+  """Stored 2 rows x 4 columns, left half white; EXIF orientation 6 (rotate 90 degrees clockwise
+  to view) makes it 4 rows x 2 columns with the top half white."""
+  pixels = np.zeros((2, 4), np.uint8)
+  pixels[:, :2] = 255
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Orientation
+  Image.fromarray(pixels).save(tmp_path / "photo.png", exif=exif)
+  np.testing.assert_array_equal(input_pipeline.read_image(str(tmp_path / "photo.png"))[..., 0],
+                                [[255, 255], [255, 255], [0, 0], [0, 0]])
+
+
 def test_empty_and_unreadable_folders_are_usage_errors(tmp_path):
   with pytest.raises(UsageError, match="no image files"):
     input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
-  (tmp_path / "broken.png").write_bytes(b"not a png")
-  with pytest.raises(UsageError, match="cannot read image"):
+  rng = np.random.default_rng(0)
+  for i in range(5):  # noise: the pixel data is most of the file, after the header
+    Image.fromarray(rng.integers(0, 255, (64, 64), np.uint8)).save(tmp_path / f"good{i}.png")
+  (tmp_path / "zz_text.png").write_bytes(b"not a png")  # sorted last: found before training
+  with pytest.raises(UsageError, match=r"1 of the 6 image files under .* are not images: "
+                                       r"'.*zz_text.png'; remove or replace them"):
+    input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
+  (tmp_path / "zz_text.png").unlink()
+  png = (tmp_path / "good0.png").read_bytes()
+  (tmp_path / "good0.png").write_bytes(png[:len(png) // 2])  # a header, then cut off
+  with pytest.raises(UsageError, match="cannot read image .*good0.png"):
     input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
 
 
@@ -126,6 +160,12 @@ def test_tfds_source_reads_the_images_it_is_asked_for_padded_and_scaled():
   images[:, 2:30, 2:30] = -1.0
   assert np.all(images == -1.0)
   assert expected.std() > 0.1  # the mock images are not blank
+
+
+def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature \(its features: text, label\)"):
+      input_pipeline.make_source("tfds:imdb_reviews", 32, 1)
 
 
 def test_tfds_dataset_not_prepared_is_a_usage_error(tmp_path):

@@ -84,6 +84,19 @@ def test_feature_statistics_are_float64_mean_and_unbiased_covariance():
   np.testing.assert_allclose(sigma, centred.T @ centred / 49, rtol=1e-12)
 
 
+def test_frechet_distance_accepts_singular_covariances_rounded_to_float32():
+  """100 samples in 256 dimensions, statistics stored in float32: rounding makes the zero
+  eigenvalues about -1e-7 of the largest, which float64's tolerance would reject."""
+  rng = np.random.default_rng(4)
+  stats = [metrics.feature_statistics(rng.normal(size=(100, 256)) + shift) for shift in (0, 0.1)]
+  exact = metrics.frechet_distance(*stats[0], *stats[1])
+  rounded = [x.astype(np.float32) for pair in stats for x in pair]
+  np.testing.assert_allclose(metrics.frechet_distance(*rounded), exact, rtol=1e-5)
+  with pytest.raises(ValueError, match="positive semidefinite"):  # clearly negative still fails
+    metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1e-3]).astype(np.float32),
+                             np.zeros(2), np.eye(2))
+
+
 def test_frechet_distance_rejects_bad_input():
   with pytest.raises(ValueError, match="positive semidefinite"):
     metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
@@ -249,6 +262,8 @@ def test_manifold_metrics_reject_bad_input():
     metrics.precision_recall(np.zeros((5, 2)), np.zeros((5, 3)))
   with pytest.raises(ValueError, match="k=5"):
     metrics.density_coverage(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
+  with pytest.raises(ValueError, match="no fake features"):
+    metrics.density_coverage(np.random.default_rng(0).normal(size=(50, 2)), np.zeros((0, 2)))
 
 
 # --- evaluate ---------------------------------------------------------------------------------
@@ -312,8 +327,15 @@ def test_evaluate_needs_enough_images():
 def test_evaluator_reuses_real_features_and_floor():
   rng = np.random.default_rng(0)
   real, fake = rng.uniform(-1, 1, (60, 4, 4, 1)), rng.uniform(-1, 1, (40, 4, 4, 1))
-  evaluator = evaluation.Evaluator(real, pixel_extractor())
+  extractor, images_seen = pixel_extractor(), []
+
+  def counting_extractor(images):
+    images_seen.append(len(images))
+    return extractor(images)
+
+  evaluator = evaluation.Evaluator(real, counting_extractor)
   first, second = evaluator(fake), evaluator(fake[::-1])
+  assert images_seen == [60, 40, 40]  # the real images once, then only the samples
   assert first == evaluation.evaluate(fake, real, pixel_extractor())
   assert {k: v for k, v in first.items() if k.startswith("real_")} == evaluator.floor
   np.testing.assert_allclose(second["fid"], first["fid"], rtol=1e-9)  # order-free

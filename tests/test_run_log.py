@@ -1,7 +1,15 @@
-"""The progress line's rate and ETA, on a fake clock, and the metrics file of a resumed run."""
+"""The progress line's rate and ETA, on a fake clock; the metrics file of a resumed run, of a
+cut-off write and of a full disk; TensorBoard's purge of a resumed run's old steps."""
+import errno
+import json
 import math
+import struct
+
+import pytest
+from tensorboardX.proto import event_pb2
 
 from gan_jax import run_log
+from gan_jax.cli import RunError, UsageError
 
 
 class FakeClock:
@@ -34,3 +42,72 @@ def test_a_resume_drops_the_rows_after_its_checkpoint(tmp_path):
   resumed.close()
   assert [(r["step"], r["d_loss"]) for r in run_log.read_metrics(str(tmp_path))] == \
       [(2, 2.0), (4, 4.0), (6, 60.0)]
+
+
+def test_a_row_cut_off_by_a_crash_is_dropped_and_a_bad_row_before_the_end_is_an_error(tmp_path):
+  rows = [{"step": 1, "d_loss": 1.0}, {"step": 2, "d_loss": 2.0}]
+  text = "".join(json.dumps(row) + "\n" for row in rows)
+  (tmp_path / "metrics.jsonl").write_text(text + '{"step": 3, "d_lo')
+  assert run_log.read_metrics(str(tmp_path)) == rows
+  resumed = run_log.RunLog(str(tmp_path), start_step=2, num_steps=4)  # the resume works
+  resumed.write(3, {"d_loss": 3.0})
+  resumed.close()
+  assert [row["step"] for row in run_log.read_metrics(str(tmp_path))] == [1, 2, 3]
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "d_lo\n' + text)
+  with pytest.raises(UsageError, match="line 1 of .*metrics.jsonl is not JSON"):
+    run_log.read_metrics(str(tmp_path))
+
+
+def test_a_full_disk_while_logging_is_a_run_error(tmp_path):
+  log = run_log.RunLog(str(tmp_path), 0, 10)
+
+  class FullDisk:
+    def write(self, text):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+      pass
+
+  log._file = FullDisk()
+  with pytest.raises(RunError, match="could not write .*metrics.jsonl .*No space left on device.*"
+                                     "checkpoints are intact"):
+    log.write(1, {"d_loss": 1.0})
+  log.close()
+
+
+def test_write_json_keeps_the_old_file_when_the_write_fails(tmp_path):
+  path = tmp_path / "config.json"
+  run_log.write_json(str(path), {"a": 1})
+  assert json.loads(path.read_text()) == {"a": 1}
+  (tmp_path / "config.json.tmp").mkdir()  # the temporary file cannot be opened
+  with pytest.raises(RunError, match="could not write .*config.json"):
+    run_log.write_json(str(path), {"a": 2})
+  assert json.loads(path.read_text()) == {"a": 1}
+
+
+def read_events(folder) -> list:
+  """Every event of the TensorBoard files in ``folder`` (records: 8-byte length, 4-byte CRC, the
+  event, 4-byte CRC)."""
+  events = []
+  for path in sorted(folder.iterdir()):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      offset += 12 + length + 4
+  return events
+
+
+def test_a_resume_tells_tensorboard_to_purge_the_steps_after_its_checkpoint(tmp_path):
+  log = run_log.RunLog(str(tmp_path), 0, 10)
+  for step in (2, 4, 6):
+    log.write(step, {"d_loss": float(step)})
+  log.close()
+  assert not any(e.HasField("session_log") for e in read_events(tmp_path / "tensorboard"))
+  resumed = run_log.RunLog(str(tmp_path), start_step=4, num_steps=10)
+  resumed.write(6, {"d_loss": 60.0})
+  resumed.close()
+  starts = [e.step for e in read_events(tmp_path / "tensorboard")
+            if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+  assert starts == [5]  # TensorBoard drops the earlier events of steps >= 5

@@ -26,10 +26,17 @@ def _symmetric(matrix: np.ndarray) -> np.ndarray:
   return 0.5 * (matrix + matrix.T)
 
 
-def _check_psd(eigenvalues: np.ndarray, name: str) -> None:
+def _input_eps(matrix) -> float:
+  """The round-off unit of the precision ``matrix`` was given in (float64 for integers)."""
+  dtype = np.asarray(matrix).dtype
+  return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+
+
+def _check_psd(eigenvalues: np.ndarray, name: str, eps: float) -> None:
   """ValueError if a symmetric matrix has eigenvalues below round-off: ``-D * eps * max |w|``,
-  the backward error of a symmetric eigensolver."""
-  tol = len(eigenvalues) * np.finfo(np.float64).eps * max(np.abs(eigenvalues).max(), 1e-300)
+  the backward error of a symmetric eigensolver, with ``eps`` that of the precision the matrix
+  was given in (a PSD covariance rounded to float32 has eigenvalues down to about that)."""
+  tol = len(eigenvalues) * eps * max(np.abs(eigenvalues).max(), 1e-300)
   if eigenvalues.min() < -tol:
     raise ValueError(f"{name} is not positive semidefinite (eigenvalue {eigenvalues.min():.3g}); "
                      "pass a covariance matrix")
@@ -65,6 +72,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   Raises:
     ValueError: on mismatched shapes or a covariance with clearly negative eigenvalues.
   """
+  eps1, eps2 = _input_eps(sigma1), _input_eps(sigma2)
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   d = mu1.shape[0] if mu1.ndim == 1 else -1
@@ -72,8 +80,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     raise ValueError(f"expected means (D,) and covariances (D, D), got {mu1.shape}, "
                      f"{sigma1.shape}, {mu2.shape}, {sigma2.shape}")
   w1, v1 = np.linalg.eigh(_symmetric(sigma1))
-  _check_psd(w1, "sigma1")
-  _check_psd(np.linalg.eigvalsh(_symmetric(sigma2)), "sigma2")
+  _check_psd(w1, "sigma1", eps1)
+  _check_psd(np.linalg.eigvalsh(_symmetric(sigma2)), "sigma2", eps2)
   sqrt_sigma1 = (v1 * np.sqrt(np.maximum(w1, 0.0))) @ v1.T
   # A sigma2 A is PSD: its small negative eigenvalues are round-off.
   product = _symmetric(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)

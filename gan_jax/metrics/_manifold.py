@@ -21,6 +21,8 @@ def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
   if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
     raise ValueError(f"expected real (N, D) and fake (M, D) features, got shapes {real.shape} "
                      f"and {fake.shape}")
+  if not len(fake):
+    raise ValueError("no fake features: the metrics need at least one")
   return real, fake
 
 

@@ -216,9 +216,11 @@ def variables_template() -> dict:
 
 def save_weights(variables: Mapping, path: str) -> None:
   """Writes Inception variables (``{"params": ..., "batch_stats": ...}``) to an ``.npz`` whose
-  keys are the ``/``-joined variable paths, float32."""
+  keys are the ``/``-joined variable paths, float32. ``path`` is used as given (``np.savez``
+  would add ``.npz`` to any other name)."""
   flat = traverse_util.flatten_dict(variables, sep="/")
-  np.savez(path, **{name: np.asarray(value, np.float32) for name, value in flat.items()})
+  with open(path, "wb") as f:
+    np.savez(f, **{name: np.asarray(value, np.float32) for name, value in flat.items()})
 
 
 def _apply(variables, images: Array) -> Tuple[Array, Array]:
