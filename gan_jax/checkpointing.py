@@ -13,6 +13,7 @@ the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evalua
 run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where it is.
 """
 import contextlib
+import errno
 import os
 import shutil
 from typing import Any, Optional, Tuple
@@ -27,6 +28,7 @@ from gan_jax.cli import RunError, UsageError
 # How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
 # as a ValueError carrying the status code.
 _STORAGE_ERRORS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left on device")
+_METADATA_BYTES = 2**20  # what orbax writes besides the arrays, generously
 
 PyTree = Any
 
@@ -91,6 +93,14 @@ class Checkpointer:
 
   def _start_save(self, step: int, state: PyTree, record: dict, force: bool = False) -> None:
     with self._writing(step):  # also raises what an earlier background save ran into
+      # A disk that fills during orbax's background write fails noisily in its threads: check
+      # first that the arrays fit, with room for orbax's metadata.
+      needed = sum(getattr(leaf, "nbytes", 8) for leaf in jax.tree_util.tree_leaves(state))
+      free = shutil.disk_usage(self.directory).free
+      if free < 1.1 * needed + _METADATA_BYTES:
+        raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
+                      f"{(1.1 * needed + _METADATA_BYTES) / 2**20:.1f} MiB and "
+                      f"{free / 2**20:.1f} MiB are free")
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        record=ocp.args.JsonSave(record)),
                          force=force)
@@ -110,7 +120,9 @@ class Checkpointer:
       if not isinstance(e, OSError) and not any(code in str(e) for code in _STORAGE_ERRORS):
         raise
       intact = [s for s in self.all_steps() if step is None or s < step]
-      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+      reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+      if len(reason) > 200:  # tensorstore's: the status, paths, then the cause at the end
+        reason = f"{reason[:90]} ... {reason[-90:]}"
       newest = intact[-1] if intact else "none"
       raise RunError(f"could not write a checkpoint to {self.directory} ({reason}); the "
                      f"checkpoints on disk are intact (the newest: {newest}); free space or fix "

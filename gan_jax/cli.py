@@ -62,6 +62,8 @@ def run(main: Callable) -> None:
               "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
+      # Library threads that fail after this (orbax's, after a failed write) only repeat it.
+      sys.excepthook = threading.excepthook = lambda *args: None
       logging.flush()
       if flags.FLAGS.verbose:
         traceback.print_exc()

@@ -33,6 +33,23 @@ def test_a_failed_checkpoint_write_is_one_run_error_naming_what_is_intact(tmp_pa
   checkpoints.close()
 
 
+def test_a_checkpoint_that_would_not_fit_is_refused_before_orbax_writes_anything(tmp_path,
+                                                                                 monkeypatch):
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  state = {"w": np.ones(2**20, np.float32)}  # 4 MiB
+  checkpoints.save(1, state, {"data_position": 1}, wait=True)
+  usage = checkpointing.shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+                      lambda path: usage._replace(free=5 * 2**20))
+  monkeypatch.setattr(checkpoints._manager, "save", lambda *args, **kwargs: pytest.fail("wrote"))
+  with pytest.raises(RunError, match=r"No space left on device: the checkpoint needs about 5\.4 "
+                                     r"MiB and 5\.0 MiB are free\); .*\(the newest: 1\)"):
+    checkpoints.save(2, state, {"data_position": 2})
+  monkeypatch.undo()
+  assert checkpoints.all_steps() == [1]
+  checkpoints.close()
+
+
 @pytest.mark.parametrize("error, is_storage", [
     (ValueError('RESOURCE_EXHAUSTED: Error writing "state/w" in OCDBT database at local file '
                 '"x": No space left on device\n(and a long tensorstore trace)'), True),
