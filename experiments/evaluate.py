@@ -33,7 +33,8 @@ flags.DEFINE_integer("resolution", 28, "Resolution of the real data for --sample
 flags.DEFINE_integer("channels", 1, "Channels of the real data for --samples.")
 flags.DEFINE_string("eval_extractor", None, "Override the run's (or the default) extractor: "
                     "auto, mnist_classifier, inception, none.")
-flags.DEFINE_string("inception_weights", None, "FID Inception-v3 weights (.npz).")
+flags.DEFINE_string("inception_weights", None, "FID Inception-v3 weights (.npz); without "
+                    "--eval_extractor, scores with them.")
 flags.DEFINE_string("output", None, "JSON file for the results (default: "
                     "WORKDIR/evaluation.json, or beside --samples).")
 FLAGS = flags.FLAGS
@@ -57,8 +58,11 @@ def run_config() -> trainer.TrainConfig:
                                  resolution=FLAGS.resolution, channels=FLAGS.channels)
   overrides = {name: getattr(FLAGS, name) for name in ("eval_extractor", "inception_weights")
                if getattr(FLAGS, name) is not None}
+  if FLAGS.inception_weights and FLAGS.eval_extractor is None:
+    overrides["eval_extractor"] = "inception"  # weights given here are meant to be used
   config = dataclasses.replace(config, **overrides)
-  trainer.validate(config, device_count=1)  # the extractor and, for --samples, the data flags
+  trainer.validate_data(config)
+  trainer.validate_extractor(config)
   return config
 
 
@@ -66,7 +70,7 @@ def output_path() -> str:
   """Where the results go; its folder is made and checked before any work."""
   path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
                           else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
-  cli.make_writable_dir(os.path.dirname(os.path.abspath(path)), "--output")
+  cli.make_writable_dir(os.path.dirname(path) or ".", "--output")
   return path
 
 
@@ -133,7 +137,7 @@ def main(argv):
                                       config.data_dir)
   evaluator = trainer.build_evaluator(config, source)
   cli.require(evaluator is not None, "no feature extractor for these images: pass "
-              "--eval_extractor=mnist_classifier, or --inception_weights=PATH for RGB")
+              "--eval_extractor=mnist_classifier (gray images) or --inception_weights=PATH")
   results = evaluator(samples)
   drawn_by = "" if step is None else f" of checkpoint {step}"
   print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples"

@@ -188,7 +188,8 @@ def make_step(config: VanillaConfig, generator: mlp.MLPGenerator,
 
 def seed_keys(config: VanillaConfig) -> Array:
   """``(num_seeds, 3, 2)``: the init, data and sample keys of each run."""
-  seeds = config.seed + jnp.arange(config.num_seeds)
+  # uint32: key seeds up to 2^32 - 1 (JAX's default int32 would overflow above 2^31 - 1)
+  seeds = (config.seed + np.arange(config.num_seeds, dtype=np.uint64)).astype(np.uint32)
   return jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
 
 

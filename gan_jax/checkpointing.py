@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from gan_jax.cli import RunError, UsageError
 
@@ -97,7 +98,10 @@ class Checkpointer:
       # first that the arrays fit, with room for orbax's metadata.
       needed = sum(getattr(leaf, "nbytes", 8) for leaf in jax.tree_util.tree_leaves(state))
       free = shutil.disk_usage(self.directory).free
-      if free < 1.1 * needed + _METADATA_BYTES:
+      fits = free >= 1.1 * needed + _METADATA_BYTES
+      if jax.process_count() > 1:  # all processes or none: one alone would hang the others
+        fits = bool(np.all(multihost_utils.process_allgather(np.array(fits))))
+      if not fits:
         raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
                       f"{(1.1 * needed + _METADATA_BYTES) / 2**20:.1f} MiB and "
                       f"{free / 2**20:.1f} MiB are free")

@@ -62,8 +62,8 @@ def run(main: Callable) -> None:
               "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
-      # Library threads that fail after this (orbax's, after a failed write) only repeat it.
-      sys.excepthook = threading.excepthook = lambda *args: None
+      if not flags.FLAGS.verbose:  # library threads failing after this (orbax's) only repeat it
+        sys.excepthook = threading.excepthook = lambda *args: None
       logging.flush()
       if flags.FLAGS.verbose:
         traceback.print_exc()
@@ -110,9 +110,9 @@ def require_gan_settings(config: Any) -> None:
     require(getattr(config, name) >= 0.0,
             f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
   require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
-  seeds = getattr(config, "num_seeds", 1)  # runs seed, seed + 1, ..., as 32-bit integers
-  require(0 <= config.seed and config.seed + seeds <= 2**31, f"--seed must be in [0, "
-          f"{2**31 - seeds}]{f' with --num_seeds={seeds}' if seeds > 1 else ''}, got {config.seed}")
+  seeds = getattr(config, "num_seeds", 1)  # runs seed, seed + 1, ...: 32-bit key seeds
+  require(0 <= config.seed and config.seed + seeds <= 2**32, f"--seed must be in [0, "
+          f"{2**32 - seeds}]{f' with --num_seeds={seeds}' if seeds > 1 else ''}, got {config.seed}")
 
 
 def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") -> None:

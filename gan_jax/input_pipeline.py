@@ -27,6 +27,7 @@ import threading
 from typing import Iterator, Optional
 
 import numpy as np
+from absl import logging
 from PIL import Image, ImageOps
 
 from gan_jax.cli import UsageError
@@ -139,11 +140,12 @@ class TfdsSource:
 
 
 def _opens_as_image(path: str) -> bool:
-  """Whether PIL recognizes the file's header (reads the header only, not the pixels)."""
+  """Whether PIL recognizes the file's header (reads the header only, not the pixels) and
+  the image is not larger than PIL's decompression-bomb limit."""
   try:
     with Image.open(path):
       return True
-  except OSError:
+  except (OSError, Image.DecompressionBombError):
     return False
 
 
@@ -151,7 +153,10 @@ def read_image(path: str) -> np.ndarray:
   """An image file as uint8 ``(H, W)`` (16-bit grayscale, scaled to 8 bits) or ``(H, W, 3)``,
   turned upright as its EXIF orientation says (photos from phones and cameras)."""
   with Image.open(path) as image:
-    image = ImageOps.exif_transpose(image)
+    try:
+      image = ImageOps.exif_transpose(image)
+    except Exception as e:  # malformed EXIF (PIL raises SyntaxError, ValueError, ...)
+      logging.warning("ignoring the unreadable EXIF orientation of %s (%s)", path, e)
     if image.mode.startswith("I"):  # 16-bit PNG or TIFF; convert("RGB") would clip at 255
       return np.round(np.asarray(image, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
     return np.asarray(image.convert("RGB"))
@@ -173,7 +178,7 @@ class FolderSource:
     unreadable = [file for file in self.files if not _opens_as_image(file)]
     if unreadable:  # fail now, not mid-run, and before a removal could change the data order
       raise UsageError(f"{len(unreadable)} of the {len(self.files)} image files under {path!r} "
-                       f"are not images: {', '.join(map(repr, unreadable[:3]))}"
+                       f"are not images (or too large): {', '.join(map(repr, unreadable[:3]))}"
                        f"{' ...' if len(unreadable) > 3 else ''}; remove or replace them")
     self[[0]]  # and the first one decodes
 

@@ -41,8 +41,8 @@ def write_json(path: str, data) -> None:
       json.dump(data, f, indent=2)
     os.replace(temporary, path)
   except OSError as e:
-    raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions "
-                   "and run the same command again") from e
+    raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions, "
+                   "then run again") from e
 
 
 def read_metrics(workdir: str) -> list:
@@ -73,10 +73,12 @@ class RunLog:
     start_step: the step the run starts (or resumes) from.
     num_steps: the step it will stop at, for the ETA.
     write: False in every process of a multi-process run but the first: it then only measures.
+    after_failure: what the error of a failed write (a full disk) tells the user to do.
   """
 
-  def __init__(self, workdir: str, start_step: int, num_steps: int, write: bool = True):
-    self.num_steps, self.write_files = num_steps, write
+  def __init__(self, workdir: str, start_step: int, num_steps: int, write: bool = True,
+               after_failure: str = "free space and run the command again in a new --workdir"):
+    self.num_steps, self.write_files, self._after_failure = num_steps, write, after_failure
     self._last_time, self._last_step = time.time(), start_step
     if write:
       self._path = os.path.join(workdir, "metrics.jsonl")
@@ -86,16 +88,18 @@ class RunLog:
           f.writelines(json.dumps(row) + "\n" for row in kept)
         os.replace(self._path + ".tmp", self._path)
         self._file = open(self._path, "a")
+      # Events of steps after start_step (an interrupted attempt's) are dropped by TensorBoard.
+      # The suffix keeps a restart within the same second from overwriting the earlier file.
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                        purge_step=start_step + 1 if start_step else None)
+                                        purge_step=start_step + 1,
+                                        filename_suffix=f".{os.getpid()}.{start_step}")
 
   @contextlib.contextmanager
   def _appending(self):
     try:
       yield
     except OSError as e:
-      raise RunError(f"could not write {self._path} ({e}); the checkpoints are intact: free space "
-                     "and run the same command to resume") from e
+      raise RunError(f"could not write {self._path} ({e}); {self._after_failure}") from e
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     """One metrics row and its TensorBoard scalars."""

@@ -110,9 +110,7 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(not config.max_train_minutes or process_count == 1,
           "--max_train_minutes needs a single process (each would stop at its own step); "
           "use --num_steps")
-  require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
-          f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
-  require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
+  validate_data(config)
   require(config.dtype in DTYPES, f"--dtype must be float32 or bfloat16, got {config.dtype}")
   require(config.conv_method in layers.METHODS,
           f"--conv_method must be one of {', '.join(layers.METHODS)}, got {config.conv_method}")
@@ -122,11 +120,7 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(config.d_norm != "batch" or not (config.gradient_penalty or config.r1_penalty),
           "--gradient_penalty and --r1_penalty take each image's own input gradient, which a "
           "batch-norm discriminator does not give (its logits mix the batch); add --d_norm=layer")
-  require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
-          f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
-  require(config.eval_extractor != "inception" or config.inception_weights,
-          "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
-          "experiments/convert_inception_weights.py)")
+  validate_extractor(config)
   require_positive(config, ("latent_dim", "g_width", "d_width", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
                             "num_final_samples", "num_eval_real"))
@@ -137,6 +131,22 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(config.eval_extractor == "none" or config.num_final_samples >= needed,
           f"--num_final_samples={config.num_final_samples} is too few to score (the metrics "
           f"need {needed}); raise it or pass --eval_extractor=none")
+
+
+def validate_data(config: TrainConfig) -> None:
+  """Raises UsageError for a resolution or channel count the models do not take."""
+  require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
+          f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
+  require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
+
+
+def validate_extractor(config: TrainConfig) -> None:
+  """Raises UsageError for an unknown ``eval_extractor``, or Inception without weights."""
+  require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
+          f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
+  require(config.eval_extractor != "inception" or config.inception_weights,
+          "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
+          "experiments/convert_inception_weights.py)")
 
 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:
@@ -198,16 +208,22 @@ def step_flops(config: TrainConfig) -> float:
 EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
 
 
+def resolve_extractor(config: TrainConfig) -> str:
+  """The feature extractor the config's ``eval_extractor`` means: "auto" is "inception" when
+  weights are given, else "mnist_classifier" for 1 channel and "none" for RGB."""
+  if config.eval_extractor != "auto":
+    return config.eval_extractor
+  return ("inception" if config.inception_weights
+          else "mnist_classifier" if config.channels == 1 else "none")
+
+
 def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
   """The sample-quality evaluator the config asks for (None for "none"), against a fixed random
   subset of ``num_eval_real`` images of the training data ``source``."""
-  name = config.eval_extractor
-  if name == "auto":
-    name = ("inception" if config.inception_weights
-            else "mnist_classifier" if config.channels == 1 else "none")
-    if name == "none":
-      logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
+  name = resolve_extractor(config)
   if name == "none":
+    if config.eval_extractor == "auto":
+      logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
     return None
   extractor = (mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                else inception.load_inception(config.inception_weights))
@@ -384,13 +400,21 @@ class _Run:
       save_config(workdir, config)
     self.sample = sampler(config)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary)
+    self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary,
+                      after_failure="the checkpoints are intact: free space and run the same "
+                      "command to resume")
     # The best checkpoint's own record says what a new one must beat: metrics.jsonl loses the
     # rows after the checkpoint a run resumes from, while best/ may hold a later step.
     self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
                  if self.evaluator else None)
     best = self.best.latest_record() if self.best else None
+    self.extractor = resolve_extractor(config)
     self.best_fid = best[1]["fid"] if best else np.inf
+    if best and best[1].get("extractor", self.extractor) != self.extractor:
+      logging.warning("best/ holds checkpoint %d, scored with %s features; this run scores with "
+                      "%s, whose FIDs do not compare: its next score replaces it", best[0],
+                      best[1]["extractor"], self.extractor)
+      self.best_fid = np.inf
     self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
 
   @property
@@ -429,7 +453,8 @@ class _Run:
         if "real_" + k in results and not k.endswith("_std")))
     if "fid" in results and results["fid"] < self.best_fid:
       self.best_fid = results["fid"]
-      self.best.replace(step, self.host_state(), {**self.record(step), **results})
+      self.best.replace(step, self.host_state(),
+                        {**self.record(step), "extractor": self.extractor, **results})
     return results
 
   def handle_metrics(self, step: int, metrics, last: bool = False) -> None:

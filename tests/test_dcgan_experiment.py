@@ -128,6 +128,23 @@ def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path,
       5.0, 3.0, 4.0, 3.5, 4.5]
 
 
+def test_best_checkpoint_restarts_when_a_resume_scores_with_other_features(tmp_path, monkeypatch):
+  """FIDs of the MNIST classifier and of Inception do not compare: best/ records its extractor,
+  and a resume that scores with another one lets its first score replace best/."""
+  scripted_fids = iter([5.0, 3.0, 4.5, 6.0])  # steps 2, 4 (classifier); 6, 8 (Inception)
+  monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
+      lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
+  config = config_from(None, "--eval_every_steps=2", "--num_steps=4", "--resolution=28",
+                       "--sample_every_steps=0")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  resumed = dataclasses.replace(config, num_steps=8, inception_weights="weights.npz")  # auto
+  trainer.train_and_evaluate(resumed, str(tmp_path))
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), read_only=True)
+  step, record = checkpoints.latest_record()
+  checkpoints.close()
+  assert (step, record["fid"], record["extractor"]) == (6, 4.5, "inception")
+
+
 @pytest.mark.parametrize("resumed_fids, best", [
     ((3.5, 3.2), (6, 3.0)),  # both worse than the killed run's step 6, which the rows lost
     ((2.5, 4.5), (6, 2.5)),  # a better step 6 replaces the killed run's step 6

@@ -130,6 +130,13 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
                                 [[255, 255], [255, 255], [0, 0], [0, 0]])
 
 
+def test_a_malformed_exif_block_leaves_the_image_as_stored(tmp_path):
+  pixels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  Image.fromarray(pixels).save(tmp_path / "odd.png", exif=b"garbage!garbage!")
+  np.testing.assert_array_equal(input_pipeline.read_image(str(tmp_path / "odd.png"))[..., 0],
+                                pixels)
+
+
 def test_empty_and_unreadable_folders_are_usage_errors(tmp_path):
   with pytest.raises(UsageError, match="no image files"):
     input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
@@ -137,8 +144,8 @@ def test_empty_and_unreadable_folders_are_usage_errors(tmp_path):
   for i in range(5):  # noise: the pixel data is most of the file, after the header
     Image.fromarray(rng.integers(0, 255, (64, 64), np.uint8)).save(tmp_path / f"good{i}.png")
   (tmp_path / "zz_text.png").write_bytes(b"not a png")  # sorted last: found before training
-  with pytest.raises(UsageError, match=r"1 of the 6 image files under .* are not images: "
-                                       r"'.*zz_text.png'; remove or replace them"):
+  with pytest.raises(UsageError, match=r"1 of the 6 image files under .* are not images \(or "
+                                       r"too large\): '.*zz_text.png'; remove or replace them"):
     input_pipeline.make_source(f"folder:{tmp_path}", 32, 1)
   (tmp_path / "zz_text.png").unlink()
   png = (tmp_path / "good0.png").read_bytes()
