@@ -144,6 +144,8 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --resolution must be one of 28, 32, 64, got -4"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/junk.npy/out.json"],
      "error: cannot write to '{tmp}/junk.npy' (--output: "),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output=gs://bucket/eval.json"],
+     "error: --output=gs://bucket is a URL"),
     ("experiments.evaluate", ["--workdir={tmp}/garbled"],
      "error: cannot read {tmp}/garbled/config.json as a run's configuration"),
     ("experiments.evaluate", ["--workdir={tmp}/other_version"],

@@ -80,6 +80,14 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
     assert scored.get("step") == (4 if args[0] == "--workdir" else None)
     np.testing.assert_allclose(scored["fid"], evaluation[0]["fid"], rtol=1e-4)
     np.testing.assert_allclose(scored["real_fid"], evaluation[0]["real_fid"], rtol=1e-6)
+  # a run that kept too few final samples to score them can still be scored with more
+  saved = json.loads((tmp_path / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps(dict(saved, num_final_samples=4)))
+  result = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir",
+                           str(tmp_path), "--num_samples=12", f"--output={output}"],
+                          cwd=dcgan_runs.ROOT, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(output.read_text())["num_samples"] == 12
 
 
 @pytest.mark.parametrize("flagfile, overrides", [
