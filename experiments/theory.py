@@ -254,10 +254,12 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
       "wall_s": time.time() - start_time,
   }
   for loss, summary in results["saturation"]["losses"].items():
+    reached = summary["steps_to_data"]
     logging.info("(b) %s: %d steps with D(G(z)) < 0.01, median generator gradient norm there "
-                 "%s; reaches the data at step %s; final mean of G(z) %.3f (data mean %.1f)",
+                 "%s; reaches the data %s; final mean of G(z) %.3f (data mean %.1f)",
                  loss, summary["steps_with_d_fake_below_0.01"],
-                 summary["median_g_grad_norm_there"], summary["steps_to_data"],
+                 summary["median_g_grad_norm_there"],
+                 "never" if reached is None else f"at step {reached}",
                  summary["final_sample_mean"], results["saturation"]["data_mean"])
   run_log.write_json(os.path.join(workdir, "theory.json"), results)
   logging.info("wall time %.1f s; figures and theory.json in %s", results["wall_s"], workdir)

@@ -171,10 +171,13 @@ def optimizer(config: VanillaConfig, learning_rate: float, updates_per_step: int
   """
   warmup, total = (config.warmup_steps * updates_per_step, config.num_steps * updates_per_step)
   if config.lr_schedule == "cosine":
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total)
+    schedule = (optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total) if warmup
+                else optax.cosine_decay_schedule(learning_rate, total))
   else:
-    schedule = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup),
-                                     optax.constant_schedule(learning_rate)], [warmup])
+    schedule = (optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup),
+                                      optax.constant_schedule(learning_rate)], [warmup])
+                if warmup else learning_rate)
+  # (optax warns of a zero-length warm-up, so none is built when there is none)
   return optax.adam(schedule, b1=config.beta1, b2=config.beta2)
 
 

@@ -48,7 +48,8 @@ def _parse_flags(argv):
     print(f"error: a --flagfile is not text ({e.reason} at byte {e.start})", file=sys.stderr)
     sys.exit(2)
   except flags.Error as e:
-    print(f"error: {e} (see --helpshort for the flags)", file=sys.stderr)
+    message = str(e).removeprefix("ERROR:: ")  # absl's prefix for an unreadable --flagfile
+    print(f"error: {message} (see --helpshort for the flags)", file=sys.stderr)
     sys.exit(2)
 
 

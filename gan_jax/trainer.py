@@ -97,9 +97,9 @@ RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d
                 "d_norm", "batch_size", "seed", "n_critic", "ema_decay")
 
 
-def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> None:
+def validate(config: TrainConfig, device_count: int) -> None:
   """Raises UsageError naming the first bad setting and what to do, for a job of
-  ``device_count`` devices over ``process_count`` processes."""
+  ``device_count`` devices (over all processes)."""
   require(config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}")
   require(config.batch_size % device_count == 0,
           f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
@@ -107,9 +107,6 @@ def validate(config: TrainConfig, device_count: int, process_count: int = 1) -> 
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
-  require(not config.max_train_minutes or process_count == 1,
-          "--max_train_minutes needs a single process (each would stop at its own step); "
-          "use --num_steps")
   validate_data(config)
   require(config.dtype in DTYPES, f"--dtype must be float32 or bfloat16, got {config.dtype}")
   require(config.conv_method in layers.METHODS,
@@ -225,6 +222,10 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
     if config.eval_extractor == "auto":
       logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
     return None
+  if name == "mnist_classifier" and config.dataset not in ("mnist", "tfds:mnist"):
+    logging.warning("scoring %s with the features of an MNIST digit classifier: the scores rank "
+                    "runs on this data but compare with no published figure (pass "
+                    "--inception_weights for Inception features)", config.dataset)
   extractor = (mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                else inception.load_inception(config.inception_weights))
   count = min(len(source), config.num_eval_real)
@@ -302,27 +303,30 @@ class _Preemption:
       signal.signal(signum, handler)
 
 
-# With several processes, how often (in steps) they agree whether a signal reached any of them.
+# With several processes, how often (in steps) they agree whether any of them must stop.
 PREEMPTION_SYNC_STEPS = 10
+OUT_OF_TIME = "out of time"
 
 
-def agreed_preemption(preemption: _Preemption, step: int,
-                      every: int = PREEMPTION_SYNC_STEPS) -> Optional[str]:
-  """The signal that stops the training loop after ``step``, or None to go on.
+def agreed_stop(preemption: _Preemption, step: int, out_of_time: bool,
+                every: int = PREEMPTION_SYNC_STEPS) -> Optional[str]:
+  """Why the training loop stops after ``step``: a signal's name, ``OUT_OF_TIME`` (this
+  process's ``--max_train_minutes`` ran out) or None to go on.
 
   Several processes must stop at the same step: one that stopped alone would wait at the final
   checkpoint's barrier for the others, and they for it in the next step's all-reduce. So at every
-  ``every``-th step they gather each other's flag (a small collective) and all stop when any was
-  signalled, ``preemption.requested`` then naming a signal on each; between those steps a signal
-  waits. A single process stops before its next step.
+  ``every``-th step they gather each other's flags (a small collective) and all stop when any was
+  signalled (``preemption.requested`` then naming a signal on each) or out of time; between those
+  steps a stop waits. A single process stops before its next step.
   """
+  flags_here = np.int32([preemption.requested is not None, out_of_time])
   if jax.process_count() > 1:
     if step % every:
       return None
-    if not np.any(multihost_utils.process_allgather(np.int32(preemption.requested is not None))):
-      return None
-    preemption.requested = preemption.requested or "a signal to another process"
-  return preemption.requested
+    flags_here = np.any(multihost_utils.process_allgather(flags_here), axis=0)
+    if flags_here[0]:
+      preemption.requested = preemption.requested or "a signal to another process"
+  return preemption.requested if flags_here[0] else OUT_OF_TIME if flags_here[1] else None
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
@@ -356,7 +360,7 @@ class _Run:
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
-    validate(config, len(self.devices) * jax.process_count(), jax.process_count())
+    validate(config, len(self.devices) * jax.process_count())
     if self.primary:
       prepare_workdir(workdir, config)
     source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
@@ -369,6 +373,13 @@ class _Run:
     generator, discriminator = build_models(config, axis_name)
     state = initial_state(config, generator, discriminator)
     self.dataset_size = len(source)
+    logging.info("%s (%d images) at %dx%dx%d: G %s and D %s parameters, global batch %d on %d "
+                 "%s device(s) in %d process(es)", config.dataset, len(source), config.resolution,
+                 config.resolution, config.channels,
+                 f"{train_state.count_params(state.generator.params):,}",
+                 f"{train_state.count_params(state.discriminator.params):,}",
+                 config.batch_size, len(self.devices) * jax.process_count(),
+                 jax.default_backend(), jax.process_count())
     self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                   config.keep_checkpoints)
     self.start_step, position = 0, 0
@@ -486,11 +497,18 @@ class _Run:
     deadline = (time.monotonic() + 60 * config.max_train_minutes if config.max_train_minutes
                 else np.inf)
     pending = None  # (step, metrics) of the previous step, read while the next step runs
-    while step < config.num_steps and not agreed_preemption(preemption, step):
+    stop = None
+    while step < config.num_steps:
+      # At least one step, however short the budget: a run always moves on.
+      stop = agreed_stop(preemption, step,
+                         step > self.start_step and time.monotonic() >= deadline)
+      if stop:
+        break
       self.state, metrics = self.step_fn(self.state, next(self.device_batches))
       step += 1
       if step == self.start_step + 1:  # that call compiled the step: time the rest from here
         jax.block_until_ready(self.state)
+        logging.info("compiled and ran the first step in %.1f s", time.time() - start_time)
         self.log.restart_clock(step)
       if pending is not None:
         self.handle_metrics(*pending)
@@ -501,17 +519,16 @@ class _Run:
         self.save(step)
       if self.evaluator and config.eval_every_steps and step % config.eval_every_steps == 0:
         self.evaluate(step)
-      if time.monotonic() >= deadline:
-        break
     if pending is not None:
       self.handle_metrics(*pending, last=True)
     saved = self.save(step, wait=True)
     # Agreed once more: a signal after the loop's last agreement must stop every process or none.
-    wall, preempted = time.time() - start_time, agreed_preemption(preemption, step, every=1)
+    wall = time.time() - start_time
+    preempted = agreed_stop(preemption, step, out_of_time=False, every=1)
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
                "preempted": preempted, **self.last_metrics,
-               "time_limited": step < config.num_steps and not preempted}
+               "time_limited": stop == OUT_OF_TIME and not preempted}
     if preempted:
       kept = self.checkpoints.latest_step()
       logging.info("%s: %s; rerun the same command to resume", preempted,

@@ -84,6 +84,7 @@ def test_a_url_workdir_is_refused_not_taken_for_a_local_folder(tmp_path, monkeyp
     (["--dataset=folder:/no/such/dir"], "error: image folder '/no/such/dir' does not exist"),
     (["--eval_extractor=inception"], "error: --eval_extractor=inception needs --inception_weights"),
     (["--flagfile={tmp}/binary.flags"], "error: a --flagfile is not text"),
+    (["--flagfile={tmp}/missing.flags"], "error: Unable to open flagfile: [Errno 2] No such file"),
     (["--num_processes=2", "--process_id=1"],
      "error: --num_processes, --process_id without --distributed: each process would train alone"),
 ])

@@ -100,3 +100,19 @@ def test_a_signal_to_one_process_stops_both_at_one_checkpointed_step(tmp_path):
   assert (f"a signal to another process: saved checkpoint {steps[0]}"
           in dcgan_runs.output(processes[0]))
   assert not os.path.exists(tmp_path / "final_samples.npy")  # stopped, not finished
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_both_processes_at_one_step_and_writes_the_outputs(tmp_path):
+  """Each process has its own clock; they agree on the step, as on a signal."""
+  args = [*ARGS, "--num_steps=100000", "--max_train_minutes=0.05", "--log_every_steps=10",
+          "--checkpoint_every_steps=100000", "--sample_every_steps=0"]
+  processes = start_two_processes(tmp_path, args)
+  wait_while(processes, lambda: any(p.returncode is None for p in processes))
+  for process in processes:
+    assert process.returncode == 0, dcgan_runs.output(process)
+  steps = checkpointing.saved_steps(tmp_path / "checkpoints")
+  assert len(steps) == 1 and steps[0] > 0 and steps[0] % trainer.PREEMPTION_SYNC_STEPS == 0
+  for process in processes:
+    assert f"--max_train_minutes=0.05 reached at step {steps[0]}" in dcgan_runs.output(process)
+  assert np.load(tmp_path / "final_samples.npy").shape == (16, 28, 28, 1)

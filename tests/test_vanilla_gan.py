@@ -142,10 +142,13 @@ def test_seeds_with_their_batch_split_over_two_devices_each_equal_one_device(ove
   assert float(metrics_one[penalty].min()) > 0  # the penalty is in play
 
 
+@pytest.mark.parametrize("warmup_steps", [2, 0])
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero(schedule):
-  config = vanilla_gan.VanillaConfig(lr_schedule=schedule, warmup_steps=2, num_steps=6)
-  adam = vanilla_gan.optimizer(config, 0.1, updates_per_step=2)  # 4 warm-up updates of 12
+def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero(schedule, warmup_steps):
+  config = vanilla_gan.VanillaConfig(lr_schedule=schedule, warmup_steps=warmup_steps,
+                                     num_steps=6)
+  adam = vanilla_gan.optimizer(config, 0.1, updates_per_step=2)  # 2 updates per step, 12 in all
+  warmup = 2 * warmup_steps
   # for a constant gradient g, Adam's update is -rate * g / (|g| + eps): it reads out the rate
   # (up to float32 rounding of the bias corrections)
   state, rates = adam.init(jnp.zeros(())), []
@@ -153,9 +156,10 @@ def test_learning_rate_warms_up_linearly_then_stays_or_decays_to_zero(schedule):
     update, state = adam.update(jnp.ones(()), state)
     rates.append(-float(update))
   t = np.arange(12)
-  after_warmup = 0.1 if schedule == "constant" else 0.05 * (1 + np.cos(np.pi * (t - 4) / 8))
-  np.testing.assert_allclose(rates, np.where(t < 4, 0.1 * t / 4, after_warmup), rtol=3e-5,
-                             atol=1e-9)
+  after_warmup = (0.1 if schedule == "constant"
+                  else 0.05 * (1 + np.cos(np.pi * (t - warmup) / (12 - warmup))))
+  np.testing.assert_allclose(rates, np.where(t < warmup, 0.1 * t / max(warmup, 1), after_warmup),
+                             rtol=3e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("overrides, message", [
