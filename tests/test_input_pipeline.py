@@ -171,7 +171,8 @@ def test_tfds_source_reads_the_images_it_is_asked_for_padded_and_scaled():
 
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature \(its features: text, label\)"):
+    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature \(its "
+                                         r"features: text, label\)"):
       input_pipeline.make_source("tfds:imdb_reviews", 32, 1)
 
 
