@@ -46,9 +46,14 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: Optional[int] = 3, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
+    # Several managers (checkpoints/, best/) may save at once: with several processes their
+    # barriers must not share keys, or one manager's processes meet at the other's.
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=os.path.basename(self.directory))
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                             create=not read_only),
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only,
+            multiprocessing_options=multiprocessing),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "record": ocp.JsonCheckpointHandler()})
 
@@ -98,10 +103,10 @@ class Checkpointer:
       # first that the arrays fit, with room for orbax's metadata.
       needed = sum(getattr(leaf, "nbytes", 8) for leaf in jax.tree_util.tree_leaves(state))
       free = shutil.disk_usage(self.directory).free
-      fits = free >= 1.1 * needed + _METADATA_BYTES
-      if jax.process_count() > 1:  # all processes or none: one alone would hang the others
-        fits = bool(np.all(multihost_utils.process_allgather(np.array(fits))))
-      if not fits:
+      if jax.process_count() > 1:  # the least on any process: one saving alone would hang
+        mib = multihost_utils.process_allgather(np.float32(free / 2**20))
+        free = float(np.min(mib)) * 2**20
+      if free < 1.1 * needed + _METADATA_BYTES:
         raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
                       f"{(1.1 * needed + _METADATA_BYTES) / 2**20:.1f} MiB and "
                       f"{free / 2**20:.1f} MiB are free")

@@ -156,7 +156,8 @@ def read_image(path: str) -> np.ndarray:
     try:
       image = ImageOps.exif_transpose(image)
     except Exception as e:  # malformed EXIF (PIL raises SyntaxError, ValueError, ...)
-      logging.warning("ignoring the unreadable EXIF orientation of %s (%s)", path, e)
+      logging.log_first_n(logging.WARNING, "ignoring the unreadable EXIF orientation of %s (%s; "
+                          "logged for the first 3 such images)", 3, path, e)
     if image.mode.startswith("I"):  # 16-bit PNG or TIFF; convert("RGB") would clip at 255
       return np.round(np.asarray(image, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
     return np.asarray(image.convert("RGB"))

@@ -222,7 +222,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
     if config.eval_extractor == "auto":
       logging.info("no --inception_weights: RGB samples are not scored (FID needs them)")
     return None
-  if name == "mnist_classifier" and config.dataset not in ("mnist", "tfds:mnist"):
+  if name == "mnist_classifier" and not (config.dataset == "mnist"
+                                         or config.dataset.startswith("tfds:mnist")):
     logging.warning("scoring %s with the features of an MNIST digit classifier: the scores rank "
                     "runs on this data but compare with no published figure (pass "
                     "--inception_weights for Inception features)", config.dataset)
@@ -462,8 +463,12 @@ class _Run:
     logging.info("step %d evaluation (real-vs-real floor in brackets): %s", step, ", ".join(
         f"{k} {v:.4g} ({results['real_' + k]:.4g})" for k, v in results.items()
         if "real_" + k in results and not k.endswith("_std")))
-    if "fid" in results and results["fid"] < self.best_fid:
+    improved = "fid" in results and results["fid"] < self.best_fid
+    if jax.process_count() > 1:  # all processes replace best/ or none (its saves are collective)
+      improved = bool(multihost_utils.broadcast_one_to_all(np.int32(improved)))
+    if improved:
       self.best_fid = results["fid"]
+      self.checkpoints.wait()  # one background save at a time
       self.best.replace(step, self.host_state(),
                         {**self.record(step), "extractor": self.extractor, **results})
     return results

@@ -52,18 +52,24 @@ def wait_while(processes, condition, seconds=600) -> None:
       process.poll()
 
 
+# Scored during training too: best/ and checkpoints/ then save at the same steps, each a
+# collective of the processes.
+SCORED_ARGS = [*ARGS[:-1], "--eval_extractor=mnist_classifier", "--eval_every_steps=2",
+               "--num_eval_real=100"]
+
+
 @pytest.mark.slow
 def test_one_device_four_devices_and_two_processes_reach_the_same_run(tmp_path):
   workdir = tmp_path / "two_processes"
-  processes = start_two_processes(workdir, ARGS)
+  processes = start_two_processes(workdir, SCORED_ARGS)
   wait_while(processes, lambda: any(p.returncode is None for p in processes))
   for process in processes:
     assert process.returncode == 0, dcgan_runs.output(process)
   one_device = tmp_path / "one_device"
-  result = dcgan_runs.run_command(one_device, ARGS, env=devices_env(1))
+  result = dcgan_runs.run_command(one_device, SCORED_ARGS, env=devices_env(1))
   assert result.returncode == 0, result.stderr[-3000:]
   four_devices = tmp_path / "four_devices"  # this process has 4 CPU devices (conftest)
-  config = dcgan_runs.config_from(None, *ARGS)
+  config = dcgan_runs.config_from(None, *SCORED_ARGS)
   trainer.train_and_evaluate(config, str(four_devices))
 
   step, state, _ = dcgan_runs.latest_checkpoint(str(workdir), config)
@@ -80,6 +86,11 @@ def test_one_device_four_devices_and_two_processes_reach_the_same_run(tmp_path):
   assert np.std(samples["one_device"]) > 1e-3
   for name in ("one_device", "two_processes"):
     np.testing.assert_allclose(samples[name], samples["four_devices"], atol=1e-5, err_msg=name)
+  scores = {path.name: [row["fid"] for row in trainer.read_metrics(str(path)) if "fid" in row]
+            for path in (workdir, four_devices)}
+  assert len(scores["four_devices"]) == 2  # steps 2 and 4
+  np.testing.assert_allclose(scores["two_processes"], scores["four_devices"], rtol=1e-3)
+  assert os.listdir(workdir / "best") == os.listdir(four_devices / "best")
 
 
 @pytest.mark.slow
