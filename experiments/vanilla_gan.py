@@ -16,7 +16,8 @@ device (batch t of run k from ``fold_in(data_key_k, t)``), so Python only sees t
 Writes to ``--workdir``:
 
 * ``metrics.jsonl`` and ``tensorboard/``: every ``log_every_steps`` steps, the step metrics
-  averaged over those steps and over the seeds (``nonfinite``: the fraction of skipped updates;
+  averaged over those steps and over the seeds (``nonfinite``: skipped updates per step, 0 to
+  ``n_critic + 1``;
   ``steps_per_sec``: training only, snapshots excluded), and the means over seeds of the mode
   metrics (2-D) at every snapshot;
 * ``samples/step_XXXXXX.png``: snapshots, one scatter panel per seed over the true modes (2-D),
@@ -125,11 +126,11 @@ def validate(config: VanillaConfig) -> None:
             f"{', '.join(mlp.ACTIVATIONS)}, got {getattr(config, name)!r}")
   require(config.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of "
           f"{', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
-  require(0 <= config.warmup_steps < config.num_steps, f"--warmup_steps must be in [0, "
-          f"--num_steps), got {config.warmup_steps}")
   cli.require_positive(config, ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width",
                                 "g_depth", "d_width", "d_depth", "packing",
                                 "log_every_steps", "num_samples"))
+  require(0 <= config.warmup_steps < config.num_steps, f"--warmup_steps must be in [0, "
+          f"--num_steps), got {config.warmup_steps}")
   require(config.batch_size % config.packing == 0, f"--batch_size={config.batch_size} is not a "
           f"multiple of --packing={config.packing}; the discriminator judges packs of "
           f"{config.packing} samples")
@@ -264,8 +265,11 @@ def save_pictures(samples: np.ndarray, data: RealData, seeds: np.ndarray, path: 
                   per_seed: Optional[List[Dict[str, float]]] = None) -> None:
   """Scatter panels over the modes (2-D, titled with ``per_seed`` metrics) or digit rows."""
   if data.mixture is None:
-    digits = samples[:, :DIGITS_PER_SEED].reshape(-1, MNIST_SIDE, MNIST_SIDE, 1)
-    plotting.save_image_grid(digits, path, columns=DIGITS_PER_ROW)
+    digits = samples[:, :DIGITS_PER_SEED].reshape(len(samples), -1, MNIST_SIDE, MNIST_SIDE, 1)
+    blank = -digits.shape[1] % DIGITS_PER_ROW  # gray cells: each seed starts a row
+    digits = np.pad(digits, ((0, 0), (0, blank), (0, 0), (0, 0), (0, 0)))
+    plotting.save_image_grid(digits.reshape(-1, MNIST_SIDE, MNIST_SIDE, 1), path,
+                             columns=DIGITS_PER_ROW)
     return
   titles = [f"seed {s}" for s in seeds]
   if per_seed is not None:

@@ -41,6 +41,11 @@ def save_image_grid(images: np.ndarray, path: str, columns: Optional[int] = None
   picture.save(path)
 
 
+def _marker(points: int) -> Optional[str]:
+  """Dots where a line has too few points to show (one point draws no line)."""
+  return "." if points < 2 else None
+
+
 def plot_curves(rows: Sequence[Dict[str, float]], groups: Dict[str, Sequence[str]], path: str,
                 x_key: str = "step") -> None:
   """One panel per group of metrics against ``x_key``; ``rows`` as in ``metrics.jsonl``."""
@@ -50,7 +55,7 @@ def plot_curves(rows: Sequence[Dict[str, float]], groups: Dict[str, Sequence[str
       points = [(r[x_key], r[key]) for r in rows if key in r]
       if points:
         xs, ys = zip(*points)
-        ax.plot(xs, ys, label=key, linewidth=1)
+        ax.plot(xs, ys, label=key, linewidth=1, marker=_marker(len(xs)), markersize=3)
     ax.set_title(title)
     ax.set_xlabel(x_key)
     ax.legend(fontsize=8)
@@ -113,7 +118,8 @@ def plot_seed_curves(steps: np.ndarray, curves: Dict[str, np.ndarray],
   for ax, (title, keys) in zip(axes[0], groups.items()):
     for colour, key in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], keys):
       values = np.asarray(curves[key])
-      ax.plot(steps, values, color=colour, linewidth=0.7, alpha=0.6)
+      ax.plot(steps, values, color=colour, linewidth=0.7, alpha=0.6, marker=_marker(len(steps)),
+              markersize=3)
       ax.plot([], [], color=colour, label=key)  # one legend entry for all seeds
     ax.set_title(title)
     ax.set_xlabel("step")

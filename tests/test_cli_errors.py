@@ -133,6 +133,8 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 @pytest.mark.parametrize("module, args, message", [
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--packing=0"],
      "error: --packing must be positive"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--num_steps=0"],
+     "error: --num_steps must be positive, got 0"),
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--seed=4294967290", "--num_seeds=10"],
      "error: --seed must be in [0, 4294967286] with --num_seeds=10, got 4294967290"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--eval_extractor=bogus"],
