@@ -14,6 +14,7 @@ batch over the second. A device computes its seeds as one device would, but XLA 
 kernels for a different block of seeds, and a split batch sums its gradients in another order, so
 the float round-off, which GAN training amplifies, depends on the mesh.
 """
+import math
 import os
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -115,11 +116,21 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
   return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+
+
 def available_cores() -> int:
-  """CPU cores this process may run on."""
-  if hasattr(os, "sched_getaffinity"):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
+  """CPU cores this process may run on: those it may be scheduled on, capped by a container's
+  CPU quota (``docker --cpus=2`` on a large host leaves all its cores schedulable)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  try:
+    with open(CGROUP_CPU_MAX) as f:
+      quota, period = f.read().split()[:2]
+    if quota != "max":
+      cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+  except (OSError, ValueError):  # no cgroup v2 limit readable here
+    pass
+  return cores or 1
 
 
 def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,

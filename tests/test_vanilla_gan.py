@@ -186,3 +186,21 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --dataset must be one of ring8, grid25, mnist, got 'cifar10'")
+
+
+@pytest.mark.parametrize("cpu_max, cores", [
+    ("200000 100000\n", 2),  # docker --cpus=2
+    ("150000 100000\n", 2),  # 1.5 CPUs of time: 2 threads can use it
+    ("max 100000\n", 16),  # no quota
+    ("garbled", 16),
+    (None, 16),  # no cgroup v2 file
+])
+def test_available_cores_are_capped_by_a_container_cpu_quota(tmp_path, monkeypatch, cpu_max,
+                                                             cores):
+  monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(16)),
+                      raising=False)
+  path = tmp_path / "cpu.max"
+  if cpu_max is not None:
+    path.write_text(cpu_max)
+  monkeypatch.setattr(parallel, "CGROUP_CPU_MAX", str(path))
+  assert parallel.available_cores() == cores
