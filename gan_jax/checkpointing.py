@@ -106,10 +106,10 @@ class Checkpointer:
       if jax.process_count() > 1:  # the least on any process: one saving alone would hang
         mib = multihost_utils.process_allgather(np.float32(free / 2**20))
         free = float(np.min(mib)) * 2**20
-      if free < 1.1 * needed + _METADATA_BYTES:
+      required = 1.1 * needed + _METADATA_BYTES
+      if free < required:
         raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
-                      f"{(1.1 * needed + _METADATA_BYTES) / 2**20:.1f} MiB and "
-                      f"{free / 2**20:.1f} MiB are free")
+                      f"{required / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free")
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        record=ocp.args.JsonSave(record)),
                          force=force)

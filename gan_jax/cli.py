@@ -63,11 +63,11 @@ def run(main: Callable) -> None:
               "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
-      if not flags.FLAGS.verbose:  # library threads failing after this (orbax's) only repeat it
-        sys.excepthook = threading.excepthook = lambda *args: None
       logging.flush()
       if flags.FLAGS.verbose:
         traceback.print_exc()
+      else:  # library threads failing after this (orbax's) only repeat it
+        sys.excepthook = threading.excepthook = lambda *args: None
       print(f"error: {e}", file=sys.stderr)
       _exit(2 if isinstance(e, UsageError) else 1)
 

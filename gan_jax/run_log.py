@@ -32,14 +32,19 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def _replace_file(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file, so that a failed write (a full disk)
+  leaves any earlier file whole; OSError if it fails."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
 def write_json(path: str, data) -> None:
-  """Writes ``data`` as indented JSON through a temporary file, so that a failed write (a full
-  disk) leaves any earlier file whole; the failure is a RunError naming the file."""
-  temporary = path + ".tmp"
+  """Writes ``data`` as indented JSON, whole or not at all (``_replace_file``); the failure is a
+  RunError naming the file."""
   try:
-    with open(temporary, "w") as f:
-      json.dump(data, f, indent=2)
-    os.replace(temporary, path)
+    _replace_file(path, json.dumps(data, indent=2))
   except OSError as e:
     raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions, "
                    "then run again") from e
@@ -84,9 +89,7 @@ class RunLog:
       self._path = os.path.join(workdir, "metrics.jsonl")
       kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
       with self._appending():
-        with open(self._path + ".tmp", "w") as f:
-          f.writelines(json.dumps(row) + "\n" for row in kept)
-        os.replace(self._path + ".tmp", self._path)
+        _replace_file(self._path, "".join(json.dumps(row) + "\n" for row in kept))
         self._file = open(self._path, "a")
       # Events of steps after start_step (an interrupted attempt's) are dropped by TensorBoard.
       # The suffix keeps a restart within the same second from overwriting the earlier file.

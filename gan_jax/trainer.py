@@ -375,8 +375,8 @@ class _Run:
     state = initial_state(config, generator, discriminator)
     self.dataset_size = len(source)
     logging.info("%s (%d images) at %dx%dx%d: G %s and D %s parameters, global batch %d on %d "
-                 "%s device(s) in %d process(es)", config.dataset, len(source), config.resolution,
-                 config.resolution, config.channels,
+                 "%s device(s) in %d process(es)", config.dataset, self.dataset_size,
+                 config.resolution, config.resolution, config.channels,
                  f"{train_state.count_params(state.generator.params):,}",
                  f"{train_state.count_params(state.discriminator.params):,}",
                  config.batch_size, len(self.devices) * jax.process_count(),
@@ -388,11 +388,11 @@ class _Run:
     if restored is not None:
       self.start_step, state, record = restored
       position = record["data_position"]
-      saved_size = record.get("dataset_size", len(source))  # older checkpoints lack it
-      require(saved_size == len(source), f"the dataset has {len(source)} images, and had "
-              f"{saved_size} when checkpoint {self.start_step} in {workdir} was saved: the data "
-              "order would change; restore the dataset (replace unreadable files rather than "
-              "remove them) or use a new --workdir")
+      saved_size = record.get("dataset_size", self.dataset_size)  # older checkpoints lack it
+      require(saved_size == self.dataset_size, f"the dataset has {self.dataset_size} images, "
+              f"and had {saved_size} when checkpoint {self.start_step} in {workdir} was saved: "
+              "the data order would change; restore the dataset (replace unreadable files "
+              "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
 
     raw_step = train_step.make_train_step(generator, discriminator,

@@ -32,14 +32,19 @@ def test_rate_and_eta_leave_out_the_compilation_of_the_first_step(tmp_path, monk
   log.close()
 
 
-def test_a_resume_drops_the_rows_after_its_checkpoint(tmp_path):
-  log = run_log.RunLog(str(tmp_path), 0, 10)
+def log_6_steps_then_resume_at_4(workdir) -> None:
+  """Rows of steps 2, 4 and 6, then a run resumed from a checkpoint at 4 that logs 6 again."""
+  log = run_log.RunLog(str(workdir), 0, 10)
   for step in (2, 4, 6):
     log.write(step, {"d_loss": float(step)})
   log.close()
-  resumed = run_log.RunLog(str(tmp_path), start_step=4, num_steps=10)
+  resumed = run_log.RunLog(str(workdir), start_step=4, num_steps=10)
   resumed.write(6, {"d_loss": 60.0})
   resumed.close()
+
+
+def test_a_resume_drops_the_rows_after_its_checkpoint(tmp_path):
+  log_6_steps_then_resume_at_4(tmp_path)
   assert [(r["step"], r["d_loss"]) for r in run_log.read_metrics(str(tmp_path))] == \
       [(2, 2.0), (4, 4.0), (6, 60.0)]
 
@@ -102,13 +107,7 @@ def read_events(folder) -> list:
 def test_each_start_tells_tensorboard_to_purge_the_steps_after_it(tmp_path):
   """A fresh start purges from step 1 (an attempt that died before its first checkpoint), a
   resume from step 4 from step 5: TensorBoard then drops the earlier events of those steps."""
-  log = run_log.RunLog(str(tmp_path), 0, 10)
-  for step in (2, 4, 6):
-    log.write(step, {"d_loss": float(step)})
-  log.close()
-  resumed = run_log.RunLog(str(tmp_path), start_step=4, num_steps=10)
-  resumed.write(6, {"d_loss": 60.0})
-  resumed.close()
+  log_6_steps_then_resume_at_4(tmp_path)
   starts = [e.step for e in read_events(tmp_path / "tensorboard")
             if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
   assert starts == [1, 5]
