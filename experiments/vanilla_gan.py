@@ -26,7 +26,8 @@ Writes to ``--workdir``:
   ``(num_seeds * num_samples, 28, 28, 1)`` in [-1, 1], seed-major, for MNIST;
 * ``final_samples.png`` (the same pictures at the end) and ``curves.png`` (losses, D(x),
   D(G(z)) and gradient norms, one line per seed);
-* ``metrics.json``: the configuration, device mesh, wall time, and for the mixtures the PacGAN
+* ``metrics.json``: the configuration, device mesh (and ``padding_runs``, the extra runs that
+  filled its last seed block, trained and discarded), wall time, and for the mixtures the PacGAN
   mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with their mean
   and std.
 """
@@ -190,10 +191,11 @@ def make_step(config: VanillaConfig, generator: mlp.MLPGenerator,
                                    axis_name)
 
 
-def seed_keys(config: VanillaConfig) -> Array:
-  """``(num_seeds, 3, 2)``: the init, data and sample keys of each run."""
-  # uint32: key seeds up to 2^32 - 1 (JAX's default int32 would overflow above 2^31 - 1)
-  seeds = (config.seed + np.arange(config.num_seeds, dtype=np.uint64)).astype(np.uint32)
+def seed_keys(first_seed: int, count: int) -> Array:
+  """``(count, 3, 2)``: the init, data and sample keys of the runs ``first_seed + k``."""
+  # uint32: key seeds up to 2^32 - 1 (JAX's default int32 would overflow above 2^31 - 1); the
+  # padding runs past 2^32 - 1 wrap around
+  seeds = (first_seed + np.arange(count, dtype=np.uint64)).astype(np.uint32)
   return jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
 
 
@@ -296,8 +298,9 @@ class Training(NamedTuple):
   """A compiled training program and what it starts from (see ``prepare_training``).
 
   Attributes:
-    state: every seed's GANState, split over the mesh's seed axis.
-    keys: ``(num_seeds, 3, 2)``, the init, data and sample keys of each seed.
+    state: every run's GANState, split over the mesh's seed axis: the ``num_seeds`` seeds first,
+      then the padding runs that fill the last seed block (``parallel.padded_seed_count``).
+    keys: ``(runs, 3, 2)``, the init, data and sample keys of each run.
     data: the dataset, its arrays replicated over the mesh.
     run: ``run(state, keys[:, 1], data.arrays) -> (state, metrics)``: ``log_every_steps`` steps
       of every seed (``compile_train_program``).
@@ -315,7 +318,8 @@ def prepare_training(config: VanillaConfig, data: RealData, generator: mlp.MLPGe
   step_fn = make_step(config, generator, discriminator, parallel.batch_axis(mesh))
   sharding = parallel.seed_sharding(mesh)
   data = data._replace(arrays=jax.device_put(data.arrays, parallel.replicated(mesh)))
-  keys = jax.device_put(seed_keys(config), sharding)
+  runs = parallel.padded_seed_count(config.num_seeds, mesh)
+  keys = jax.device_put(seed_keys(config.seed, runs), sharding)
   state = init_states(config, generator, discriminator, data.dim, keys[:, 0], sharding)
   run = compile_train_program(step_fn, data, config.batch_size * config.n_critic,
                               config.log_every_steps, state, keys[:, 1], mesh)
@@ -360,12 +364,15 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   mesh = parallel.seed_batch_mesh(config.num_seeds, config.batch_size // config.packing, devices)
   state, keys, data, run_chunk = prepare_training(config, data, generator, discriminator, mesh)
   data_keys, sample_keys = keys[:, 1], keys[:, 2]
-  generate = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
-  logging.info("%d seed(s) of %s on %d device(s) (%d seed block(s) x %d batch shard(s)): %d + %d "
-               "parameters per seed, compiled in %.1f s", config.num_seeds, config.dataset,
+  runs, num_seeds = len(keys), config.num_seeds
+  generate_all = jax.jit(jax.vmap(make_generate(generator, config.num_samples)))
+  generate = lambda state: np.asarray(generate_all(state, sample_keys))[:num_seeds]
+  logging.info("%d seed(s) of %s on %d device(s) (%d seed block(s) x %d batch shard(s)%s): "
+               "%d + %d parameters per seed, compiled in %.1f s", num_seeds, config.dataset,
                mesh.size, mesh.shape[parallel.SEED_AXIS], mesh.shape[parallel.AXIS_NAME],
-               train_state.count_params(state.generator.params) // config.num_seeds,
-               train_state.count_params(state.discriminator.params) // config.num_seeds,
+               f", {runs - num_seeds} padding run(s) discarded" if runs > num_seeds else "",
+               train_state.count_params(state.generator.params) // runs,
+               train_state.count_params(state.discriminator.params) // runs,
                time.time() - start_time)
 
   seeds = config.seed + np.arange(config.num_seeds)
@@ -375,7 +382,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   nonfinite, train_start, snapshot_s = 0, time.time(), 0.0
   for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
     state, metrics = run_chunk(state, data_keys, data.arrays)
-    per_seed = {name: np.asarray(v).mean(axis=1) for name, v in metrics.items()}  # (S,) each
+    metrics = {name: np.asarray(v)[:num_seeds] for name, v in metrics.items()}  # (S, steps)
+    per_seed = {name: v.mean(axis=1) for name, v in metrics.items()}  # (S,) each
     nonfinite += int(np.sum(metrics["nonfinite"]))
     for name, values in history.items():
       values.append(per_seed[name])
@@ -383,7 +391,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
     row["steps_per_sec"] = log.progress(step, row)
     if config.snapshot_every_steps and step % config.snapshot_every_steps == 0:
       snapshot_start = time.time()
-      samples = np.asarray(generate(state, sample_keys))
+      samples = generate(state)
       snapshot = evaluate_modes(samples, data.mixture) if data.mixture else None
       if snapshot:
         row.update({name: float(np.mean([m[name] for m in snapshot])) for name in MODE_METRICS})
@@ -399,12 +407,11 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   train_time = time.time() - train_start - snapshot_s
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
-             "devices": mesh.size, "mesh": dict(mesh.shape),
+             "devices": mesh.size, "mesh": dict(mesh.shape), "padding_runs": runs - num_seeds,
              "train_s": train_time, "snapshot_s": snapshot_s,
              "steps_per_sec": config.num_steps / train_time,
              "nonfinite_updates": nonfinite}
-  write_final_outputs(workdir, np.asarray(generate(state, sample_keys), np.float32), data, seeds,
-                      results)
+  write_final_outputs(workdir, generate(state).astype(np.float32), data, seeds, results)
   steps = np.arange(1, len(history["d_loss"]) + 1) * config.log_every_steps
   plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()},
                             plotting.TRAINING_CURVES, os.path.join(workdir, "curves.png"))

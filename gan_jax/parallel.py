@@ -137,13 +137,15 @@ def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
                           cores: Optional[int] = None) -> Tuple[int, int]:
   """How independent runs share ``num_devices``: ``(seed_blocks, batch_shards)``.
 
-  The seeds are split into the most equal blocks that the devices allow (seeds first: 10 seeds
-  on 8 devices use 5 of them). On a CPU (``cores`` given), the cores that the seed blocks leave
-  over also split the batch of every seed (data parallelism), at most one shard per core (unlike
-  independent seeds, batch shards meet at every gradient all-reduce, so more shards than cores
-  only add waiting) and at least ``MIN_EXAMPLES_PER_SHARD`` examples each. On accelerators the
-  batch is not split: for these small models, whose steps are bound by latency, more all-reduces
-  are unlikely to pay (not measured).
+  The seeds are split into equal blocks, one per device, as few as give each device the fewest
+  seeds: 10 seeds on 8 devices make 5 blocks of 2; 13 seeds make 7 blocks of 2, the last padded
+  with one extra seed that is trained and discarded (``padded_seed_count``), because a device
+  left idle costs as much time as a busy one. On a CPU (``cores`` given), the cores that the seed
+  blocks leave over also split the batch of every seed (data parallelism), at most one shard per
+  core (unlike independent seeds, batch shards meet at every gradient all-reduce, so more shards
+  than cores only add waiting) and at least ``MIN_EXAMPLES_PER_SHARD`` examples each. On
+  accelerators the batch is not split: for these small models, whose steps are bound by latency,
+  more all-reduces are unlikely to pay (not measured).
 
   Args:
     num_seeds: independent runs.
@@ -151,12 +153,20 @@ def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
     num_devices: devices available.
     cores: the CPU's cores, or None for accelerators.
   """
-  seed_blocks = largest_divisor_at_most(num_seeds, num_devices)
+  seeds_per_block = -(-num_seeds // max(1, num_devices))
+  seed_blocks = -(-num_seeds // seeds_per_block)
   if cores is None:
     return seed_blocks, 1
   spare = min(num_devices // seed_blocks, cores // seed_blocks,
               batch_size // MIN_EXAMPLES_PER_SHARD)
   return seed_blocks, largest_divisor_at_most(batch_size, spare)
+
+
+def padded_seed_count(num_seeds: int, mesh: jax.sharding.Mesh) -> int:
+  """The runs a program on ``mesh`` trains for ``num_seeds``: rounded up to a multiple of its
+  seed blocks (the extra runs only fill the last block's device)."""
+  blocks = mesh.shape[SEED_AXIS]
+  return -(-num_seeds // blocks) * blocks
 
 
 def split_cpu(num_seeds: int, batch_size: int, count: Optional[int] = None) -> int:

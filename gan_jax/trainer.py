@@ -14,6 +14,7 @@ SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the cu
 returns normally, with the signal's name as the summary's ``preempted``.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -212,6 +213,18 @@ def resolve_extractor(config: TrainConfig) -> str:
     return config.eval_extractor
   return ("inception" if config.inception_weights
           else "mnist_classifier" if config.channels == 1 else "none")
+
+
+def scoring_setup(config: TrainConfig) -> dict:
+  """What a FID depends on besides the generator: the features (and the SHA-256 of Inception's
+  weights file) and the sample counts. FIDs scored with different setups do not compare."""
+  name = resolve_extractor(config)
+  setup = {"extractor": name, "num_final_samples": config.num_final_samples,
+           "num_eval_real": config.num_eval_real}
+  if name == "inception":
+    with open(config.inception_weights, "rb") as f:
+      setup["weights_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+  return setup
 
 
 def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
@@ -420,12 +433,16 @@ class _Run:
     self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
                  if self.evaluator else None)
     best = self.best.latest_record() if self.best else None
-    self.extractor = resolve_extractor(config)
+    self.scoring = scoring_setup(config) if self.best else {}
     self.best_fid = best[1]["fid"] if best else np.inf
-    if best and best[1].get("extractor", self.extractor) != self.extractor:
-      logging.warning("best/ holds checkpoint %d, scored with %s features; this run scores with "
-                      "%s, whose FIDs do not compare: its next score replaces it", best[0],
-                      best[1]["extractor"], self.extractor)
+    # records of older versions lack some of the setup's keys: those are not compared
+    changed = {k: (best[1][k], v) for k, v in self.scoring.items()
+               if best and k in best[1] and best[1][k] != v}
+    if changed:
+      logging.warning("best/ holds checkpoint %d, scored with %s; this run scores with %s, "
+                      "whose FIDs do not compare: its next score replaces it", best[0],
+                      ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
+                      ", ".join(f"{k}={new}" for k, (_, new) in changed.items()))
       self.best_fid = np.inf
     self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
 
@@ -470,7 +487,7 @@ class _Run:
       self.best_fid = results["fid"]
       self.checkpoints.wait()  # one background save at a time
       self.best.replace(step, self.host_state(),
-                        {**self.record(step), "extractor": self.extractor, **results})
+                        {**self.record(step), **self.scoring, **results})
     return results
 
   def handle_metrics(self, step: int, metrics, last: bool = False) -> None:

@@ -1,6 +1,7 @@
 """The DCGAN experiment end to end: embedded MNIST, TFDS mock data, image folders (device
 layouts: test_multiprocess.py)."""
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -136,21 +137,35 @@ def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path,
       5.0, 3.0, 4.0, 3.5, 4.5]
 
 
-def test_best_checkpoint_restarts_when_a_resume_scores_with_other_features(tmp_path, monkeypatch):
-  """FIDs of the MNIST classifier and of Inception do not compare: best/ records its extractor,
-  and a resume that scores with another one lets its first score replace best/."""
-  scripted_fids = iter([5.0, 3.0, 4.5, 6.0])  # steps 2, 4 (classifier); 6, 8 (Inception)
+@pytest.mark.parametrize("resume_with, changed", [
+    ({"inception_weights": "weights.npz"}, {"extractor": "inception"}),  # --eval_extractor=auto
+    ({"num_final_samples": 300}, {"num_final_samples": 300}),
+    ({"num_eval_real": 400}, {"num_eval_real": 400}),
+])
+def test_best_checkpoint_restarts_when_a_resume_scores_with_another_setup(tmp_path, monkeypatch,
+                                                                          resume_with, changed):
+  """FIDs of other features (the MNIST classifier, Inception) or of other sample counts do not
+  compare: best/ records its scoring setup, and a resume that scores with another one lets its
+  first score replace best/."""
+  scripted_fids = iter([5.0, 3.0, 4.5, 6.0])  # steps 2, 4 (first setup); 6, 8 (second)
   monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
       lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
   config = config_from(None, "--eval_every_steps=2", "--num_steps=4", "--resolution=28",
                        "--sample_every_steps=0")
   trainer.train_and_evaluate(config, str(tmp_path))
-  resumed = dataclasses.replace(config, num_steps=8, inception_weights="weights.npz")  # auto
-  trainer.train_and_evaluate(resumed, str(tmp_path))
+  weights = tmp_path / "weights.npz"
+  weights.write_bytes(b"any bytes: the record holds their hash")
+  if "inception_weights" in resume_with:
+    resume_with = dict(resume_with, inception_weights=str(weights))
+  trainer.train_and_evaluate(dataclasses.replace(config, num_steps=8, **resume_with),
+                             str(tmp_path))
   checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), read_only=True)
   step, record = checkpoints.latest_record()
   checkpoints.close()
-  assert (step, record["fid"], record["extractor"]) == (6, 4.5, "inception")
+  assert (step, record["fid"]) == (6, 4.5)
+  assert {k: record[k] for k in changed} == changed
+  assert record.get("weights_sha256") == (hashlib.sha256(weights.read_bytes()).hexdigest()
+                                          if "extractor" in changed else None)
 
 
 @pytest.mark.parametrize("resumed_fids, best", [

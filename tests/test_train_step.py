@@ -269,25 +269,30 @@ def test_largest_divisor_at_most(n, limit, expected):
 
 
 @pytest.mark.parametrize("seeds, batch, devices, cores, expected", [
-    (10, 256, 4, None, (2, 1)), (10, 256, 20, 2, (10, 1)), (5, 256, 8, 2, (5, 1)),
-    (1, 256, 8, 2, (1, 2)), (1, 256, 4, None, (1, 1)), (3, 64, 16, 16, (3, 2)),
-    (7, 256, 4, 4, (1, 4)), (1, 96, 8, 8, (1, 3)), (1, 64, 32, 32, (1, 2)), (1, 48, 8, 8, (1, 1))])
+    (10, 256, 4, None, (4, 1)), (10, 256, 8, None, (5, 1)), (13, 256, 8, None, (7, 1)),
+    (10, 256, 20, 2, (10, 1)), (5, 256, 8, 2, (5, 1)), (1, 256, 8, 2, (1, 2)),
+    (1, 256, 4, None, (1, 1)), (3, 64, 16, 16, (3, 2)), (7, 256, 4, 4, (4, 1)),
+    (7, 256, 16, 8, (7, 1)), (1, 96, 8, 8, (1, 3)), (1, 64, 32, 32, (1, 2)),
+    (1, 48, 8, 8, (1, 1))])
 def test_seeds_take_the_devices_first_and_spare_cores_split_the_batch(seeds, batch, devices, cores,
                                                                       expected):
   assert parallel.seed_and_batch_blocks(seeds, batch, devices, cores) == expected
 
 
-@pytest.mark.parametrize("num_seeds", [10, 3, 8, 1])
-def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seeds):
+@pytest.mark.parametrize("num_seeds, runs", [(10, 12), (3, 3), (8, 8), (1, 1), (5, 6)])
+def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seeds, runs):
   mesh = parallel.seed_batch_mesh(num_seeds, 64, jax.devices()[:4])
   seed_blocks, batch_shards = mesh.shape[parallel.SEED_AXIS], mesh.shape[parallel.AXIS_NAME]
-  assert num_seeds % seed_blocks == 0 and mesh.size == seed_blocks * batch_shards <= 4
+  assert parallel.padded_seed_count(num_seeds, mesh) == runs
+  assert runs % seed_blocks == 0 and mesh.size == seed_blocks * batch_shards <= 4
+  # padding never leaves a device without a real seed
+  assert runs - num_seeds < runs // seed_blocks
   assert parallel.batch_axis(mesh) == (parallel.AXIS_NAME if batch_shards > 1 else None)
-  seeds = np.arange(num_seeds * 3.0).reshape(num_seeds, 3)
+  seeds = np.arange(runs * 3.0).reshape(runs, 3)
   shards = jax.device_put(seeds, parallel.seed_sharding(mesh)).addressable_shards
   assert len({s.device for s in shards}) == mesh.size
   for shard in shards:  # every batch shard of a seed block holds all of that block's seeds
-    assert shard.data.shape == (num_seeds // seed_blocks, 3)
+    assert shard.data.shape == (runs // seed_blocks, 3)
     np.testing.assert_array_equal(shard.data, seeds[shard.index])
 
 

@@ -86,9 +86,12 @@ def small_config(**overrides) -> vanilla_gan.VanillaConfig:
 
 
 def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
-  """Three seeds on three of the four test devices against one seed on one device."""
+  """Three seeds on two devices (two seeds each: one padding run) against one seed on one
+  device."""
   together = vanilla_gan.train_and_evaluate(small_config(seed=3, num_seeds=3), tmp_path / "all",
-                                            jax.devices()[:3])
+                                            jax.devices()[:2])
+  assert together["mesh"]["seed"] == 2 and together["padding_runs"] == 1
+  assert together["seeds"] == [3, 4, 5] and len(together["per_seed"]) == 3
   alone = vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one",
                                          jax.devices()[:1])
   samples_together = np.load(tmp_path / "all" / "final_samples.npy")
