@@ -110,7 +110,8 @@ def mass_region(p: np.ndarray, mass: float = MASS) -> np.ndarray:
 
 def fit_discriminator(p_data: distributions.GaussianMixture, p_g: distributions.GaussianMixture,
                       config: TheoryConfig, key: Array) -> np.ndarray:
-  """Trains D on samples of the two mixtures; returns D(x) on ``GRID``, shape ``(len(GRID),)``."""
+  """Trains D on samples of the two mixtures; returns its logits on ``GRID``, float64
+  ``(len(GRID),)``."""
   discriminator = mlp.MLPDiscriminator(width=config.width, depth=2, activation="elu")
   init_key, data_key = jax.random.split(key)
   params = discriminator.init(init_key, jnp.zeros((1, 1)), train=False)["params"]
@@ -133,7 +134,7 @@ def fit_discriminator(p_data: distributions.GaussianMixture, p_g: distributions.
   params = train(params)
   logits = discriminator.apply({"params": params}, jnp.asarray(GRID[:, None], jnp.float32),
                                train=False)
-  return np.asarray(jax.nn.sigmoid(logits), np.float64)
+  return np.asarray(logits, np.float64)
 
 
 def optimal_discriminator_lab(config: TheoryConfig, key: Array) -> Dict[str, dict]:
@@ -146,7 +147,8 @@ def optimal_discriminator_lab(config: TheoryConfig, key: Array) -> Dict[str, dic
   results = {}
   for i, (name, (data_mixture, g_mixture)) in enumerate(CASES.items()):
     p_data, p_g = density(data_mixture), density(g_mixture)
-    d = fit_discriminator(data_mixture, g_mixture, config, jax.random.fold_in(key, i))
+    logits = fit_discriminator(data_mixture, g_mixture, config, jax.random.fold_in(key, i))
+    d = 1.0 / (1.0 + np.exp(-logits))
     d_star = np.asarray(theory.optimal_discriminator(p_data, p_g), np.float64)
     region = mass_region(0.5 * (p_data + p_g))
     jsd = float(theory.js_divergence(p_data, p_g, DX))
@@ -155,7 +157,7 @@ def optimal_discriminator_lab(config: TheoryConfig, key: Array) -> Dict[str, dic
         max_abs_error=float(np.max(np.abs(d - d_star)[region])), jsd=jsd,
         optimal_value=float(theory.optimal_value(p_data, p_g, DX)),
         minus_log4_plus_2jsd=-np.log(4.0) + 2.0 * jsd,
-        trained_value=float(theory.value(np.clip(d, 1e-12, 1 - 1e-12), p_data, p_g, DX)))
+        trained_value=float(theory.value_of_logits(logits, p_data, p_g, DX)))
     logging.info("(a) %s: max |D - D*| = %.4f on the region with mass; JSD = %.4f; "
                  "-log 4 + 2 JSD = %.4f; V(D, G) of the trained D = %.4f", name,
                  results[name]["max_abs_error"], jsd, results[name]["minus_log4_plus_2jsd"],

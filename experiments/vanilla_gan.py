@@ -290,7 +290,7 @@ def init_states(config: VanillaConfig, generator: mlp.MLPGenerator,
         key, generator, discriminator, (dim,),
         optimizer(config, config.g_learning_rate, 1),
         optimizer(config, config.d_learning_rate, config.n_critic),
-        use_ema=config.ema_decay > 0, init_batch_size=config.packing)
+        use_ema=config.ema_decay > 0)
   return jax.jit(jax.vmap(init), out_shardings=sharding)(init_keys)
 
 

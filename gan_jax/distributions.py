@@ -31,6 +31,11 @@ class GaussianMixture:
       raise ValueError(f"means must be (num_modes, dim), got shape {self.means.shape}")
     if self.stds.shape != self.means.shape[:1] or self.weights.shape != self.means.shape[:1]:
       raise ValueError("stds and weights need one entry per mode")
+    if not np.all(self.stds > 0):
+      raise ValueError(f"stds must be positive, got {self.stds}")
+    if not (np.all(self.weights >= 0) and abs(float(np.sum(self.weights)) - 1.0) < 1e-6):
+      raise ValueError(f"weights must be non-negative and sum to one, got {self.weights} (the "
+                       "mixture() function normalizes them)")
 
   @property
   def num_modes(self) -> int:
@@ -50,6 +55,8 @@ class GaussianMixture:
 
   def log_prob(self, x: Array) -> Array:
     """Log density at ``x``, ``(n, dim) -> (n,)``."""
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != self.dim:
+      raise ValueError(f"log_prob takes points of shape (n, {self.dim}), got {jnp.shape(x)}")
     means, stds = jnp.asarray(self.means), jnp.asarray(self.stds)
     sq_dist = jnp.sum(jnp.square(x[:, None, :] - means[None]), axis=-1)  # (n, num_modes)
     log_norm = -self.dim * (jnp.log(stds) + 0.5 * jnp.log(2 * jnp.pi))

@@ -138,9 +138,17 @@ def hinge_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
   return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
 
 
-# The generator side of the hinge game (Lim & Ye 2017; Miyato et al. 2018) is the Wasserstein
-# one, -mean D(G(z)): only the discriminator's loss differs.
-hinge_generator_loss = wasserstein_generator_loss
+def hinge_generator_loss(fake_logits: Array) -> Array:
+  """Hinge-GAN generator loss: -mean D(G(z)) (Lim & Ye 2017; Miyato et al. 2018), the
+  Wasserstein generator's: only the discriminator's loss differs between the two games.
+
+  Args:
+    fake_logits: discriminator scores on samples, any shape.
+
+  Returns:
+    Scalar.
+  """
+  return wasserstein_generator_loss(fake_logits)
 
 
 def least_squares_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
@@ -173,13 +181,29 @@ def least_squares_generator_loss(fake_logits: Array) -> Array:
 # --- Regularizers ------------------------------------------------------------------------------
 
 
-def _input_gradients(logit_fn: LogitFn, x: Array) -> Array:
+def _check_groups(batch: int, group_size: int) -> int:
+  """The number of packs of ``group_size`` in ``batch`` examples; ValueError if it does not
+  divide."""
+  if group_size < 1 or batch % group_size:
+    raise ValueError(f"a batch of {batch} examples does not split into packs of "
+                     f"group_size={group_size}")
+  return batch // group_size
+
+
+def _input_gradients(logit_fn: LogitFn, x: Array, groups: int) -> Array:
   """d logit_fn(x)_i / d x_i for every example i, shape ``x.shape``.
 
   Uses the gradient of the summed logits, which is the per-example gradient when ``logit_fn``
-  treats examples independently (no batch statistics).
+  treats examples independently (no batch statistics) and returns one logit per pack: ``groups``
+  of them (ValueError otherwise, e.g. for a function that returns their mean).
   """
-  return jax.grad(lambda inputs: jnp.sum(logit_fn(inputs)))(x)
+  def summed_logits(inputs):
+    logits = logit_fn(inputs)
+    if jnp.ndim(logits) < 1 or logits.shape[0] != groups or logits.size != groups:
+      raise ValueError(f"logit_fn must return one logit per discriminator input, ({groups},), "
+                       f"got shape {logits.shape}")
+    return jnp.sum(logits)
+  return jax.grad(summed_logits)(x)
 
 
 def _squared_norms(grads: Array, group_size: int) -> Array:
@@ -212,13 +236,18 @@ def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
   Returns:
     Scalar, >= 0.
   """
-  groups = real.shape[0] // group_size
+  groups = _check_groups(real.shape[0], group_size)
+  if fake.shape != real.shape:
+    raise ValueError(f"real and fake must have one shape, got {real.shape} and {fake.shape}")
   if weights is None:
     weights = jax.random.uniform(key, (groups,), dtype=real.dtype)
+  elif weights.shape != (groups,):
+    raise ValueError(f"weights must be ({groups},), one per discriminator input, got "
+                     f"{weights.shape}")
   eps = jnp.repeat(weights.astype(real.dtype), group_size).reshape(
       (real.shape[0],) + (1,) * (real.ndim - 1))
   interpolates = eps * real + (1.0 - eps) * fake
-  squared = _squared_norms(_input_gradients(logit_fn, interpolates), group_size)
+  squared = _squared_norms(_input_gradients(logit_fn, interpolates, groups), group_size)
   # sqrt has an infinite slope at 0: an input gradient of exactly 0 (a dead ReLU region) would
   # make the whole penalty's gradient NaN. There the norm's gradient is taken as 0, as torch.norm
   # does; elsewhere this is the plain norm.
@@ -242,7 +271,8 @@ def r1_penalty(logit_fn: LogitFn, real: Array, group_size: int = 1) -> Array:
   Returns:
     Scalar, >= 0.
   """
-  return jnp.mean(_squared_norms(_input_gradients(logit_fn, real), group_size))
+  groups = _check_groups(real.shape[0], group_size)
+  return jnp.mean(_squared_norms(_input_gradients(logit_fn, real, groups), group_size))
 
 
 # --- Named loss pairs --------------------------------------------------------------------------

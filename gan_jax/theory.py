@@ -14,13 +14,53 @@ The identities below hold for densities that integrate to one on the grid:
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy import special
 
 Array = jax.Array
+LOG2 = float(np.log(2.0))
+
+
+def _check_same_shape(**arrays: Array) -> None:
+  """Raises ValueError unless the arrays, values on one grid, have one shape (numpy would
+  broadcast a ``(n,)`` and an ``(n, 1)`` density into an ``(n, n)`` grid without a word)."""
+  shapes = {name: jnp.shape(a) for name, a in arrays.items()}
+  if len(set(shapes.values())) > 1:
+    raise ValueError("values on one grid must have one shape, got " + ", ".join(
+        f"{name} {shape}" for name, shape in shapes.items()))
+
+
+def _where_both_positive(p: Array, q: Array):
+  """``(both, log p - log q)``: where both are positive, and their log ratio there (0 elsewhere,
+  computed from safe operands so that gradients stay finite)."""
+  both = (p > 0) & (q > 0)
+  return both, jnp.log(jnp.where(both, p, 1.0)) - jnp.log(jnp.where(both, q, 1.0))
+
+
+def optimal_logits(p_data: Array, p_g: Array) -> Array:
+  """The logits of D*: log p_data(x) - log p_g(x); +inf where only the data has mass, -inf where
+  only the generator does, 0 where neither.
+
+  Unlike D* itself, they do not round to 0 or 1 where one density is 1e7 times the other
+  (float32), so ``value_of_logits`` stays finite with them.
+
+  Args:
+    p_data: data density on the grid, any shape.
+    p_g: generator density, same shape.
+
+  Returns:
+    Logits, same shape.
+  """
+  _check_same_shape(p_data=p_data, p_g=p_g)
+  both, log_ratio = _where_both_positive(p_data, p_g)
+  one_sided = jnp.where(p_data > 0, jnp.inf, jnp.where(p_g > 0, -jnp.inf, 0.0))
+  return jnp.where(both, log_ratio, one_sided)
 
 
 def optimal_discriminator(p_data: Array, p_g: Array) -> Array:
   """D*(x) = p_data(x) / (p_data(x) + p_g(x)), and 1/2 where both densities are 0.
+
+  Differentiable everywhere both densities are positive, also in their tails (``_share``).
 
   Args:
     p_data: data density on the grid, any shape.
@@ -29,9 +69,25 @@ def optimal_discriminator(p_data: Array, p_g: Array) -> Array:
   Returns:
     D*, same shape, values in [0, 1].
   """
-  total = p_data + p_g
-  safe_total = jnp.where(total > 0, total, 1.0)
-  return jnp.where(total > 0, p_data / safe_total, 0.5)
+  _check_same_shape(p_data=p_data, p_g=p_g)
+  both = (p_data > 0) & (p_g > 0)
+  share = _share(jnp.where(both, p_data, 1.0), jnp.where(both, p_g, 1.0))
+  return jnp.where(both, share, jnp.where(p_data > 0, 1.0, jnp.where(p_g > 0, 0.0, 0.5)))
+
+
+@jax.custom_jvp
+def _share(p: Array, q: Array) -> Array:
+  """p / (p + q) for positive p and q."""
+  return p / (p + q)
+
+
+@_share.defjvp
+def _share_jvp(primals, tangents):
+  # d(p / (p + q)) = (q dp - p dq) / (p + q)^2, but that square underflows to 0 in the tails of
+  # a density (1e-27 squared), where the derivative would be inf: written with the two shares.
+  (p, q), (dp, dq) = primals, tangents
+  share_p, share_q = p / (p + q), q / (p + q)
+  return share_p, share_p * share_q * (dp / p - dq / q)
 
 
 def kl_divergence(p: Array, q: Array, dx: float) -> Array:
@@ -45,11 +101,17 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   Returns:
     Scalar >= 0 for normalized densities; ``inf`` if p has mass where q has none.
   """
+  _check_same_shape(p=p, q=q)
   return jnp.sum(special.rel_entr(p, q)) * dx
 
 
 def js_divergence(p: Array, q: Array, dx: float) -> Array:
   """Jensen-Shannon divergence: KL(p || m) / 2 + KL(q || m) / 2 with m = (p + q) / 2.
+
+  With r = (p - q) / (p + q), the integrand is (p + q) / 4 times
+  (1 + r) log(1 + r) + (1 - r) log(1 - r), evaluated without forming m (whose halving turns
+  densities near float32's smallest normal number into 0, which made KL(p || m) infinite) and
+  without the cancellation of p log p - p log m when p and q nearly agree (``_jsd_integrand``).
 
   Args:
     p: density on the grid, any shape.
@@ -59,12 +121,40 @@ def js_divergence(p: Array, q: Array, dx: float) -> Array:
   Returns:
     Scalar in [0, log 2] for normalized densities; symmetric in p and q.
   """
-  m = 0.5 * (p + q)
-  return 0.5 * kl_divergence(p, m, dx) + 0.5 * kl_divergence(q, m, dx)
+  _check_same_shape(p=p, q=q)
+  both, log_ratio = _where_both_positive(p, q)
+  # where one density vanishes, r = +-1 and the bracket is 2 log 2
+  integrand = jnp.where(both, _jsd_integrand(0.5 * log_ratio), 2.0 * LOG2)
+  return 0.25 * jnp.sum((p + q) * integrand) * dx
+
+
+def _jsd_integrand(u: Array) -> Array:
+  """(1 + r) log(1 + r) + (1 - r) log(1 - r) for r = tanh(u) (u: half the log ratio of the two
+  densities), accurate to a few float32 ulps for every finite u.
+
+  It equals 2 r u + log(1 - r^2). For |u| < 1 that form is used as it stands (about u^2 for
+  small u); above, 1 - r^2 would round off, so it is rewritten with w = exp(-2 |u|) as
+  2 log 2 - 4 |u| w / (1 + w) - 2 log(1 + w).
+  """
+  a = jnp.abs(u)
+  small = a < 1.0
+  u_small = jnp.where(small, u, 0.0)  # keeps the unused branch and its gradient finite
+  r = jnp.tanh(u_small)
+  w = jnp.exp(-2.0 * a)
+  return jnp.where(small, 2.0 * r * u_small + jnp.log1p(-r * r),
+                   2.0 * LOG2 - 4.0 * a * w / (1.0 + w) - 2.0 * jnp.log1p(w))
+
+
+def _times_log(p: Array, log_d: Array) -> Array:
+  """``p * log_d``, and 0 where p is 0 (where ``log_d`` may be -inf), with finite gradients."""
+  has_mass = p > 0
+  return jnp.where(has_mass, p * jnp.where(has_mass, log_d, 0.0), 0.0)
 
 
 def value(d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
   """V(D, G) = integral of p_data log D + p_g log(1 - D), for a discriminator given on the grid.
+
+  Where D rounds to 0 or 1 (float32: logits beyond about +-17) use ``value_of_logits``.
 
   Args:
     d: discriminator output D(x) in [0, 1] on the grid, any shape.
@@ -75,7 +165,27 @@ def value(d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar <= 0; ``-inf`` if D is 0 where the data has mass (or 1 where p_g has mass).
   """
-  return jnp.sum(special.xlogy(p_data, d) + special.xlogy(p_g, 1.0 - d)) * dx
+  _check_same_shape(d=d, p_data=p_data, p_g=p_g)
+  safe = lambda p, x: jnp.log(jnp.where(p > 0, x, 1.0))  # no 0 / 0 in the gradient where p is 0
+  return jnp.sum(_times_log(p_data, safe(p_data, d)) + _times_log(p_g, safe(p_g, 1.0 - d))) * dx
+
+
+def value_of_logits(logits: Array, p_data: Array, p_g: Array, dx: float) -> Array:
+  """V(D, G) for D = sigmoid(logits): log D and log(1 - D) are the log-sigmoids of +-logits, so
+  the value stays exact where D would round to 0 or 1.
+
+  Args:
+    logits: discriminator logits on the grid, any shape (may be +-inf, as ``optimal_logits``).
+    p_data: data density, same shape.
+    p_g: generator density, same shape.
+    dx: volume of one grid cell.
+
+  Returns:
+    Scalar <= 0; ``-inf`` if a logit is -inf where the data has mass (or +inf where p_g has).
+  """
+  _check_same_shape(logits=logits, p_data=p_data, p_g=p_g)
+  return jnp.sum(_times_log(p_data, jax.nn.log_sigmoid(logits))
+                 + _times_log(p_g, jax.nn.log_sigmoid(-logits))) * dx
 
 
 def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
@@ -91,19 +201,4 @@ def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar in [-log 4, 0].
   """
-  total = p_data + p_g
-  return jnp.sum(_times_log_share(p_data, total) + _times_log_share(p_g, total)) * dx
-
-
-def _times_log_share(p: Array, total: Array) -> Array:
-  """``p log(p / total)``, and 0 where p is 0, for ``total >= p``.
-
-  Written as a difference of logarithms rather than through D* = p / total: the derivative of
-  that quotient divides by total squared, which underflows to 0 in the tails of a density
-  (1e-27 squared), and ``jax.grad`` would return inf there. Both branches of the ``where`` stay
-  finite, so their gradients do too.
-  """
-  has_mass = p > 0
-  safe_p = jnp.where(has_mass, p, 1.0)
-  safe_total = jnp.where(has_mass, total, 1.0)
-  return jnp.where(has_mass, p * (jnp.log(safe_p) - jnp.log(safe_total)), 0.0)
+  return value_of_logits(optimal_logits(p_data, p_g), p_data, p_g, dx)

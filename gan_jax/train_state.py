@@ -73,7 +73,7 @@ def _init_model(module: nn.Module, key: Array, example: Array, tx: optax.Gradien
 def create_gan_state(key: Array, generator: nn.Module, discriminator: nn.Module, data_shape,
                      generator_tx: optax.GradientTransformation,
                      discriminator_tx: optax.GradientTransformation,
-                     use_ema: bool = False, init_batch_size: int = 1) -> GANState:
+                     use_ema: bool = False, init_batch_size: Optional[int] = None) -> GANState:
   """Initializes both players from ``key``.
 
   Args:
@@ -85,11 +85,13 @@ def create_gan_state(key: Array, generator: nn.Module, discriminator: nn.Module,
     discriminator_tx: the discriminator's optax optimizer.
     use_ema: whether to keep an exponential moving average of the generator params.
     init_batch_size: batch of the dummy inputs used to build the params (a multiple of the
-      discriminator's packing, where it packs samples).
+      discriminator's packing, where it packs samples); default: that packing, else 1.
 
   Returns:
     A GANState at step 0.
   """
+  if init_batch_size is None:
+    init_batch_size = getattr(discriminator, "packing", 1)
   g_key, d_key, run_key = jax.random.split(key, 3)
   g_state = _init_model(generator, g_key, jnp.zeros((init_batch_size, generator.latent_dim)),
                         generator_tx)

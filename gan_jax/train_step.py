@@ -45,6 +45,18 @@ class StepConfig:
   r1_penalty: float = 0.0
   ema_decay: float = 0.999
 
+  def __post_init__(self):
+    problems = [f"loss {self.loss!r} is not one of {', '.join(losses.LOSSES)}"
+                if self.loss not in losses.LOSSES else "",
+                f"n_critic must be >= 1, got {self.n_critic}" if self.n_critic < 1 else "",
+                f"gradient_penalty must be >= 0, got {self.gradient_penalty}"
+                if self.gradient_penalty < 0 else "",
+                f"r1_penalty must be >= 0, got {self.r1_penalty}" if self.r1_penalty < 0 else "",
+                f"ema_decay must be in [0, 1), got {self.ema_decay}"
+                if not 0 <= self.ema_decay < 1 else ""]
+    if any(problems):
+      raise ValueError("StepConfig: " + "; ".join(p for p in problems if p))
+
   @classmethod
   def of(cls, config) -> "StepConfig":
     """The step an experiment's config asks for: any config with these fields, whose
@@ -88,8 +100,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     samples ``(n_critic * b, *data_shape)``; example j of critic update i is ``real[j * n_critic
     + i]``, so contiguous shards of the global batch hold the same examples of every update.
     ``metrics`` maps names to scalars averaged over replicas: ``d_loss``, ``g_loss`` (adversarial
-    losses), ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z)) (before the critic update),
-    ``d_grad_norm``, ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty``
+    losses), ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z)) (before the critic update; D is
+    the sigmoid of the logits, also for the losses whose critic outputs a score, Wasserstein,
+    hinge and least squares, where it is only a bounded summary of the score), ``d_grad_norm``, ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty``
     / ``r1_penalty`` when enabled.
   """
   if config.n_critic < 1:

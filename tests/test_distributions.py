@@ -58,3 +58,18 @@ def test_unequal_weights_in_log_prob_and_sample():
   samples = np.asarray(mix.sample(jax.random.PRNGKey(0), 40_000))[:, 0]
   nearest = np.argmin(np.abs(samples[:, None] - np.asarray(means)[None]), axis=1)
   np.testing.assert_allclose(np.bincount(nearest, minlength=3) / len(samples), w, atol=0.01)
+
+
+@pytest.mark.parametrize("means, stds, weights, message", [
+    ([[0.0], [1.0]], [1.0, 0.0], [0.5, 0.5], "stds must be positive"),
+    ([[0.0], [1.0]], [1.0, 1.0], [1.0, -0.5], "weights must be non-negative and sum to one"),
+    ([[0.0], [1.0]], [1.0, 1.0], [5.0, 5.0], "weights must be non-negative and sum to one"),
+])
+def test_a_mixture_that_is_no_density_is_refused(means, stds, weights, message):
+  with pytest.raises(ValueError, match=message):
+    distributions.GaussianMixture(np.array(means), np.array(stds), np.array(weights))
+
+
+def test_log_prob_refuses_points_of_the_wrong_shape():
+  with pytest.raises(ValueError, match=r"log_prob takes points of shape \(n, 2\), got \(5,\)"):
+    distributions.ring().log_prob(jnp.zeros(5))

@@ -28,9 +28,10 @@ def test_value_at_coin_flip_discriminator_is_minus_log_4():
   np.testing.assert_allclose(losses.value_function(zeros, zeros), -np.log(4.0), rtol=1e-6)
 
 
-def test_discriminator_loss_is_minus_value():
-  np.testing.assert_array_equal(losses.discriminator_loss(REAL, FAKE),
-                                -losses.value_function(REAL, FAKE))
+def test_discriminator_loss_matches_float64_reference():
+  """-mean log D(x) - mean log(1 - D(G(z))): minus the value, in float64."""
+  expected = -np.mean(np_log_sigmoid(REAL)) - np.mean(np_log_sigmoid(-FAKE))
+  np.testing.assert_allclose(losses.discriminator_loss(REAL, FAKE), expected, rtol=1e-6)
 
 
 def test_generator_losses_match_float64_reference():
@@ -183,5 +184,38 @@ def test_penalties_of_a_packing_critic_are_per_pack():
   penalty = losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(1), group_size=2)
   np.testing.assert_allclose(penalty, 0.0, atol=1e-10)
   np.testing.assert_allclose(losses.r1_penalty(logit_fn, real, group_size=2), 1.0, rtol=1e-6)
-  # scored per sample, the same critic would be pulled towards norm 1 on each half of w
-  assert float(losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(1))) > 0.05
+  # without group_size the critic's 4 logits for 8 examples are refused, not misread
+  with pytest.raises(ValueError, match=r"one logit per discriminator input, \(8,\), got shape "
+                     r"\(4,\)"):
+    losses.gradient_penalty(logit_fn, real, fake, jax.random.PRNGKey(1))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda f, x: losses.gradient_penalty(f, x, x, None, weights=jnp.ones(5)),
+     r"weights must be \(6,\), one per discriminator input, got \(5,\)"),
+    (lambda f, x: losses.gradient_penalty(f, x, x[:1], jax.random.PRNGKey(0)),
+     r"real and fake must have one shape, got \(6, 2\) and \(1, 2\)"),
+    (lambda f, x: losses.gradient_penalty(f, x, x, jax.random.PRNGKey(0), group_size=4),
+     "a batch of 6 examples does not split into packs of group_size=4"),
+    (lambda f, x: losses.r1_penalty(f, x, group_size=4),
+     "a batch of 6 examples does not split into packs of group_size=4"),
+    (lambda f, x: losses.r1_penalty(lambda y: jnp.mean(f(y)), x),
+     r"one logit per discriminator input, \(6,\), got shape \(\)"),
+])
+def test_penalties_refuse_inputs_that_would_be_misread(call, message):
+  logit_fn = lambda x: 0.5 * jnp.sum(x ** 2, axis=-1)
+  with pytest.raises(ValueError, match=message):
+    call(logit_fn, jnp.ones((6, 2)))
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_losses_take_logits_of_any_shape_as_one_batch(name):
+  """A (2, 3, 4) batch of logits scores as its 24 values flattened (the batch mean)."""
+  pair = losses.get_loss(name)
+  real, fake = jnp.asarray(MODERATE[0]), jnp.asarray(MODERATE[1])
+  shaped = lambda x: jnp.concatenate([x, -x]).reshape(2, 3, 4)
+  np.testing.assert_allclose(pair.discriminator(shaped(real), shaped(fake)),
+                             pair.discriminator(shaped(real).ravel(), shaped(fake).ravel()),
+                             rtol=1e-6)
+  np.testing.assert_allclose(pair.generator(shaped(fake)), pair.generator(shaped(fake).ravel()),
+                             rtol=1e-6)

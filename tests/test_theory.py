@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.special import rel_entr
 
 from gan_jax import distributions, theory
@@ -121,3 +122,85 @@ def test_optimal_value_gradient_is_twice_the_jsd_gradient_in_underflowing_tails(
   jsd_grad = jax.grad(lambda m: theory.js_divergence(gaussian(0.0), gaussian(m), dx))(1.0)
   np.testing.assert_allclose(value_grad, 2.0 * jsd_grad, rtol=1e-5)
   assert float(jsd_grad) > 0.1
+
+
+def far_apart_gaussians():
+  """Unit Gaussians 3 apart on a float32 grid: D* rounds to 1.0 where p / q > 1e7."""
+  x = jnp.linspace(-6.0, 6.0, 121)
+  dx = float(x[1] - x[0])
+  p, q = jnp.exp(-0.5 * x ** 2), jnp.exp(-0.5 * (x - 3.0) ** 2)
+  return p / (p.sum() * dx), q / (q.sum() * dx), dx
+
+
+def test_value_of_the_optimal_logits_is_the_optimal_value_where_d_star_rounds_to_one():
+  p, q, dx = far_apart_gaussians()
+  assert float(jnp.max(theory.optimal_discriminator(p, q))) == 1.0  # the regime in question
+  assert np.isneginf(float(theory.value(theory.optimal_discriminator(p, q), p, q, dx)))
+  reference = float64_jsd(p, q, dx)
+  np.testing.assert_allclose(theory.value_of_logits(theory.optimal_logits(p, q), p, q, dx),
+                             -np.log(4.0) + 2.0 * reference, rtol=1e-6)
+  np.testing.assert_allclose(theory.optimal_value(p, q, dx), -np.log(4.0) + 2.0 * reference,
+                             rtol=1e-6)
+  # and where D* does not saturate, both forms of V(D, G) agree
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=P.shape), jnp.float32)
+  np.testing.assert_allclose(theory.value_of_logits(logits, P, Q, DX),
+                             theory.value(jax.nn.sigmoid(logits), P, Q, DX), rtol=1e-5)
+
+
+def test_optimal_logits_are_the_log_ratio_and_infinite_where_one_density_vanishes():
+  logits = theory.optimal_logits(np.array([0.0, 1.0, 0.0, 2.0]), np.array([0.0, 0.0, 2.0, 0.5]))
+  np.testing.assert_allclose(logits, [0.0, np.inf, -np.inf, np.log(4.0)], rtol=1e-6)
+
+
+def test_jsd_of_densities_near_the_smallest_normal_float_is_finite_and_exact():
+  """Halving p + q would flush 2e-38 to 0, and KL(p || 0) is infinite."""
+  p, q = jnp.array([2e-38, 1.0, 0.0]), jnp.array([0.0, 1.0, 3e-38])
+  np.testing.assert_allclose(theory.js_divergence(p, q, 1.0), float64_jsd(p, q, 1.0),
+                             rtol=1e-6, atol=0)
+  grid = jnp.linspace(-30.0, 30.0, 601)  # Gaussian tails reach 1e-196 (0 in float32) and 1e-38
+  gaussian = lambda mean: jnp.exp(-0.5 * (grid - mean) ** 2) / jnp.sqrt(2 * jnp.pi)
+  np.testing.assert_allclose(theory.js_divergence(gaussian(0.0), gaussian(1.0), 0.1),
+                             float64_jsd(gaussian(0.0), gaussian(1.0), 0.1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [1e-2, 1e-3, 1e-4])
+def test_jsd_keeps_its_relative_accuracy_for_nearly_equal_densities(shift):
+  """JSD(N(0, 1), N(shift, 1)) is about shift^2 / 8; p log p - p log m would cancel to noise."""
+  grid = np.linspace(-8.0, 8.0, 1601)
+  dx = grid[1] - grid[0]
+  p = np.exp(-0.5 * grid ** 2) / np.sqrt(2 * np.pi)
+  q = np.exp(-0.5 * (grid - shift) ** 2) / np.sqrt(2 * np.pi)
+  # the float64 reference on the same float32 inputs
+  p32, q32 = np.float32(p), np.float32(q)
+  np.testing.assert_allclose(theory.js_divergence(p32, q32, dx), float64_jsd(p32, q32, dx),
+                             rtol=1e-4)
+
+
+def test_gradients_are_finite_in_underflowing_tails_and_where_d_is_0_or_1():
+  # d/dp of p / (p + q) is q / (p + q)^2: the square underflows at 1e-25
+  grad = jax.grad(lambda p: theory.optimal_discriminator(p, jnp.float32(2e-25)))(
+      jnp.float32(1e-25))
+  np.testing.assert_allclose(grad, 2e-25 / 3e-25 ** 2, rtol=1e-4)
+  # V at D = 1 and D = 0 where the other density is 0: d/dD = p_data / D - p_g / (1 - D)
+  grad = jax.grad(theory.value)(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.0]),
+                                jnp.array([0.0, 0.5]), 1.0)
+  np.testing.assert_allclose(grad, [0.5, -0.5])
+  p, q, dx = far_apart_gaussians()
+  grads = [jax.grad(f)(q) for f in (
+      lambda q: theory.js_divergence(p, q, dx), lambda q: theory.optimal_value(p, q, dx),
+      lambda q: jnp.sum(theory.optimal_discriminator(p, q)))]
+  assert all(np.all(np.isfinite(g)) for g in grads)
+  # d V(D*, G) / d p_g = log(1 - D*) (the terms through D* cancel at the optimum)
+  p64, q64 = np.float64(p), np.float64(q)
+  np.testing.assert_allclose(grads[1], dx * (np.log(q64) - np.log(p64 + q64)), rtol=1e-4,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("function, arguments", [
+    (theory.js_divergence, ((5,), (5, 1), 0.1)), (theory.kl_divergence, ((5,), (4,), 0.1)),
+    (theory.optimal_discriminator, ((5,), (1, 5))), (theory.value, ((5,), (5,), (5, 1), 0.1)),
+    (theory.optimal_value, ((3, 2), (2, 3), 0.1))])
+def test_densities_of_different_shapes_are_refused_not_broadcast(function, arguments):
+  values = [jnp.ones(a) if isinstance(a, tuple) else a for a in arguments]
+  with pytest.raises(ValueError, match="one shape"):
+    function(*values)

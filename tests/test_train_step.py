@@ -301,3 +301,26 @@ def test_a_batch_that_does_not_split_into_critic_batches_is_named():
   step = jax.jit(train_step.make_train_step(g, d, train_step.StepConfig(n_critic=3)))
   with pytest.raises(ValueError, match="batch of 14 samples does not split into n_critic=3"):
     step(init(g, d, (2,)), toy_batches(1, 14)[0])
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(loss="nonsaturating"), "loss 'nonsaturating' is not one of"),
+    (dict(n_critic=0), "n_critic must be >= 1, got 0"),
+    (dict(gradient_penalty=-10.0), "gradient_penalty must be >= 0, got -10.0"),
+    (dict(r1_penalty=-1.0), "r1_penalty must be >= 0"),
+    (dict(ema_decay=2.0), r"ema_decay must be in \[0, 1\), got 2.0"),
+])
+def test_a_step_config_out_of_range_is_refused(settings, message):
+  with pytest.raises(ValueError, match=message):
+    train_step.StepConfig(**settings)
+
+
+def test_a_packing_discriminator_is_built_with_one_pack_by_default():
+  """Its dummy batch must hold whole packs: 1 sample would not; the params do not depend on it."""
+  g, d = mlp_gan(packing=3)
+  tx = optax.adam(1e-3)
+  default = train_state.create_gan_state(jax.random.PRNGKey(0), g, d, (2,), tx, tx)
+  explicit = train_state.create_gan_state(jax.random.PRNGKey(0), g, d, (2,), tx, tx,
+                                          init_batch_size=6)
+  assert default.discriminator.params["Dense_0"]["kernel"].shape == (6, 16)  # 3 samples of 2
+  chex.assert_trees_all_equal(default.discriminator.params, explicit.discriminator.params)
