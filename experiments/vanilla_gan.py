@@ -27,12 +27,14 @@ Writes to ``--workdir``:
 * ``final_samples.png`` (the same pictures at the end) and ``curves.png`` (losses, D(x),
   D(G(z)) and gradient norms, one line per seed);
 * ``metrics.json``: the configuration, device mesh (and ``padding_runs``, the extra runs that
-  filled its last seed block, trained and discarded), wall time, and for the mixtures the PacGAN
+  filled its last seed block, trained and discarded), the ``steps`` done (fewer when a signal
+  stopped the run: ``stopped_by``), skipped updates per seed, wall time, and for the mixtures the PacGAN
   mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with their mean
   and std.
 """
 import dataclasses
 import os
+import signal
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -46,9 +48,10 @@ from jax.sharding import PartitionSpec
 
 from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, train_state,
                      train_step)
-from gan_jax.cli import field, require
+from gan_jax.cli import RunError, field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
+from gan_jax.preemption import Preemption
 from gan_jax.run_log import RunLog, write_json
 
 Array = jax.Array
@@ -58,6 +61,7 @@ MNIST_SIDE = 28
 DIGITS_PER_SEED = 64  # digits per seed in the MNIST pictures, 4 rows of 16
 DIGITS_PER_ROW = 16
 MODE_METRICS = ("modes", "high_quality", "reverse_kl")
+MAX_SAMPLES = 100_000  # per seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +142,14 @@ def validate(config: VanillaConfig) -> None:
   require(config.num_steps % config.log_every_steps == 0, f"--num_steps={config.num_steps} is "
           f"not a multiple of --log_every_steps={config.log_every_steps}; every compiled call "
           "runs the same number of steps")
+  require(config.num_samples <= MAX_SAMPLES, f"--num_samples={config.num_samples} is more than "
+          f"{MAX_SAMPLES:,}: the samples of every seed are generated and held at once")
+  if config.dataset in distributions.TOY_DATASETS:
+    num_modes = distributions.get_toy_dataset(config.dataset).num_modes
+    require(config.num_samples >= modes.MIN_COUNT * num_modes, f"--num_samples="
+            f"{config.num_samples} cannot show all {num_modes} modes of {config.dataset} covered "
+            f"(each needs {modes.MIN_COUNT} high-quality samples): use at least "
+            f"{modes.MIN_COUNT * num_modes} (the protocol draws {modes.NUM_SAMPLES})")
   require(config.snapshot_every_steps >= 0
           and config.snapshot_every_steps % config.log_every_steps == 0,
           f"--snapshot_every_steps={config.snapshot_every_steps} must be 0 or a multiple of "
@@ -253,14 +265,48 @@ def evaluate_modes(samples: np.ndarray, mixture: distributions.GaussianMixture
   return [modes.mode_metrics(s, mixture.means, mixture.stds) for s in samples]
 
 
+def mean_over_finite(values) -> float:
+  """The mean of the finite values (NaN if there are none): a seed without high-quality samples
+  has no reverse KL, a skipped step no loss."""
+  values = np.asarray(values, np.float64)
+  finite = values[np.isfinite(values)]
+  return float(finite.mean()) if finite.size else float("nan")
+
+
 def summarize(per_seed: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-  """Mean, std (over seeds, ddof 0), min and max of every metric."""
+  """Mean, std (over seeds, ddof 0), min and max of every metric, over the seeds where it is
+  finite (``seeds``: how many; a reverse KL needs high-quality samples)."""
   summary = {}
   for name in per_seed[0]:
     values = np.array([m[name] for m in per_seed], np.float64)
-    summary[name] = {"mean": float(values.mean()), "std": float(values.std()),
-                     "min": float(values.min()), "max": float(values.max())}
+    values = values[np.isfinite(values)]
+    summary[name] = ({"mean": float(values.mean()), "std": float(values.std()),
+                      "min": float(values.min()), "max": float(values.max())}
+                     if values.size else dict.fromkeys(("mean", "std", "min", "max"), np.nan))
+    summary[name]["seeds"] = int(values.size)
   return summary
+
+
+def check_skipped_updates(nonfinite: np.ndarray, seeds: np.ndarray, step: int) -> None:
+  """Warns naming the seeds that skipped updates (non-finite losses or gradients) in the chunk
+  of steps ending at ``step``; RunError when every step of every seed skipped some: nothing
+  trains any more.
+
+  Args:
+    nonfinite: ``(num_seeds, steps)``, updates skipped per step of each seed.
+    seeds: the seeds, ``(num_seeds,)``.
+    step: the chunk's last step.
+  """
+  steps = nonfinite.shape[1]
+  skipping = np.sum(nonfinite > 0, axis=1)  # steps with a skipped update, per seed
+  first = step - steps + 1
+  if np.all(skipping == steps):
+    raise RunError(f"every step of every seed from step {first} to {step} had non-finite losses "
+                   "or gradients (their updates were skipped); stopped. Lower the learning "
+                   "rates or the penalties and run again in a new --workdir")
+  if skipping.any():
+    logging.warning("steps %d-%d: updates skipped as non-finite, seed (steps): %s", first, step,
+                    ", ".join(f"{s} ({n})" for s, n in zip(seeds, skipping) if n))
 
 
 def save_pictures(samples: np.ndarray, data: RealData, seeds: np.ndarray, path: str,
@@ -346,17 +392,27 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   """Trains ``config.num_seeds`` GANs at once on ``devices`` (default: the local ones) and
   writes everything under ``workdir``.
 
+  A SIGTERM or a first Ctrl-C stops the training after the chunk of steps under way; the run
+  then writes its outputs for the steps done (``steps`` and ``stopped_by`` in ``metrics.json``).
+
   Returns:
     What ``metrics.json`` holds (see the module docstring).
   """
+  with Preemption() as stop:
+    return _train_and_evaluate(config, workdir, devices, stop)
+
+
+def _train_and_evaluate(config: VanillaConfig, workdir: str,
+                        devices: Optional[List[jax.Device]], stop: Preemption) -> dict:
   start_time = time.time()
   validate(config)
   cli.make_writable_dir(workdir)
   # No checkpoints to resume from: another run's outputs would be overwritten, and its sample
   # pictures left beside the new ones.
   require(not os.path.exists(os.path.join(workdir, "metrics.jsonl")),
-          f"--workdir={workdir} holds another run (metrics.jsonl); use a new --workdir")
-  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+          f"--workdir={workdir} holds another run (metrics.jsonl), and vanilla runs keep no "
+          "checkpoints to resume from; use a new --workdir")
+  cli.make_writable_dir(os.path.join(workdir, "samples"))
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
   # The seeds are independent: split them over the local devices (each trains its share);
@@ -379,22 +435,26 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   log = RunLog(workdir, 0, config.num_steps)
   # metric name -> one (num_seeds,) array per chunk
   history = {name: [] for group in plotting.TRAINING_CURVES.values() for name in group}
-  nonfinite, train_start, snapshot_s = 0, time.time(), 0.0
-  for step in range(config.log_every_steps, config.num_steps + 1, config.log_every_steps):
+  nonfinite, train_start, snapshot_s, step = np.zeros(num_seeds, int), time.time(), 0.0, 0
+  while step < config.num_steps:
     state, metrics = run_chunk(state, data_keys, data.arrays)
+    step += config.log_every_steps
     metrics = {name: np.asarray(v)[:num_seeds] for name, v in metrics.items()}  # (S, steps)
-    per_seed = {name: v.mean(axis=1) for name, v in metrics.items()}  # (S,) each
-    nonfinite += int(np.sum(metrics["nonfinite"]))
+    check_skipped_updates(metrics["nonfinite"], seeds, step)
+    nonfinite += np.sum(metrics["nonfinite"], axis=1).astype(int)
+    per_seed = {name: np.array([mean_over_finite(seed) for seed in v])
+                for name, v in metrics.items()}  # (S,) each
     for name, values in history.items():
       values.append(per_seed[name])
-    row = {name: float(np.mean(v)) for name, v in per_seed.items()}
+    row = {name: mean_over_finite(v) for name, v in per_seed.items()}
     row["steps_per_sec"] = log.progress(step, row)
     if config.snapshot_every_steps and step % config.snapshot_every_steps == 0:
       snapshot_start = time.time()
       samples = generate(state)
       snapshot = evaluate_modes(samples, data.mixture) if data.mixture else None
       if snapshot:
-        row.update({name: float(np.mean([m[name] for m in snapshot])) for name in MODE_METRICS})
+        row.update({name: mean_over_finite([m[name] for m in snapshot])
+                    for name in MODE_METRICS})
         logging.info("step %d: modes per seed %s | mean high quality %.3f | mean reverse KL "
                      "%.4f", step, " ".join(str(m["modes"]) for m in snapshot),
                      row["high_quality"], row["reverse_kl"])
@@ -403,14 +463,22 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
       snapshot_s += time.time() - snapshot_start
       log.restart_clock(step)  # the next chunk's rate times its training only
     log.write(step, row)
+    if stop.requested:  # checked after a chunk: a run stopped during its set-up trains one
+      break
   log.close()
   train_time = time.time() - train_start - snapshot_s
+  if stop.requested:
+    logging.warning("stopped by %s after step %d of %d: the outputs are of that step (vanilla "
+                    "runs keep no checkpoints to resume from)", stop.requested, step,
+                    config.num_steps)
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
              "devices": mesh.size, "mesh": dict(mesh.shape), "padding_runs": runs - num_seeds,
+             "steps": step, "stopped_by": stop.requested,
              "train_s": train_time, "snapshot_s": snapshot_s,
-             "steps_per_sec": config.num_steps / train_time,
-             "nonfinite_updates": nonfinite}
+             "steps_per_sec": step / train_time,
+             "nonfinite_updates": int(nonfinite.sum()),
+             "nonfinite_updates_per_seed": nonfinite.tolist()}
   write_final_outputs(workdir, generate(state).astype(np.float32), data, seeds, results)
   steps = np.arange(1, len(history["d_loss"]) + 1) * config.log_every_steps
   plotting.plot_seed_curves(steps, {k: np.stack(v) for k, v in history.items()},
@@ -426,6 +494,8 @@ def main(argv):
   parallel.split_cpu(config.num_seeds, config.batch_size // config.packing,
                      flags.FLAGS.cpu_devices)
   results = train_and_evaluate(config, flags.FLAGS.workdir)
+  if results["stopped_by"]:  # the shell's status for the signal: the run did not finish
+    return 128 + signal.Signals[results["stopped_by"]].value
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
                  len(results["seeds"]), stats["mean"], stats["std"], stats["min"], stats["max"])
@@ -439,9 +509,9 @@ if __name__ == "__main__":
   flags.adopt_module_key_flags(cli)  # --helpshort lists them
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
   flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU: the seeds are split "
-                       "over the largest number of them that divides --num_seeds, and spare ones "
-                       "(up to one per core, 32 examples or more each) split each seed's batch "
-                       "(default: up to 4 per core for the seeds). Exact results depend on the "
-                       "count.", lower_bound=1)
+                       "in equal blocks over them (padded with discarded runs where the count "
+                       "does not divide), and spare ones (up to one per core, 32 examples or "
+                       "more each) split each seed's batch (default: up to 4 per core for the "
+                       "seeds). Exact results depend on the count.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   cli.run(main)

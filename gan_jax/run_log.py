@@ -4,10 +4,15 @@
 from a checkpoint at step s, rows after s (logged by the interrupted run after its last
 checkpoint, and about to be logged again) are dropped first, so the file reads as one run; so are
 the TensorBoard events after s. A row cut off by a crash or a full disk is dropped on reading.
+
+Every JSON file is strict JSON (RFC 8259, which has no NaN or Infinity): a non-finite value (the
+losses of steps whose updates were skipped, a reverse KL without high-quality samples) is written
+as ``null``; ``read_metrics`` reads it back as NaN.
 """
 import contextlib
 import json
 import logging as std_logging
+import math
 import os
 import time
 from typing import Dict
@@ -40,19 +45,35 @@ def _replace_file(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _finite_or_none(value):
+  """``value`` with every non-finite float in it (in dicts and lists too) replaced by None."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _finite_or_none(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite_or_none(v) for v in value]
+  return value
+
+
+def to_json(data, indent=None) -> str:
+  """``data`` as strict JSON text: non-finite floats become null."""
+  return json.dumps(_finite_or_none(data), indent=indent, allow_nan=False)
+
+
 def write_json(path: str, data) -> None:
   """Writes ``data`` as indented JSON, whole or not at all (``_replace_file``); the failure is a
   RunError naming the file."""
   try:
-    _replace_file(path, json.dumps(data, indent=2))
+    _replace_file(path, to_json(data, indent=2))
   except OSError as e:
     raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions, "
                    "then run again") from e
 
 
 def read_metrics(workdir: str) -> list:
-  """The rows of ``workdir/metrics.jsonl`` (empty if there is none), without a last row cut off
-  by a crash or a full disk."""
+  """The rows of ``workdir/metrics.jsonl`` (empty if there is none; null values as NaN), without
+  a last row cut off by a crash or a full disk."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
@@ -61,7 +82,7 @@ def read_metrics(workdir: str) -> list:
   rows = []
   for number, line in enumerate(lines, 1):
     try:
-      rows.append(json.loads(line))
+      rows.append({k: math.nan if v is None else v for k, v in json.loads(line).items()})
     except json.JSONDecodeError:
       if number < len(lines):
         raise UsageError(f"line {number} of {path} is not JSON; repair or delete the "
@@ -89,7 +110,7 @@ class RunLog:
       self._path = os.path.join(workdir, "metrics.jsonl")
       kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
       with self._appending():
-        _replace_file(self._path, "".join(json.dumps(row) + "\n" for row in kept))
+        _replace_file(self._path, "".join(to_json(row) + "\n" for row in kept))
         self._file = open(self._path, "a")
       # Events of steps after start_step (an interrupted attempt's) are dropped by TensorBoard.
       # The suffix keeps a restart within the same second from overwriting the earlier file.
@@ -110,7 +131,7 @@ class RunLog:
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     with self._appending():
-      self._file.write(json.dumps(row) + "\n")
+      self._file.write(to_json(row) + "\n")
       self._file.flush()
     for name, value in scalars.items():
       self._tensorboard.add_scalar(name, float(value), step)

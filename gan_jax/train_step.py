@@ -71,10 +71,14 @@ def _all_finite(*trees) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _apply_if_finite(state: ModelState, grads, batch_stats, ok: Array) -> ModelState:
-  """``state`` with ``grads`` applied and the new ``batch_stats``, or unchanged if not ``ok``."""
+def _apply_if_finite(state: ModelState, grads, batch_stats, ok: Array
+                     ) -> Tuple[ModelState, Array]:
+  """``(state with grads applied and the new batch_stats, True)``, or ``(state, False)`` if not
+  ``ok`` (non-finite loss or gradients) or if the update itself is not finite (finite gradients
+  times an infinite learning rate, say)."""
   updated = state.apply_gradients(grads=grads).replace(batch_stats=batch_stats)
-  return jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), updated, state)
+  ok = ok & _all_finite(updated.params, updated.opt_state)
+  return jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), updated, state), ok
 
 
 def make_train_step(generator: nn.Module, discriminator: nn.Module, config: StepConfig,
@@ -144,9 +148,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     (total, (batch_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         d_state.params)
     grads, total = parallel.mean_over_replicas((grads, total), axis_name)
-    ok = _all_finite(total, grads)
-    new_state = _apply_if_finite(d_state, grads,
-                                 parallel.mean_over_replicas(batch_stats, axis_name), ok)
+    new_state, ok = _apply_if_finite(d_state, grads,
+                                     parallel.mean_over_replicas(batch_stats, axis_name),
+                                     _all_finite(total, grads))
     return new_state, dict(aux, d_grad_norm=optax.tree.norm(grads)), ok
 
   def generator_forward(g_state: ModelState, latents):
@@ -165,9 +169,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     (g_loss, d_batch_stats), d_fake = jax.value_and_grad(loss_fn, has_aux=True)(fake)
     (grads,) = fake_vjp(d_fake)
     grads, g_loss = parallel.mean_over_replicas((grads, g_loss), axis_name)
-    ok = _all_finite(g_loss, grads)
-    new_g = _apply_if_finite(g_state, grads,
-                             parallel.mean_over_replicas(g_batch_stats, axis_name), ok)
+    new_g, ok = _apply_if_finite(g_state, grads,
+                                 parallel.mean_over_replicas(g_batch_stats, axis_name),
+                                 _all_finite(g_loss, grads))
     d_batch_stats = parallel.mean_over_replicas(d_batch_stats, axis_name)
     new_d = d_state.replace(batch_stats=jax.tree_util.tree_map(
         lambda new, old: jnp.where(ok, new, old), d_batch_stats, d_state.batch_stats))

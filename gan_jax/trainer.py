@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import time
 from typing import Callable, Optional
 
@@ -33,6 +32,7 @@ from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require
                          require_gan_settings, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
+from gan_jax.preemption import Preemption
 from gan_jax.run_log import RunLog, read_metrics, write_json
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -294,35 +294,12 @@ def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
   return np.asarray(jax.random.normal(key, (n, config.latent_dim)))
 
 
-class _Preemption:
-  """Remembers a SIGTERM or a first Ctrl-C (SIGINT) while installed, so the loop can checkpoint
-  and stop cleanly; ``requested`` is the signal's name. A second Ctrl-C interrupts at once."""
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.requested = None
-
-  def __enter__(self):
-    self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.requested = signal.Signals(signum).name
-    if signum == signal.SIGINT:
-      signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-
-
 # With several processes, how often (in steps) they agree whether any of them must stop.
 PREEMPTION_SYNC_STEPS = 10
 OUT_OF_TIME = "out of time"
 
 
-def agreed_stop(preemption: _Preemption, step: int, out_of_time: bool,
+def agreed_stop(preemption: Preemption, step: int, out_of_time: bool,
                 every: int = PREEMPTION_SYNC_STEPS) -> Optional[str]:
   """Why the training loop stops after ``step``: a signal's name, ``OUT_OF_TIME`` (this
   process's ``--max_train_minutes`` ran out) or None to go on.
@@ -358,7 +335,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
     A summary: steps trained, wall time, steps/s, final metrics and evaluation, and
     ``preempted``: the name of the signal that stopped the run early, or None.
   """
-  with _Preemption() as preemption:  # from the start: a signal while setting up is kept too
+  with Preemption() as preemption:  # from the start: a signal while setting up is kept too
     run = _Run(config, workdir)
     try:
       return run.train(preemption)
@@ -508,7 +485,7 @@ class _Run:
           f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
-  def train(self, preemption: "_Preemption") -> dict:
+  def train(self, preemption: Preemption) -> dict:
     config, step = self.config, self.start_step
     if step >= config.num_steps and os.path.exists(self.final_samples_path):
       logging.info("the run in %s finished at step %d already; its outputs are there (raise "

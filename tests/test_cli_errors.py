@@ -137,6 +137,11 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --num_steps must be positive, got 0"),
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--seed=4294967290", "--num_seeds=10"],
      "error: --seed must be in [0, 4294967286] with --num_seeds=10, got 4294967290"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--num_samples=100"],
+     "error: --num_samples=100 cannot show all 8 modes of ring8 covered (each needs 20 "
+     "high-quality samples): use at least 160"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--num_samples=200000"],
+     "error: --num_samples=200000 is more than 100,000"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--eval_extractor=bogus"],
      "error: --eval_extractor must be one of auto, mnist_classifier, inception, none"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--eval_extractor=inception"],

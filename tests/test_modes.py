@@ -83,3 +83,24 @@ def test_no_high_quality_sample_gives_nan_reverse_kl():
 def test_shape_errors_are_reported():
   with pytest.raises(ValueError, match="expected samples"):
     modes.mode_metrics(np.zeros((10, 3)), RING.means, RING.stds)
+
+
+def test_a_sample_belongs_to_the_nearest_mode_in_its_standard_deviations():
+  """Modes at 0 (std 0.01) and 1 (std 1): x = 0.4 is 40 stds from the first and 0.6 from the
+  second, so it is a high-quality sample of the second, though nearer the first."""
+  means, stds = np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.01, 1.0])
+  counts = modes.high_quality_counts(np.array([[0.4, 0.0], [0.005, 0.0], [0.0, 5.0]]), means,
+                                     stds)
+  np.testing.assert_array_equal(counts, [1, 1])  # (0, 5) is 5.1 stds from the wide mode
+
+
+def test_min_count_one_counts_every_mode_with_a_high_quality_sample_as_pacgan_code_does():
+  per_mode = np.array([1, 0, 5, 19, 20, 0, 0, 3])
+  assert metrics(at_centres(RING, per_mode), RING)["modes"] == 1
+  assert modes.mode_metrics(at_centres(RING, per_mode), RING.means, RING.stds,
+                            min_count=1)["modes"] == 5
+
+
+def test_an_empty_sample_set_is_refused():
+  with pytest.raises(ValueError, match="no samples"):
+    modes.mode_metrics(np.zeros((0, 2)), RING.means, RING.stds)

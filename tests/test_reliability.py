@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from gan_jax import trainer
+from gan_jax import preemption, trainer
 from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
@@ -164,9 +164,9 @@ def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
   exits with the shell's status for Ctrl-C, 130)."""
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command
   try:
-    with trainer._Preemption() as preemption:
+    with preemption.Preemption() as stop:
       os.kill(os.getpid(), signal.SIGINT)
-      assert preemption.requested == "SIGINT"
+      assert stop.requested == "SIGINT"
       with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

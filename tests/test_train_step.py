@@ -213,6 +213,19 @@ def test_nonfinite_update_is_skipped_and_counted():
   assert int(state.step) == 1
 
 
+def test_an_update_that_is_not_finite_itself_is_skipped_though_its_gradients_are_finite():
+  """Finite gradients times an infinite learning rate: the generator keeps its finite params."""
+  g, d = mlp_gan()
+  tx = optax.adam(1e-3)
+  state0 = train_state.create_gan_state(jax.random.PRNGKey(0), g, d, (2,), optax.sgd(np.inf), tx)
+  state, metrics = jax.jit(train_step.make_train_step(g, d, train_step.StepConfig()))(
+      state0, toy_batches(1, 32)[0])
+  assert int(metrics["nonfinite"]) == 1 and np.isfinite(float(metrics["g_grad_norm"]))
+  chex.assert_trees_all_equal(state.generator.params, state0.generator.params)
+  assert not jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda a, b: np.array_equal(a, b), state.discriminator.params, state0.discriminator.params))
+
+
 @pytest.mark.parametrize("bad_update", [0, 1, 2])
 def test_one_nonfinite_critic_update_of_three_is_skipped_and_counted(bad_update):
   """Each critic update counts once, from the loop of the first ones or the last one."""

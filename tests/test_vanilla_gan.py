@@ -1,6 +1,7 @@
 """The vanilla GAN experiment: end to end from its flagfiles, seeds vmapped == seeds run alone."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from gan_jax.metrics import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT_RUN = ["--num_steps=20", "--log_every_steps=10", "--snapshot_every_steps=10",
-             "--num_seeds=2", "--num_samples=64"]
+             "--num_seeds=2", "--num_samples=500"]
 
 
 def run_cli(*flags, timeout=300):
@@ -25,6 +26,13 @@ def run_cli(*flags, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   return subprocess.run([sys.executable, "-m", "experiments.vanilla_gan", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def strict_json(text):
+  """``text`` parsed as strict JSON: NaN and Infinity, which Python writes by default, fail."""
+  def refuse(constant):
+    raise AssertionError(f"{constant} is not JSON")
+  return json.loads(text, parse_constant=refuse)
 
 
 def assert_picture(path):
@@ -41,8 +49,9 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   samples = np.load(tmp_path / "final_samples.npy")
   assert samples.dtype == np.float32 and np.all(np.isfinite(samples))
   with open(tmp_path / "metrics.json") as f:
-    results = json.load(f)
+    results = strict_json(f.read())
   assert results["seeds"] == [0, 1] and results["config"]["num_steps"] == 20
+  assert results["steps"] == 20 and results["stopped_by"] is None
   # the training time and rate leave out the two snapshots' pictures
   assert 0 < results["snapshot_s"] < results["wall_s"] - results["train_s"]
   assert results["steps_per_sec"] == pytest.approx(20 / results["train_s"])
@@ -54,7 +63,7 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
   assert results["devices"] == 2 * batch_shards
   assert f"2 seed(s) of {flagfile.split('_')[0]} on {2 * batch_shards} device(s)" in result.stderr
   with open(tmp_path / "metrics.jsonl") as f:
-    rows = [json.loads(line) for line in f]
+    rows = [strict_json(line) for line in f]
   assert [row["step"] for row in rows] == [10, 20]
   assert all(np.isfinite(row["d_loss"]) and 0 < row["d_real"] < 1 for row in rows)
   for name in ("samples/step_000010.png", "samples/step_000020.png", "final_samples.png",
@@ -62,26 +71,32 @@ def test_experiment_runs_from_its_flagfile_and_writes_every_output(flagfile, tmp
     assert_picture(tmp_path / name)
 
   if flagfile == "mnist_mlp":
-    assert samples.shape == (2 * 64, 28, 28, 1)
+    assert samples.shape == (2 * 500, 28, 28, 1)
     assert samples.min() >= -1.0 and samples.max() <= 1.0
     return
   mixture = distributions.get_toy_dataset(flagfile)
-  assert samples.shape == (2, 64, 2)
+  assert samples.shape == (2, 500, 2)
   # metrics.json holds the mode metrics of exactly these samples, and their mean and std.
+  # (a reverse KL without high-quality samples is NaN, written as null)
   for seed_samples, reported in zip(samples, results["per_seed"]):
     expected = modes.mode_metrics(seed_samples, mixture.means, mixture.stds)
-    assert {k: reported[k] for k in expected} == pytest.approx(expected, nan_ok=True)
-  for name in vanilla_gan.MODE_METRICS:
-    values = [m[name] for m in results["per_seed"]]
-    assert results["summary"][name]["mean"] == pytest.approx(np.mean(values), nan_ok=True)
-    assert results["summary"][name]["std"] == pytest.approx(np.std(values), nan_ok=True)
+    assert {k: np.nan if reported[k] is None else reported[k] for k in expected} == \
+        pytest.approx(expected, nan_ok=True)
+  for name in vanilla_gan.MODE_METRICS:  # over the seeds where the metric is finite
+    values = np.array([m[name] for m in results["per_seed"]], np.float64)
+    finite, summary = values[np.isfinite(values)], results["summary"][name]
+    assert summary["seeds"] == finite.size
+    if finite.size:
+      assert (summary["mean"], summary["std"]) == pytest.approx((finite.mean(), finite.std()))
+    else:
+      assert summary["mean"] is None
   assert all(name in rows[-1] for name in vanilla_gan.MODE_METRICS)
 
 
 def small_config(**overrides) -> vanilla_gan.VanillaConfig:
   settings = dict(dataset="grid25", num_steps=30, batch_size=64, g_width=32, d_width=32,
                   g_depth=2, d_depth=2, packing=2, ema_decay=0.9, log_every_steps=10,
-                  snapshot_every_steps=0, num_samples=50)
+                  snapshot_every_steps=0, num_samples=500)
   return vanilla_gan.VanillaConfig(**dict(settings, **overrides))
 
 
@@ -96,7 +111,7 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
                                          jax.devices()[:1])
   samples_together = np.load(tmp_path / "all" / "final_samples.npy")
   samples_alone = np.load(tmp_path / "one" / "final_samples.npy")
-  assert samples_together.shape == (3, 50, 2) and samples_alone.shape == (1, 50, 2)
+  assert samples_together.shape == (3, 500, 2) and samples_alone.shape == (1, 500, 2)
   np.testing.assert_allclose(samples_together[1], samples_alone[0], rtol=1e-4, atol=1e-5)
   assert together["per_seed"][1] == pytest.approx(alone["per_seed"][0], nan_ok=True)
   # and the seeds differ from each other.
@@ -207,3 +222,39 @@ def test_available_cores_are_capped_by_a_container_cpu_quota(tmp_path, monkeypat
     path.write_text(cpu_max)
   monkeypatch.setattr(parallel, "CGROUP_CPU_MAX", str(path))
   assert parallel.available_cores() == cores
+
+
+def test_sigterm_stops_after_the_chunk_under_way_and_writes_the_outputs_of_its_step(
+    tmp_path, monkeypatch):
+  write = vanilla_gan.RunLog.write
+
+  def write_then_terminate(log, step, row):
+    write(log, step, row)
+    if step == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+  monkeypatch.setattr(vanilla_gan.RunLog, "write", write_then_terminate)
+  results = vanilla_gan.train_and_evaluate(small_config(num_seeds=1), tmp_path / "run",
+                                           jax.devices()[:1])
+  assert (results["steps"], results["stopped_by"]) == (10, "SIGTERM")
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    assert [strict_json(line)["step"] for line in f] == [10]
+  assert np.load(tmp_path / "run" / "final_samples.npy").shape == (1, 500, 2)
+  with open(tmp_path / "run" / "metrics.json") as f:
+    assert strict_json(f.read())["steps"] == 10
+
+
+def test_a_run_whose_every_step_skips_updates_stops_with_one_line(tmp_path):
+  with pytest.raises(vanilla_gan.RunError, match="every step of every seed from step 1 to 10 "
+                     "had non-finite losses or gradients"):
+    vanilla_gan.train_and_evaluate(small_config(num_seeds=2, g_learning_rate=float("inf")),
+                                   tmp_path, jax.devices()[:2])
+
+
+def test_the_summary_over_seeds_leaves_out_undefined_values():
+  summary = vanilla_gan.summarize([{"reverse_kl": 0.5, "modes": 8},
+                                   {"reverse_kl": float("nan"), "modes": 0},
+                                   {"reverse_kl": 1.5, "modes": 7}])
+  assert summary["reverse_kl"] == {"mean": 1.0, "std": 0.5, "min": 0.5, "max": 1.5, "seeds": 2}
+  assert summary["modes"]["seeds"] == 3 and summary["modes"]["mean"] == 5.0
+  assert np.isnan(vanilla_gan.summarize([{"reverse_kl": float("nan")}])["reverse_kl"]["mean"])

@@ -1,10 +1,13 @@
 """Mode coverage on the 2-D mixtures: the protocol of VEEGAN (Srivastava et al. 2017) and PacGAN
 (Lin et al. 2018, Table 1).
 
-A sample is *high quality* if it lies within ``threshold`` (3) standard deviations of its nearest
-mode; a mode is *covered* when at least ``min_count`` (20) high-quality samples fall on it; the
-*reverse KL* is KL(q || uniform), q the histogram of the high-quality samples over the modes. The
-papers draw 2,500 samples per trial. A perfect sampler of isotropic 2-D Gaussians puts
+A sample belongs to the mode nearest to it in units of each mode's standard deviation, and is
+*high quality* if it lies within ``threshold`` (3) of them; the *reverse KL* is KL(q || uniform),
+q the histogram of the high-quality samples over the modes. The papers draw 2,500 samples per
+trial. A mode is *covered* when at least ``min_count`` high-quality samples fall on it: 20 here,
+stricter than PacGAN's released code, which counts a mode with a single one (``min_count=1``
+gives its count), so the modes counted here are never more than theirs. With 20, n samples can
+show at most n / 20 modes. A perfect sampler of isotropic 2-D Gaussians puts
 1 - exp(-9/2) = 98.9% of its samples within 3 standard deviations, covers every mode, and its
 reverse KL is only the noise of the histogram, about (K - 1) / (2 n) for K modes and n samples.
 
@@ -27,7 +30,8 @@ def high_quality_counts(samples, means, stds, threshold: float = THRESHOLD_STDS)
     samples: ``(n, dim)``.
     means: mode centres ``(num_modes, dim)``.
     stds: per-mode standard deviations ``(num_modes,)``.
-    threshold: a sample within ``threshold * std`` of its nearest mode is high quality.
+    threshold: a sample closer than ``threshold`` standard deviations to its nearest mode (in
+      those units) is high quality.
 
   Returns:
     int64 counts ``(num_modes,)``; their sum is the number of high-quality samples.
@@ -36,10 +40,14 @@ def high_quality_counts(samples, means, stds, threshold: float = THRESHOLD_STDS)
   if samples.ndim != 2 or means.ndim != 2 or samples.shape[1] != means.shape[1]:
     raise ValueError(f"expected samples (n, dim) and means (num_modes, dim), got shapes "
                      f"{samples.shape} and {means.shape}")
-  distances = np.linalg.norm(samples[:, None, :] - means[None], axis=-1)  # (n, num_modes)
+  if not len(samples):
+    raise ValueError("no samples to score")
+  # in standard deviations of each mode, as PacGAN's code measures (the same nearest mode for
+  # equal stds)
+  distances = (np.linalg.norm(samples[:, None, :] - means[None], axis=-1)
+               / np.asarray(stds, np.float64))  # (n, num_modes)
   nearest = np.argmin(distances, axis=1)
-  nearest_distance = distances[np.arange(len(samples)), nearest]
-  high_quality = nearest_distance <= threshold * np.asarray(stds, np.float64)[nearest]
+  high_quality = distances[np.arange(len(samples)), nearest] < threshold
   return np.bincount(nearest[high_quality], minlength=len(means))
 
 
