@@ -28,9 +28,9 @@ Writes to ``--workdir``:
   D(G(z)) and gradient norms, one line per seed);
 * ``metrics.json``: the configuration, device mesh (and ``padding_runs``, the extra runs that
   filled its last seed block, trained and discarded), the ``steps`` done (fewer when a signal
-  stopped the run: ``stopped_by``), skipped updates per seed, wall time, and for the mixtures the PacGAN
-  mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with their mean
-  and std.
+  stopped the run: ``stopped_by``), skipped updates per seed, wall time, and for the mixtures
+  the PacGAN mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with
+  their mean and std.
 """
 import dataclasses
 import os

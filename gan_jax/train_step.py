@@ -106,8 +106,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     ``metrics`` maps names to scalars averaged over replicas: ``d_loss``, ``g_loss`` (adversarial
     losses), ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z)) (before the critic update; D is
     the sigmoid of the logits, also for the losses whose critic outputs a score, Wasserstein,
-    hinge and least squares, where it is only a bounded summary of the score), ``d_grad_norm``, ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty``
-    / ``r1_penalty`` when enabled.
+    hinge and least squares, where it is only a bounded summary of the score), ``d_grad_norm``,
+    ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty`` /
+    ``r1_penalty`` when enabled.
   """
   if config.n_critic < 1:
     raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
