@@ -8,6 +8,7 @@
 """
 import dataclasses
 import logging as std_logging
+import math
 import os
 import sys
 import threading
@@ -157,6 +158,11 @@ def define_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS
 
 
 def config_from_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:
-  """An instance of ``config_class`` with every field read from its (parsed) flag."""
-  return config_class(**{f.name: flag_values[f.name].value
-                         for f in dataclasses.fields(config_class)})
+  """An instance of ``config_class`` with every field read from its (parsed) flag; UsageError
+  for a float flag that is not finite (no setting means inf or nan, and strict JSON, as
+  ``config.json`` is written, has neither)."""
+  values = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_class)}
+  for name, value in values.items():
+    require(not isinstance(value, float) or math.isfinite(value),
+            f"--{name} must be a finite number, got {value}")
+  return config_class(**values)

@@ -28,6 +28,8 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--r1_penalty=1"], "batch-norm discriminator .* add --d_norm=layer"),
     (["--gradient_penalty=-10", "--d_norm=layer"], "--gradient_penalty must be >= 0"),
     (["--d_learning_rate=0"], "--d_learning_rate must be positive"),
+    (["--ema_decay=nan"], "--ema_decay must be a finite number, got nan"),
+    (["--max_train_minutes=inf"], "--max_train_minutes must be a finite number, got inf"),
     (["--beta1=-0.5"], r"--beta1 must be in \[0, 1\)"),
     (["--seed=-1"], r"--seed must be in \[0, 4294967295\], got -1"),
     (["--seed=4294967296"], r"--seed must be in \[0, 4294967295\], got 4294967296"),
@@ -137,6 +139,8 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --num_steps must be positive, got 0"),
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--seed=4294967290", "--num_seeds=10"],
      "error: --seed must be in [0, 4294967286] with --num_seeds=10, got 4294967290"),
+    ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--g_learning_rate=inf"],
+     "error: --g_learning_rate must be a finite number, got inf"),
     ("experiments.vanilla_gan", ["--workdir={tmp}/run", "--num_samples=100"],
      "error: --num_samples=100 cannot show all 8 modes of ring8 covered (each needs 20 "
      "high-quality samples): use at least 160"),
