@@ -288,9 +288,9 @@ def summarize(per_seed: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
 
 
 def check_skipped_updates(nonfinite: np.ndarray, seeds: np.ndarray, step: int) -> None:
-  """Warns naming the seeds that skipped updates (non-finite losses or gradients) in the chunk
-  of steps ending at ``step``; RunError when every step of every seed skipped some: nothing
-  trains any more.
+  """Warns naming the seeds that skipped updates (a non-finite loss, gradient or update) in the
+  chunk of steps ending at ``step``; RunError when every step of every seed skipped one: no
+  seed trains as configured any more.
 
   Args:
     nonfinite: ``(num_seeds, steps)``, updates skipped per step of each seed.
@@ -301,9 +301,9 @@ def check_skipped_updates(nonfinite: np.ndarray, seeds: np.ndarray, step: int) -
   skipping = np.sum(nonfinite > 0, axis=1)  # steps with a skipped update, per seed
   first = step - steps + 1
   if np.all(skipping == steps):
-    raise RunError(f"every step of every seed from step {first} to {step} had non-finite losses "
-                   "or gradients (their updates were skipped); stopped. Lower the learning "
-                   "rates or the penalties and run again in a new --workdir")
+    raise RunError(f"every step of every seed from step {first} to {step} skipped an update (a "
+                   "non-finite loss, gradient or update); stopped. Lower the learning rates or "
+                   "the penalties and run again in a new --workdir")
   if skipping.any():
     logging.warning("steps %d-%d: updates skipped as non-finite, seed (steps): %s", first, step,
                     ", ".join(f"{s} ({n})" for s, n in zip(seeds, skipping) if n))
@@ -388,22 +388,18 @@ def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds
 
 
 def train_and_evaluate(config: VanillaConfig, workdir: str,
-                       devices: Optional[List[jax.Device]] = None) -> dict:
+                       devices: Optional[List[jax.Device]] = None,
+                       stop: Optional[Preemption] = None) -> dict:
   """Trains ``config.num_seeds`` GANs at once on ``devices`` (default: the local ones) and
   writes everything under ``workdir``.
 
-  A SIGTERM or a first Ctrl-C stops the training after the chunk of steps under way; the run
-  then writes its outputs for the steps done (``steps`` and ``stopped_by`` in ``metrics.json``).
+  Once ``stop`` (the command installs one) has caught a SIGTERM or a first Ctrl-C, the training
+  stops after the chunk of steps under way; the run then writes its outputs for the steps done
+  (``steps`` and ``stopped_by`` in ``metrics.json``).
 
   Returns:
     What ``metrics.json`` holds (see the module docstring).
   """
-  with Preemption() as stop:
-    return _train_and_evaluate(config, workdir, devices, stop)
-
-
-def _train_and_evaluate(config: VanillaConfig, workdir: str,
-                        devices: Optional[List[jax.Device]], stop: Preemption) -> dict:
   start_time = time.time()
   validate(config)
   cli.make_writable_dir(workdir)
@@ -463,18 +459,19 @@ def _train_and_evaluate(config: VanillaConfig, workdir: str,
       snapshot_s += time.time() - snapshot_start
       log.restart_clock(step)  # the next chunk's rate times its training only
     log.write(step, row)
-    if stop.requested:  # checked after a chunk: a run stopped during its set-up trains one
+    stopped_by = stop and stop.requested if step < config.num_steps else None
+    if stopped_by:  # checked after a chunk: a run stopped during its set-up trains one
       break
   log.close()
   train_time = time.time() - train_start - snapshot_s
-  if stop.requested:
+  if stopped_by:
     logging.warning("stopped by %s after step %d of %d: the outputs are of that step (vanilla "
-                    "runs keep no checkpoints to resume from)", stop.requested, step,
+                    "runs keep no checkpoints to resume from)", stopped_by, step,
                     config.num_steps)
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
              "devices": mesh.size, "mesh": dict(mesh.shape), "padding_runs": runs - num_seeds,
-             "steps": step, "stopped_by": stop.requested,
+             "steps": step, "stopped_by": stopped_by,
              "train_s": train_time, "snapshot_s": snapshot_s,
              "steps_per_sec": step / train_time,
              "nonfinite_updates": int(nonfinite.sum()),
@@ -493,12 +490,13 @@ def main(argv):
   validate(config)  # before the devices are split by its settings
   parallel.split_cpu(config.num_seeds, config.batch_size // config.packing,
                      flags.FLAGS.cpu_devices)
-  results = train_and_evaluate(config, flags.FLAGS.workdir)
+  with Preemption() as stop:
+    results = train_and_evaluate(config, flags.FLAGS.workdir, stop=stop)
   if results["stopped_by"]:  # the shell's status for the signal: the run did not finish
     return 128 + signal.Signals[results["stopped_by"]].value
   for name, stats in results.get("summary", {}).items():
-    logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name,
-                 len(results["seeds"]), stats["mean"], stats["std"], stats["min"], stats["max"])
+    logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name, stats["seeds"],
+                 stats["mean"], stats["std"], stats["min"], stats["max"])
   logging.info("wall time %.1f s (training %.1f s, %.1f steps/s); outputs in %s",
                results["wall_s"], results["train_s"], results["steps_per_sec"], flags.FLAGS.workdir)
 
@@ -509,9 +507,9 @@ if __name__ == "__main__":
   flags.adopt_module_key_flags(cli)  # --helpshort lists them
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")
   flags.DEFINE_integer("cpu_devices", None, "JAX devices to make of the CPU: the seeds are split "
-                       "in equal blocks over them (padded with discarded runs where the count "
-                       "does not divide), and spare ones (up to one per core, 32 examples or "
-                       "more each) split each seed's batch (default: up to 4 per core for the "
-                       "seeds). Exact results depend on the count.", lower_bound=1)
+                       "over the largest number of them that divides --num_seeds, and spare ones "
+                       "(up to one per core, 32 examples or more each) split each seed's batch "
+                       "(default: up to 4 per core for the seeds). Exact results depend on the "
+                       "count.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
   cli.run(main)

@@ -14,6 +14,7 @@ run) changes nothing on disk: it skips an unreadable checkpoint and leaves it wh
 """
 import contextlib
 import errno
+import json
 import os
 import shutil
 from typing import Any, Optional, Tuple
@@ -24,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from gan_jax import run_log
 from gan_jax.cli import RunError, UsageError
 
 # How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
@@ -110,8 +112,9 @@ class Checkpointer:
       if free < required:
         raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
                       f"{required / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free")
+      strict = json.loads(run_log.to_json(record))  # orbax would write NaN and Infinity
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       record=ocp.args.JsonSave(record)),
+                                                       record=ocp.args.JsonSave(strict)),
                          force=force)
 
   def wait(self) -> None:
@@ -165,7 +168,7 @@ class Checkpointer:
         raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "
                          f"flags build (its arrays have other shapes); use the flags it was "
                          f"trained with or a new --workdir")
-      return step, restored.state, restored.record
+      return step, restored.state, run_log.nan_for_null(restored.record)
     return None
 
   def latest_record(self) -> Optional[Tuple[int, dict]]:
@@ -173,8 +176,8 @@ class Checkpointer:
     None if there is none."""
     for step in reversed(self.all_steps()):
       try:
-        return step, self._manager.restore(step, args=ocp.args.Composite(
-            record=ocp.args.JsonRestore())).record
+        return step, run_log.nan_for_null(self._manager.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore())).record)
       except Exception as e:  # as restore_latest: an unreadable one is skipped (here, kept)
         logging.warning("the record of checkpoint %d is unreadable (%s); trying the previous one",
                         step, type(e).__name__)

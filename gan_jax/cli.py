@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence, Type, Union
 
 from absl import app, flags, logging
 
-from gan_jax import losses
+from gan_jax import train_step
 
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
 
@@ -102,16 +102,14 @@ def require_gan_settings(config: Any) -> None:
   """Raises ``UsageError`` naming the first bad setting of those every GAN experiment's config
   has: ``loss``, ``n_critic``, the Adam settings, the penalty weights, ``ema_decay`` and ``seed``
   (with ``num_seeds``, where the config has it)."""
-  require(config.loss in losses.LOSSES, f"--loss must be one of "
-          f"{', '.join(sorted(losses.LOSSES))}, got {config.loss!r}")
-  require_positive(config, ("n_critic", "g_learning_rate", "d_learning_rate"))
+  try:  # the step's own checks: the loss, n_critic, the penalties and the EMA decay
+    train_step.StepConfig.of(config)
+  except ValueError as e:
+    raise UsageError(f"--{e}") from None
+  require_positive(config, ("g_learning_rate", "d_learning_rate"))
   for name in ("beta1", "beta2"):
     require(0.0 <= getattr(config, name) < 1.0,
             f"--{name} must be in [0, 1), got {getattr(config, name)}")
-  for name in ("gradient_penalty", "r1_penalty"):
-    require(getattr(config, name) >= 0.0,
-            f"--{name} must be >= 0 (0: off), got {getattr(config, name)}")
-  require(0.0 <= config.ema_decay < 1.0, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
   seeds = getattr(config, "num_seeds", 1)  # runs seed, seed + 1, ...: 32-bit key seeds
   require(0 <= config.seed and config.seed + seeds <= 2**32, f"--seed must be in [0, "
           f"{2**32 - seeds}]{f' with --num_seeds={seeds}' if seeds > 1 else ''}, got {config.seed}")

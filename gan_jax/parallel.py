@@ -137,26 +137,30 @@ def seed_and_batch_blocks(num_seeds: int, batch_size: int, num_devices: int,
                           cores: Optional[int] = None) -> Tuple[int, int]:
   """How independent runs share ``num_devices``: ``(seed_blocks, batch_shards)``.
 
-  The seeds are split into equal blocks, one per device, as few as give each device the fewest
-  seeds: 10 seeds on 8 devices make 5 blocks of 2; 13 seeds make 7 blocks of 2, the last padded
-  with one extra seed that is trained and discarded (``padded_seed_count``), because a device
-  left idle costs as much time as a busy one. On a CPU (``cores`` given), the cores that the seed
-  blocks leave over also split the batch of every seed (data parallelism), at most one shard per
-  core (unlike independent seeds, batch shards meet at every gradient all-reduce, so more shards
-  than cores only add waiting) and at least ``MIN_EXAMPLES_PER_SHARD`` examples each. On
-  accelerators the batch is not split: for these small models, whose steps are bound by latency,
-  more all-reduces are unlikely to pay (not measured).
+  The seeds are split into equal blocks, one per device. On accelerators (``cores`` None) there
+  are as few blocks as give each device the fewest seeds: 10 seeds on 8 GPUs make 5 blocks of 2;
+  13 seeds make 7 blocks of 2, the last padded with an extra run that is trained and discarded
+  (``padded_seed_count``), because an idle accelerator costs as much time as a busy one. CPU
+  devices share the cores, where a padding run is only more work (9 grid25 seeds on 2 cores:
+  11% slower on 5 devices with one padding run than on 3), so on a CPU the blocks are the most
+  that divide the seeds (10 seeds on 8 CPU devices use 5 of them, 7 seeds use 7, 13 seeds 1),
+  and the cores that they leave over also split the batch of every seed (data parallelism), at
+  most one shard per core (unlike independent seeds, batch shards meet at every gradient
+  all-reduce, so more shards than cores only add waiting) and at least
+  ``MIN_EXAMPLES_PER_SHARD`` examples each. On accelerators the batch is not split: for these
+  small models, whose steps are bound by latency, more all-reduces are unlikely to pay (not
+  measured).
 
   Args:
     num_seeds: independent runs.
     batch_size: examples (or PacGAN packs) per update, split in equal shards.
     num_devices: devices available.
-    cores: the CPU's cores, or None for accelerators.
+    cores: the CPU cores the devices share (``sharing_cores``), or None for accelerators.
   """
-  seeds_per_block = -(-num_seeds // max(1, num_devices))
-  seed_blocks = -(-num_seeds // seeds_per_block)
   if cores is None:
-    return seed_blocks, 1
+    seeds_per_block = -(-num_seeds // max(1, num_devices))
+    return -(-num_seeds // seeds_per_block), 1
+  seed_blocks = largest_divisor_at_most(num_seeds, num_devices)
   spare = min(num_devices // seed_blocks, cores // seed_blocks,
               batch_size // MIN_EXAMPLES_PER_SHARD)
   return seed_blocks, largest_divisor_at_most(batch_size, spare)
@@ -198,14 +202,19 @@ def split_cpu(num_seeds: int, batch_size: int, count: Optional[int] = None) -> i
   return count
 
 
+def sharing_cores(devices: Sequence[jax.Device]) -> Optional[int]:
+  """The CPU cores that ``devices`` share: ``available_cores()`` for CPU devices, None for
+  accelerators (each computes on its own)."""
+  return available_cores() if devices[0].platform == "cpu" else None
+
+
 def seed_batch_mesh(num_seeds: int, batch_size: int,
                     devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
   """A ``(SEED_AXIS, AXIS_NAME)`` mesh of ``devices`` (default: the local ones) shaped by
   ``seed_and_batch_blocks``: seeds split over the first axis, each seed's batch over the second.
   """
   devices = jax.local_devices() if devices is None else list(devices)
-  cores = available_cores() if devices[0].platform == "cpu" else None
-  shape = seed_and_batch_blocks(num_seeds, batch_size, len(devices), cores)
+  shape = seed_and_batch_blocks(num_seeds, batch_size, len(devices), sharing_cores(devices))
   return jax.sharding.Mesh(np.array(devices[:shape[0] * shape[1]]).reshape(shape),
                            (SEED_AXIS, AXIS_NAME))
 

@@ -7,7 +7,7 @@ the TensorBoard events after s. A row cut off by a crash or a full disk is dropp
 
 Every JSON file is strict JSON (RFC 8259, which has no NaN or Infinity): a non-finite value (the
 losses of steps whose updates were skipped, a reverse KL without high-quality samples) is written
-as ``null``; ``read_metrics`` reads it back as NaN.
+as ``null``; ``read_metrics`` (and ``checkpointing``, for checkpoint records) read it back as NaN.
 """
 import contextlib
 import json
@@ -61,6 +61,11 @@ def to_json(data, indent=None) -> str:
   return json.dumps(_finite_or_none(data), indent=indent, allow_nan=False)
 
 
+def nan_for_null(row: dict) -> dict:
+  """A flat row read from strict JSON with its nulls (non-finite values) back as NaN."""
+  return {k: math.nan if v is None else v for k, v in row.items()}
+
+
 def write_json(path: str, data) -> None:
   """Writes ``data`` as indented JSON, whole or not at all (``_replace_file``); the failure is a
   RunError naming the file."""
@@ -82,7 +87,7 @@ def read_metrics(workdir: str) -> list:
   rows = []
   for number, line in enumerate(lines, 1):
     try:
-      rows.append({k: math.nan if v is None else v for k, v in json.loads(line).items()})
+      rows.append(nan_for_null(json.loads(line)))
     except json.JSONDecodeError:
       if number < len(lines):
         raise UsageError(f"line {number} of {path} is not JSON; repair or delete the "

@@ -30,18 +30,25 @@ def _check_same_shape(**arrays: Array) -> None:
         f"{name} {shape}" for name, shape in shapes.items()))
 
 
-def _where_both_positive(p: Array, q: Array):
-  """``(both, log p - log q)``: where both are positive, and their log ratio there (0 elsewhere,
-  computed from safe operands so that gradients stay finite)."""
+def _both_positive(p: Array, q: Array):
+  """``(both, safe_p, safe_q)``: where both are positive, and p and q there (1 elsewhere, so that
+  functions of them and their gradients stay finite in the branch a ``where`` discards)."""
   both = (p > 0) & (q > 0)
-  return both, jnp.log(jnp.where(both, p, 1.0)) - jnp.log(jnp.where(both, q, 1.0))
+  return both, jnp.where(both, p, 1.0), jnp.where(both, q, 1.0)
+
+
+def _log_shares(p: Array, q: Array):
+  """``(log(p / (p + q)), log(q / (p + q)))`` for positive p and q: log-sigmoids of the log ratio,
+  accurate also where one share is tiny."""
+  log_ratio = jnp.log(p) - jnp.log(q)
+  return jax.nn.log_sigmoid(log_ratio), jax.nn.log_sigmoid(-log_ratio)
 
 
 def optimal_logits(p_data: Array, p_g: Array) -> Array:
   """The logits of D*: log p_data(x) - log p_g(x); +inf where only the data has mass, -inf where
   only the generator does, 0 where neither.
 
-  Unlike D* itself, they do not round to 0 or 1 where one density is 1e7 times the other
+  Unlike D* itself, they do not round to 1 where the data density is 1e7 times the generator's
   (float32), so ``value_of_logits`` stays finite with them.
 
   Args:
@@ -52,15 +59,15 @@ def optimal_logits(p_data: Array, p_g: Array) -> Array:
     Logits, same shape.
   """
   _check_same_shape(p_data=p_data, p_g=p_g)
-  both, log_ratio = _where_both_positive(p_data, p_g)
+  both, p, q = _both_positive(p_data, p_g)
   one_sided = jnp.where(p_data > 0, jnp.inf, jnp.where(p_g > 0, -jnp.inf, 0.0))
-  return jnp.where(both, log_ratio, one_sided)
+  return jnp.where(both, jnp.log(p) - jnp.log(q), one_sided)
 
 
 def optimal_discriminator(p_data: Array, p_g: Array) -> Array:
   """D*(x) = p_data(x) / (p_data(x) + p_g(x)), and 1/2 where both densities are 0.
 
-  Differentiable everywhere both densities are positive, also in their tails (``_share``).
+  Differentiable where both densities are positive, also in their tails (``_share``).
 
   Args:
     p_data: data density on the grid, any shape.
@@ -70,9 +77,13 @@ def optimal_discriminator(p_data: Array, p_g: Array) -> Array:
     D*, same shape, values in [0, 1].
   """
   _check_same_shape(p_data=p_data, p_g=p_g)
-  both = (p_data > 0) & (p_g > 0)
-  share = _share(jnp.where(both, p_data, 1.0), jnp.where(both, p_g, 1.0))
-  return jnp.where(both, share, jnp.where(p_data > 0, 1.0, jnp.where(p_g > 0, 0.0, 0.5)))
+  both, p, q = _both_positive(p_data, p_g)
+  return jnp.where(both, _share(p, q), jnp.where(p_data > 0, 1.0, jnp.where(p_g > 0, 0.0, 0.5)))
+
+
+# The pointwise functions below have their derivatives written out (custom JVPs): differentiating
+# their formulas would divide by (p + q)^2, which underflows to 0 in the tails of a density
+# (1e-27 squared), or multiply a huge by a tiny factor that float32 flushes to 0.
 
 
 @jax.custom_jvp
@@ -83,11 +94,41 @@ def _share(p: Array, q: Array) -> Array:
 
 @_share.defjvp
 def _share_jvp(primals, tangents):
-  # d(p / (p + q)) = (q dp - p dq) / (p + q)^2, but that square underflows to 0 in the tails of
-  # a density (1e-27 squared), where the derivative would be inf: written with the two shares.
   (p, q), (dp, dq) = primals, tangents
-  share_p, share_q = p / (p + q), q / (p + q)
-  return share_p, share_p * share_q * (dp / p - dq / q)
+  total = p + q
+  share_p, share_q = p / total, q / total
+  return share_p, (share_q * dp - share_p * dq) / total  # (q dp - p dq) / (p + q)^2
+
+
+@jax.custom_jvp
+def _optimal_value_cell(p: Array, q: Array) -> Array:
+  """p log(p / (p + q)) + q log(q / (p + q)) for positive p and q: V(D*, G) in one cell."""
+  log_share_p, log_share_q = _log_shares(p, q)
+  return p * log_share_p + q * log_share_q
+
+
+@_optimal_value_cell.defjvp
+def _optimal_value_cell_jvp(primals, tangents):
+  (p, q), (dp, dq) = primals, tangents
+  log_share_p, log_share_q = _log_shares(p, q)
+  # the terms through the shares cancel: p d(log share_p) + q d(log share_q) = 0
+  return (p * log_share_p + q * log_share_q, log_share_p * dp + log_share_q * dq)
+
+
+@jax.custom_jvp
+def _four_jsd_cell(p: Array, q: Array) -> Array:
+  """4 times the JSD in one cell, 2 (p log(p / m) + q log(q / m)) with m = (p + q) / 2, for
+  positive p and q: (p + q) times ``_jsd_bracket`` of half their log ratio."""
+  return (p + q) * _jsd_bracket(0.5 * (jnp.log(p) - jnp.log(q)))
+
+
+@_four_jsd_cell.defjvp
+def _four_jsd_cell_jvp(primals, tangents):
+  (p, q), (dp, dq) = primals, tangents
+  log_share_p, log_share_q = _log_shares(p, q)
+  # d/dp = 2 log(p / m) = 2 (log 2 + log share_p), and the same for q
+  return (_four_jsd_cell(p, q),
+          2.0 * ((LOG2 + log_share_p) * dp + (LOG2 + log_share_q) * dq))
 
 
 def kl_divergence(p: Array, q: Array, dx: float) -> Array:
@@ -111,7 +152,7 @@ def js_divergence(p: Array, q: Array, dx: float) -> Array:
   With r = (p - q) / (p + q), the integrand is (p + q) / 4 times
   (1 + r) log(1 + r) + (1 - r) log(1 - r), evaluated without forming m (whose halving turns
   densities near float32's smallest normal number into 0, which made KL(p || m) infinite) and
-  without the cancellation of p log p - p log m when p and q nearly agree (``_jsd_integrand``).
+  without the cancellation of p log p - p log m when p and q nearly agree (``_jsd_bracket``).
 
   Args:
     p: density on the grid, any shape.
@@ -122,13 +163,14 @@ def js_divergence(p: Array, q: Array, dx: float) -> Array:
     Scalar in [0, log 2] for normalized densities; symmetric in p and q.
   """
   _check_same_shape(p=p, q=q)
-  both, log_ratio = _where_both_positive(p, q)
-  # where one density vanishes, r = +-1 and the bracket is 2 log 2
-  integrand = jnp.where(both, _jsd_integrand(0.5 * log_ratio), 2.0 * LOG2)
-  return 0.25 * jnp.sum((p + q) * integrand) * dx
+  both, safe_p, safe_q = _both_positive(p, q)
+  # where one density vanishes, r = +-1 and the bracket is 2 log 2; the quarter is taken after
+  # the sum, so that cells near float32's smallest normal number do not flush to 0 first
+  cells = jnp.where(both, _four_jsd_cell(safe_p, safe_q), 2.0 * LOG2 * (p + q))
+  return 0.25 * jnp.sum(cells) * dx
 
 
-def _jsd_integrand(u: Array) -> Array:
+def _jsd_bracket(u: Array) -> Array:
   """(1 + r) log(1 + r) + (1 - r) log(1 - r) for r = tanh(u) (u: half the log ratio of the two
   densities), accurate to a few float32 ulps for every finite u.
 
@@ -154,7 +196,7 @@ def _times_log(p: Array, log_d: Array) -> Array:
 def value(d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
   """V(D, G) = integral of p_data log D + p_g log(1 - D), for a discriminator given on the grid.
 
-  Where D rounds to 0 or 1 (float32: logits beyond about +-17) use ``value_of_logits``.
+  Where D rounds to 1 (float32: logits above about 17) use ``value_of_logits``.
 
   Args:
     d: discriminator output D(x) in [0, 1] on the grid, any shape.
@@ -201,4 +243,7 @@ def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar in [-log 4, 0].
   """
-  return value_of_logits(optimal_logits(p_data, p_g), p_data, p_g, dx)
+  _check_same_shape(p_data=p_data, p_g=p_g)
+  both, p, q = _both_positive(p_data, p_g)
+  # where one density vanishes, D* is 0 or 1 and the cell adds p log 1 = 0
+  return jnp.sum(jnp.where(both, _optimal_value_cell(p, q), 0.0)) * dx

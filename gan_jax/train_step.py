@@ -46,16 +46,17 @@ class StepConfig:
   ema_decay: float = 0.999
 
   def __post_init__(self):
-    problems = [f"loss {self.loss!r} is not one of {', '.join(losses.LOSSES)}"
-                if self.loss not in losses.LOSSES else "",
-                f"n_critic must be >= 1, got {self.n_critic}" if self.n_critic < 1 else "",
-                f"gradient_penalty must be >= 0, got {self.gradient_penalty}"
-                if self.gradient_penalty < 0 else "",
-                f"r1_penalty must be >= 0, got {self.r1_penalty}" if self.r1_penalty < 0 else "",
-                f"ema_decay must be in [0, 1), got {self.ema_decay}"
-                if not 0 <= self.ema_decay < 1 else ""]
-    if any(problems):
-      raise ValueError("StepConfig: " + "; ".join(p for p in problems if p))
+    """ValueError naming the first setting out of range, as ``name must be ..., got value``."""
+    checks = [
+        (self.loss in losses.LOSSES,
+         f"loss must be one of {', '.join(sorted(losses.LOSSES))}, got {self.loss!r}"),
+        (self.n_critic >= 1, f"n_critic must be positive, got {self.n_critic}"),
+        *((getattr(self, name) >= 0, f"{name} must be >= 0 (0: off), got "
+           f"{getattr(self, name)}") for name in ("gradient_penalty", "r1_penalty")),
+        (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(message)
 
   @classmethod
   def of(cls, config) -> "StepConfig":
@@ -110,8 +111,6 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty`` /
     ``r1_penalty`` when enabled.
   """
-  if config.n_critic < 1:
-    raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
   if ((config.gradient_penalty or config.r1_penalty)
       and not getattr(discriminator, "scores_examples_independently", True)):
     raise ValueError("the gradient penalty and R1 take each sample's own input gradient, and this "

@@ -215,12 +215,13 @@ def resolve_extractor(config: TrainConfig) -> str:
           else "mnist_classifier" if config.channels == 1 else "none")
 
 
-def scoring_setup(config: TrainConfig) -> dict:
+def scoring_setup(config: TrainConfig, dataset_size: int) -> dict:
   """What a FID depends on besides the generator: the features (and the SHA-256 of Inception's
-  weights file) and the sample counts. FIDs scored with different setups do not compare."""
+  weights file) and the sample counts (of real images: at most the ``dataset_size``). FIDs
+  scored with different setups do not compare."""
   name = resolve_extractor(config)
   setup = {"extractor": name, "num_final_samples": config.num_final_samples,
-           "num_eval_real": config.num_eval_real}
+           "num_eval_real": min(dataset_size, config.num_eval_real)}
   if name == "inception":
     with open(config.inception_weights, "rb") as f:
       setup["weights_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
@@ -410,7 +411,7 @@ class _Run:
     self.best = (checkpointing.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
                  if self.evaluator else None)
     best = self.best.latest_record() if self.best else None
-    self.scoring = scoring_setup(config) if self.best else {}
+    self.scoring = scoring_setup(config, self.dataset_size) if self.best else {}
     self.best_fid = best[1]["fid"] if best else np.inf
     # records of older versions lack some of the setup's keys: those are not compared
     changed = {k: (best[1][k], v) for k, v in self.scoring.items()

@@ -117,3 +117,20 @@ def test_save_refuses_an_older_step_and_replace_takes_any_step(tmp_path):
     restored_step, state, _ = checkpoints.restore_latest(STATE)
     assert restored_step == step and np.all(state["w"] == fid)
   checkpoints.close()
+
+
+def test_records_are_strict_json_and_read_back_non_finite_values_as_nan(tmp_path):
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"))
+  checkpoints.save(5, STATE, {"fid": 3.5, "kid_std": float("nan"), "x": float("inf")}, wait=True)
+  for path in (tmp_path / "best" / "5").rglob("*"):  # orbax's record file among them
+    if path.is_file() and b"fid" in path.read_bytes():
+      text = path.read_text()
+      assert "NaN" not in text and "Infinity" not in text and "null" in text
+      break
+  else:
+    raise AssertionError("no record file written")
+  step, record = checkpoints.latest_record()
+  assert step == 5 and record["fid"] == 3.5 and np.isnan(record["kid_std"])
+  assert np.isnan(record["x"])  # inf is not JSON either: it reads back as NaN
+  assert np.isnan(checkpoints.restore_latest(STATE)[2]["kid_std"])
+  checkpoints.close()

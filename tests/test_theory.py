@@ -204,3 +204,19 @@ def test_densities_of_different_shapes_are_refused_not_broadcast(function, argum
   values = [jnp.ones(a) if isinstance(a, tuple) else a for a in arguments]
   with pytest.raises(ValueError, match="one shape"):
     function(*values)
+
+
+@pytest.mark.parametrize("p, q", [(5.0, 2e-38), (2e-38, 3e-38), (1e-25, 2e-25), (1.0, 3.0)])
+def test_gradients_in_the_densities_equal_their_closed_forms_down_to_the_smallest_normal_float(
+    p, q):
+  """d/dq of D* = -p / (p + q)^2, of V(D*, G) = log(q / (p + q)) and of the JSD =
+  log(2 q / (p + q)) / 2 (one cell, dx = 1): in float32 the formulas' intermediates (the square,
+  q / (p + q), exp(-log ratio)) underflow where these do not."""
+  grad = lambda f: float(jax.grad(lambda b: f(jnp.float32([p]), jnp.stack([b])))(jnp.float32(q)))
+  total = np.float64(p) + np.float64(q)
+  np.testing.assert_allclose(grad(lambda a, b: theory.optimal_discriminator(a, b)[0]),
+                             -p / total ** 2, rtol=1e-5)
+  np.testing.assert_allclose(grad(lambda a, b: theory.optimal_value(a, b, 1.0)),
+                             np.log(q / total), rtol=1e-5)
+  np.testing.assert_allclose(grad(lambda a, b: theory.js_divergence(a, b, 1.0)),
+                             0.5 * np.log(2 * q / total), rtol=1e-5)

@@ -283,17 +283,24 @@ def test_largest_divisor_at_most(n, limit, expected):
 
 @pytest.mark.parametrize("seeds, batch, devices, cores, expected", [
     (10, 256, 4, None, (4, 1)), (10, 256, 8, None, (5, 1)), (13, 256, 8, None, (7, 1)),
+    (1, 256, 4, None, (1, 1)), (9, 256, 8, 2, (3, 1)), (13, 256, 8, 2, (1, 2)),
     (10, 256, 20, 2, (10, 1)), (5, 256, 8, 2, (5, 1)), (1, 256, 8, 2, (1, 2)),
-    (1, 256, 4, None, (1, 1)), (3, 64, 16, 16, (3, 2)), (7, 256, 4, 4, (4, 1)),
-    (7, 256, 16, 8, (7, 1)), (1, 96, 8, 8, (1, 3)), (1, 64, 32, 32, (1, 2)),
-    (1, 48, 8, 8, (1, 1))])
+    (3, 64, 16, 16, (3, 2)), (7, 256, 4, 4, (1, 4)), (1, 96, 8, 8, (1, 3)),
+    (1, 64, 32, 32, (1, 2)), (1, 48, 8, 8, (1, 1))])
 def test_seeds_take_the_devices_first_and_spare_cores_split_the_batch(seeds, batch, devices, cores,
                                                                       expected):
   assert parallel.seed_and_batch_blocks(seeds, batch, devices, cores) == expected
 
 
-@pytest.mark.parametrize("num_seeds, runs", [(10, 12), (3, 3), (8, 8), (1, 1), (5, 6)])
-def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seeds, runs):
+@pytest.mark.parametrize("num_seeds, runs, accelerators", [
+    (10, 10, False), (10, 12, True), (3, 3, True), (8, 8, False), (1, 1, True), (5, 5, False),
+    (5, 6, True)])
+def test_seeds_are_split_in_equal_blocks_over_the_seed_axis_of_the_mesh(num_seeds, runs,
+                                                                        accelerators,
+                                                                        monkeypatch):
+  """On accelerators (here CPU devices taken for them) the seeds are padded to fill them."""
+  if accelerators:
+    monkeypatch.setattr(parallel, "sharing_cores", lambda devices: None)
   mesh = parallel.seed_batch_mesh(num_seeds, 64, jax.devices()[:4])
   seed_blocks, batch_shards = mesh.shape[parallel.SEED_AXIS], mesh.shape[parallel.AXIS_NAME]
   assert parallel.padded_seed_count(num_seeds, mesh) == runs
@@ -317,9 +324,9 @@ def test_a_batch_that_does_not_split_into_critic_batches_is_named():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(loss="nonsaturating"), "loss 'nonsaturating' is not one of"),
-    (dict(n_critic=0), "n_critic must be >= 1, got 0"),
-    (dict(gradient_penalty=-10.0), "gradient_penalty must be >= 0, got -10.0"),
+    (dict(loss="nonsaturating"), "loss must be one of hinge, .*, got 'nonsaturating'"),
+    (dict(n_critic=0), "n_critic must be positive, got 0"),
+    (dict(gradient_penalty=-10.0), r"gradient_penalty must be >= 0 \(0: off\), got -10.0"),
     (dict(r1_penalty=-1.0), "r1_penalty must be >= 0"),
     (dict(ema_decay=2.0), r"ema_decay must be in \[0, 1\), got 2.0"),
 ])

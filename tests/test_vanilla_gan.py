@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import cli, distributions, parallel
+from gan_jax import cli, distributions, parallel, preemption
 from gan_jax.metrics import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,9 +100,10 @@ def small_config(**overrides) -> vanilla_gan.VanillaConfig:
   return vanilla_gan.VanillaConfig(**dict(settings, **overrides))
 
 
-def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path):
-  """Three seeds on two devices (two seeds each: one padding run) against one seed on one
-  device."""
+def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path, monkeypatch):
+  """Three seeds on two devices taken for accelerators (two seeds each: one padding run) against
+  one seed on one device."""
+  monkeypatch.setattr(parallel, "sharing_cores", lambda devices: None)
   together = vanilla_gan.train_and_evaluate(small_config(seed=3, num_seeds=3), tmp_path / "all",
                                             jax.devices()[:2])
   assert together["mesh"]["seed"] == 2 and together["padding_runs"] == 1
@@ -224,29 +225,32 @@ def test_available_cores_are_capped_by_a_container_cpu_quota(tmp_path, monkeypat
   assert parallel.available_cores() == cores
 
 
+@pytest.mark.parametrize("signal_at, steps, stopped_by", [(10, 10, "SIGTERM"), (30, 30, None)])
 def test_sigterm_stops_after_the_chunk_under_way_and_writes_the_outputs_of_its_step(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, signal_at, steps, stopped_by):
+  """A signal in the last chunk (step 30 of 30) finds the run finished: it did not stop it."""
   write = vanilla_gan.RunLog.write
 
   def write_then_terminate(log, step, row):
     write(log, step, row)
-    if step == 10:
+    if step == signal_at:
       os.kill(os.getpid(), signal.SIGTERM)
   monkeypatch.setattr(vanilla_gan.RunLog, "write", write_then_terminate)
-  results = vanilla_gan.train_and_evaluate(small_config(num_seeds=1), tmp_path / "run",
-                                           jax.devices()[:1])
-  assert (results["steps"], results["stopped_by"]) == (10, "SIGTERM")
+  with preemption.Preemption() as stop:
+    results = vanilla_gan.train_and_evaluate(small_config(num_seeds=1), tmp_path / "run",
+                                             jax.devices()[:1], stop)
+  assert (results["steps"], results["stopped_by"]) == (steps, stopped_by)
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
   with open(tmp_path / "run" / "metrics.jsonl") as f:
-    assert [strict_json(line)["step"] for line in f] == [10]
+    assert [strict_json(line)["step"] for line in f] == list(range(10, steps + 1, 10))
   assert np.load(tmp_path / "run" / "final_samples.npy").shape == (1, 500, 2)
   with open(tmp_path / "run" / "metrics.json") as f:
-    assert strict_json(f.read())["steps"] == 10
+    assert strict_json(f.read())["steps"] == steps
 
 
 def test_a_run_whose_every_step_skips_updates_stops_with_one_line(tmp_path):
   with pytest.raises(vanilla_gan.RunError, match="every step of every seed from step 1 to 10 "
-                     "had non-finite losses or gradients"):
+                     r"skipped an update \(a non-finite loss, gradient or update\)"):
     vanilla_gan.train_and_evaluate(small_config(num_seeds=2, g_learning_rate=float("inf")),
                                    tmp_path, jax.devices()[:2])
 
