@@ -212,7 +212,7 @@ def _squared_norms(grads: Array, group_size: int) -> Array:
   return jnp.sum(jnp.square(grads.reshape(grads.shape[0] // group_size, -1)), axis=-1)
 
 
-def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
+def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Optional[Array] = None,
                      target_norm: float = 1.0, weights: Optional[Array] = None,
                      group_size: int = 1) -> Array:
   """WGAN-GP penalty: mean (||grad_x D(x_hat)|| - target)^2 on random interpolates.
@@ -227,7 +227,7 @@ def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
       that treats packs independently.
     real: data samples, ``(batch, *data_shape)``.
     fake: generated samples, same shape as ``real``.
-    key: PRNG key for the interpolation weights.
+    key: PRNG key for the interpolation weights (unused, and may be omitted, with ``weights``).
     target_norm: the gradient norm the penalty pulls towards.
     weights: the interpolation weights eps, ``(batch / group_size,)`` in [0, 1], instead of
       drawing them from ``key`` (e.g. drawn per global example index, to match across devices).
@@ -240,6 +240,9 @@ def gradient_penalty(logit_fn: LogitFn, real: Array, fake: Array, key: Array,
   if fake.shape != real.shape:
     raise ValueError(f"real and fake must have one shape, got {real.shape} and {fake.shape}")
   if weights is None:
+    if key is None:
+      raise ValueError("gradient_penalty needs a key to draw the interpolation weights, or the "
+                       "weights")
     weights = jax.random.uniform(key, (groups,), dtype=real.dtype)
   elif weights.shape != (groups,):
     raise ValueError(f"weights must be ({groups},), one per discriminator input, got "

@@ -136,7 +136,7 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
         weights = parallel.per_example_noise(key, (real.shape[0] // packing,), axis_name,
                                              draw=jax.random.uniform)
         penalties["gradient_penalty"] = losses.gradient_penalty(
-            logit_fn, real, fake, key, weights=weights, group_size=packing)
+            logit_fn, real, fake, weights=weights, group_size=packing)
       if config.r1_penalty:
         penalties["r1_penalty"] = losses.r1_penalty(logit_fn, real, group_size=packing)
       total = adversarial + (config.gradient_penalty * penalties.get("gradient_penalty", 0.0)

@@ -171,7 +171,7 @@ def test_gradient_penalty_interpolates_with_the_given_weights():
   logit_fn = lambda x: 0.5 * jnp.sum(x ** 2, axis=-1)
   mixed = eps[:, None] * real + (1 - eps[:, None]) * fake
   expected = np.mean((np.linalg.norm(mixed, axis=-1) - 1.0) ** 2)
-  np.testing.assert_allclose(losses.gradient_penalty(logit_fn, real, fake, None, weights=eps),
+  np.testing.assert_allclose(losses.gradient_penalty(logit_fn, real, fake, weights=eps),
                              expected, rtol=1e-6)
 
 
@@ -197,6 +197,8 @@ def test_penalties_of_a_packing_critic_are_per_pack():
      r"real and fake must have one shape, got \(6, 2\) and \(1, 2\)"),
     (lambda f, x: losses.gradient_penalty(f, x, x, jax.random.PRNGKey(0), group_size=4),
      "a batch of 6 examples does not split into packs of group_size=4"),
+    (lambda f, x: losses.gradient_penalty(f, x, x),
+     "gradient_penalty needs a key to draw the interpolation weights, or the weights"),
     (lambda f, x: losses.r1_penalty(f, x, group_size=4),
      "a batch of 6 examples does not split into packs of group_size=4"),
     (lambda f, x: losses.r1_penalty(lambda y: jnp.mean(f(y)), x),
