@@ -6,16 +6,21 @@
 convergence on samples (fresh batches every step, learning rate decayed to 0) and compared on a
 grid with the closed form D* = p_data / (p_data + p_g). Reported per case: max |D - D*| on the
 region where the densities carry mass (the smallest set of grid cells holding 99% of the mass of
-(p_data + p_g) / 2), JSD(p_data || p_g), V(D*, G) = -log 4 + 2 JSD, and the value V(D, G) of
-the trained discriminator, integrated on the grid.
+(p_data + p_g) / 2; beyond it the samples hardly constrain D), the mean |D - D*| weighted by that
+mass over the whole grid, JSD(p_data || p_g), V(D*, G) = -log 4 + 2 JSD, the value V(D, G) of
+the trained discriminator, integrated on the grid, and whether the targets (``MAX_ERROR_TARGET``,
+``VALUE_GAP_TARGET``) are met.
 
 (b) Saturation. The same 1-D GAN, from the same initialization, is trained with the minimax
 generator loss log(1 - D(G(z))) and with the non-saturating -log D(G(z)). The generator starts
 far from the data and the discriminator takes several updates per generator update, so it soon
 rejects the samples confidently (D(G(z)) -> 0). The minimax gradient is proportional to D(G(z))
 there and the generator stalls; the non-saturating one is not, and the generator reaches the
-data. The generator descends with plain SGD, whose steps are proportional to the gradient: Adam
-divides the gradient by its own running scale, which hides a vanishing gradient for a long time.
+data. While the generator's learning rate is still 0 (the warm-up) both runs hold the same
+discriminator, so their gradients compare directly there: the ratio of the non-saturating to the
+minimax gradient norm against the prediction (1 - D(G(z))) / D(G(z)). The generator descends
+with plain SGD, whose steps are proportional to the gradient: Adam divides the gradient by its
+own running scale, which hides a vanishing gradient for a long time.
 
 Writes ``optimal_discriminator.png``, ``saturation.png`` and ``theory.json`` (every number the
 figures show) to ``--workdir``.
@@ -42,6 +47,9 @@ Array = jax.Array
 GRID = np.linspace(-8.0, 8.0, 3201)
 DX = float(GRID[1] - GRID[0])
 MASS = 0.99  # the "region with mass" holds this much of (p_data + p_g) / 2
+MAX_ERROR_TARGET = 0.05  # max |D - D*| on the region with mass
+VALUE_GAP_TARGET = 0.01  # (-log 4 + 2 JSD) - V(D, G) of the trained D
+CONFIDENT = 0.01  # D(G(z)) below this: the discriminator rejects the samples confidently
 LOSSES = ("minimax", "non_saturating")
 
 # (p_data, p_g) pairs for part (a): from the Nash equilibrium to almost disjoint supports.
@@ -141,8 +149,9 @@ def optimal_discriminator_lab(config: TheoryConfig, key: Array) -> Dict[str, dic
   """Part (a): per case, the trained and optimal discriminators and the numbers that compare them.
 
   Returns:
-    case name -> ``d``, ``d_star``, ``p_data``, ``p_g``, ``region`` (arrays on ``GRID``) and
-    ``max_abs_error``, ``jsd``, ``optimal_value``, ``minus_log4_plus_2jsd``, ``trained_value``.
+    case name -> ``d``, ``d_star`` (NaN where neither density has mass: D* is a convention
+    there), ``p_data``, ``p_g``, ``region`` (arrays on ``GRID``) and ``max_abs_error``,
+    ``mean_abs_error``, ``jsd``, ``optimal_value``, ``minus_log4_plus_2jsd``, ``trained_value``.
   """
   results = {}
   for i, (name, (data_mixture, g_mixture)) in enumerate(CASES.items()):
@@ -150,18 +159,20 @@ def optimal_discriminator_lab(config: TheoryConfig, key: Array) -> Dict[str, dic
     logits = fit_discriminator(data_mixture, g_mixture, config, jax.random.fold_in(key, i))
     d = 1.0 / (1.0 + np.exp(-logits))
     d_star = np.asarray(theory.optimal_discriminator(p_data, p_g), np.float64)
-    region = mass_region(0.5 * (p_data + p_g))
+    mass = 0.5 * (p_data + p_g)
+    region = mass_region(mass)
     jsd = float(theory.js_divergence(p_data, p_g, DX))
     results[name] = dict(
-        d=d, d_star=d_star, p_data=p_data, p_g=p_g, region=region,
-        max_abs_error=float(np.max(np.abs(d - d_star)[region])), jsd=jsd,
+        d=d, d_star=np.where(mass > 0, d_star, np.nan), p_data=p_data, p_g=p_g, region=region,
+        max_abs_error=float(np.max(np.abs(d - d_star)[region])),
+        mean_abs_error=float(np.sum(mass * np.abs(d - d_star)) * DX), jsd=jsd,
         optimal_value=float(theory.optimal_value(p_data, p_g, DX)),
         minus_log4_plus_2jsd=-np.log(4.0) + 2.0 * jsd,
         trained_value=float(theory.value_of_logits(logits, p_data, p_g, DX)))
-    logging.info("(a) %s: max |D - D*| = %.4f on the region with mass; JSD = %.4f; "
-                 "-log 4 + 2 JSD = %.4f; V(D, G) of the trained D = %.4f", name,
-                 results[name]["max_abs_error"], jsd, results[name]["minus_log4_plus_2jsd"],
-                 results[name]["trained_value"])
+    logging.info("(a) %s: max |D - D*| = %.4f on the region with mass, mass-weighted mean "
+                 "%.4f; JSD = %.4f; -log 4 + 2 JSD = %.4f; V(D, G) of the trained D = %.4f", name,
+                 results[name]["max_abs_error"], results[name]["mean_abs_error"], jsd,
+                 results[name]["minus_log4_plus_2jsd"], results[name]["trained_value"])
   return results
 
 
@@ -203,23 +214,47 @@ def saturation_lab(config: TheoryConfig, key: Array) -> Dict[str, dict]:
   return results
 
 
-def _saturation_summary(run: Dict[str, np.ndarray], confident: float = 0.01) -> dict:
+def _saturation_summary(run: Dict[str, np.ndarray]) -> dict:
   """The numbers behind the saturation figure for one loss.
 
   ``steps_to_data``: the first recorded step at which the generator's sample mean is within one
   data standard deviation of the data mean (None if it never gets there).
   """
-  mask = run["d_fake"] < confident
+  mask = run["d_fake"] < CONFIDENT
   data_mean, data_std = SATURATION_DATA.means[0, 0], SATURATION_DATA.stds[0]
   reached = np.flatnonzero(np.abs(run["sample_mean"] - data_mean) < data_std)
   return {
-      "steps_with_d_fake_below_0.01": int(mask.sum()),
+      f"steps_with_d_fake_below_{CONFIDENT}": int(mask.sum()),
       "median_g_grad_norm_there": float(np.median(run["g_grad_norm"][mask])) if mask.any()
                                   else None,
       "median_g_grad_norm": float(np.median(run["g_grad_norm"])),
       "steps_to_data": int(run["steps"][reached[0]]) if reached.size else None,
       "final_sample_mean": float(run["sample_mean"][-1]),
   }
+
+
+def _fit_summary(fit: dict, numbers) -> dict:
+  """The numbers of one case of part (a), its value gap and whether it meets the targets."""
+  gap = fit["minus_log4_plus_2jsd"] - fit["trained_value"]
+  return {**{k: fit[k] for k in numbers}, "value_gap": gap,
+          "targets_met": bool(fit["max_abs_error"] <= MAX_ERROR_TARGET
+                              and abs(gap) <= VALUE_GAP_TARGET)}
+
+
+def same_discriminator_comparison(runs: Dict[str, dict], warmup_steps: int) -> dict:
+  """The two losses' generator gradients against one discriminator: in the warm-up, where the
+  generator does not move, both runs hold the same states. Over the warm-up steps with
+  D(G(z)) < ``CONFIDENT``: the median ratio of the non-saturating to the minimax gradient norm,
+  and the median of its prediction (1 - D(G(z))) / D(G(z)) (``d_fake`` is the mean of D(G(z))
+  over the critic updates of the step, so the prediction is approximate)."""
+  d_fake = runs["minimax"]["d_fake"][:warmup_steps]
+  mask = d_fake < CONFIDENT
+  ratio = (runs["non_saturating"]["g_grad_norm"][:warmup_steps]
+           / runs["minimax"]["g_grad_norm"][:warmup_steps])
+  return {"steps": int(mask.sum()),
+          "median_gradient_ratio": float(np.median(ratio[mask])) if mask.any() else None,
+          "median_predicted_ratio": float(np.median((1 - d_fake[mask]) / d_fake[mask]))
+                                    if mask.any() else None}
 
 
 def run_lab(config: TheoryConfig, workdir: str) -> dict:
@@ -233,7 +268,8 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
   cli.make_writable_dir(workdir)
   key = jax.random.PRNGKey(config.seed)
   fits = optimal_discriminator_lab(config, jax.random.fold_in(key, 0))
-  numbers = ("max_abs_error", "jsd", "optimal_value", "minus_log4_plus_2jsd", "trained_value")
+  numbers = ("max_abs_error", "mean_abs_error", "jsd", "optimal_value", "minus_log4_plus_2jsd",
+             "trained_value")
   plotting.plot_discriminator_fits(GRID, [
       dict(fit, title=f"{name}\nmax |D - D*| = {fit['max_abs_error']:.4f}, "
            f"JSD = {fit['jsd']:.4f}\n-log 4 + 2 JSD = {fit['minus_log4_plus_2jsd']:.4f}, "
@@ -247,22 +283,30 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
       "config": dataclasses.asdict(config),
       "optimal_discriminator": {
           "figure": "optimal_discriminator.png", "mass_region": MASS,
-          "cases": {name: {k: fit[k] for k in numbers} | {
-              "value_gap": fit["minus_log4_plus_2jsd"] - fit["trained_value"]}
-                    for name, fit in fits.items()}},
+          "targets": {"max_abs_error": MAX_ERROR_TARGET, "value_gap": VALUE_GAP_TARGET},
+          "cases": {name: _fit_summary(fit, numbers) for name, fit in fits.items()}},
       "saturation": {"figure": "saturation.png",
                      "data_mean": float(SATURATION_DATA.means[0, 0]),
-                     "losses": {loss: _saturation_summary(run) for loss, run in runs.items()}},
+                     "losses": {loss: _saturation_summary(run) for loss, run in runs.items()},
+                     "same_discriminator": same_discriminator_comparison(
+                         runs, config.gan_warmup_steps)},
       "wall_s": time.time() - start_time,
   }
+  for name, case in results["optimal_discriminator"]["cases"].items():
+    logging.info("(a) %s: targets %s", name, "met" if case["targets_met"] else "NOT met")
   for loss, summary in results["saturation"]["losses"].items():
     reached = summary["steps_to_data"]
-    logging.info("(b) %s: %d steps with D(G(z)) < 0.01, median generator gradient norm there "
+    logging.info("(b) %s: %d steps with D(G(z)) < %g, median generator gradient norm there "
                  "%s; reaches the data %s; final mean of G(z) %.3f (data mean %.1f)",
-                 loss, summary["steps_with_d_fake_below_0.01"],
+                 loss, summary[f"steps_with_d_fake_below_{CONFIDENT}"], CONFIDENT,
                  summary["median_g_grad_norm_there"],
                  "never" if reached is None else f"at step {reached}",
                  summary["final_sample_mean"], results["saturation"]["data_mean"])
+  same = results["saturation"]["same_discriminator"]
+  logging.info("(b) against the same discriminator (%d warm-up steps with D(G(z)) < %g): "
+               "non-saturating / minimax gradient norm, median %s (predicted (1 - D) / D: %s)",
+               same["steps"], CONFIDENT, same["median_gradient_ratio"],
+               same["median_predicted_ratio"])
   run_log.write_json(os.path.join(workdir, "theory.json"), results)
   logging.info("wall time %.1f s; figures and theory.json in %s", results["wall_s"], workdir)
   return results

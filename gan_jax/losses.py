@@ -66,9 +66,9 @@ def discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
 def minimax_generator_loss(fake_logits: Array) -> Array:
   """The saturating generator loss of the original game: mean log(1 - D(G(z))).
 
-  Its gradient with respect to a logit is -sigmoid(logit) = -D(G(z)), which vanishes when the
-  discriminator confidently rejects the samples (D(G(z)) -> 0): the generator stalls early in
-  training, when it is furthest from the data.
+  Its gradient with respect to a logit is -sigmoid(logit) = -D(G(z)): it tends to 0 as the
+  discriminator separates the samples from the data (D(G(z)) -> 0), which a discriminator does
+  easily while the two are far apart, so this generator can barely move from a poor start.
 
   Args:
     fake_logits: logits on generated samples, any shape.
@@ -83,7 +83,9 @@ def non_saturating_generator_loss(fake_logits: Array) -> Array:
   """The non-saturating generator loss: mean -log D(G(z)).
 
   Same fixed point as :func:`minimax_generator_loss`, but its gradient with respect to a logit is
-  -(1 - D(G(z))), close to -1 exactly where the saturating loss gives nothing.
+  -(1 - D(G(z))): near -1 for samples the discriminator rejects, the regime in which the
+  saturating loss's gradient is near 0. (Against the optimal discriminator it follows
+  KL(p_g || p_data) - 2 JSD rather than the JSD; Arjovsky and Bottou 2017.)
 
   Args:
     fake_logits: logits on generated samples, any shape.

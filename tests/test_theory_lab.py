@@ -60,7 +60,11 @@ def test_trained_discriminator_approaches_the_closed_form(short_lab):
     np.testing.assert_allclose(case["optimal_value"], case["minus_log4_plus_2jsd"], atol=1e-5)
     # D* maximizes V(D, G): the trained value is below it, and close after a short training.
     assert -0.01 < case["trained_value"] - case["optimal_value"] <= 1e-5
-    assert case["max_abs_error"] < 0.1
+    # the lab's targets are for its default 4,000 steps: a quarter of them reaches half as far
+    assert case["max_abs_error"] < 2 * theory.MAX_ERROR_TARGET
+    assert case["mean_abs_error"] <= case["max_abs_error"]
+    assert case["targets_met"] == (case["max_abs_error"] <= theory.MAX_ERROR_TARGET
+                                   and abs(case["value_gap"]) <= theory.VALUE_GAP_TARGET)
 
 
 @pytest.mark.slow
@@ -68,8 +72,14 @@ def test_minimax_generator_stalls_where_the_non_saturating_one_moves(short_lab):
   _, results = short_lab
   minimax = results["saturation"]["losses"]["minimax"]
   non_saturating = results["saturation"]["losses"]["non_saturating"]
-  # Against the same confident discriminator, the minimax gradient is orders of magnitude smaller.
+  # Over the steps where D rejects the samples confidently (each run its own D), the minimax
+  # gradient is orders of magnitude smaller.
   assert minimax["median_g_grad_norm_there"] < 0.01 * non_saturating["median_g_grad_norm_there"]
+  # Against the same D (the warm-up), the ratio is about (1 - D(G(z))) / D(G(z)) > 99
+  same = results["saturation"]["same_discriminator"]
+  assert same["steps"] > 10 and same["median_predicted_ratio"] > 99
+  np.testing.assert_allclose(same["median_gradient_ratio"], same["median_predicted_ratio"],
+                             rtol=0.5)
   assert non_saturating["steps_to_data"] is not None and minimax["steps_to_data"] is None
   data_mean = results["saturation"]["data_mean"]
   assert abs(non_saturating["final_sample_mean"] - data_mean) < 1.0
