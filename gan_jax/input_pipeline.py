@@ -119,6 +119,9 @@ class TfdsSource:
     except tfds.core.registered.DatasetNotFoundError:
       raise UsageError(f"TFDS has no dataset called {name!r}; check the name in the TFDS "
                        "catalog (e.g. tfds:mnist, tfds:cifar10, tfds:celeb_a)") from None
+    except ImportError as e:  # a gs:// data_dir without gcsfs, say
+      raise UsageError(f"TFDS cannot read {data_dir or 'its data_dir'} for {name!r}: {e} (pip "
+                       "install the package it names)") from None
     except Exception as e:  # not prepared, wrong format, unreadable files
       where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
       raise UsageError(

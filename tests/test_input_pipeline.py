@@ -193,3 +193,13 @@ def test_prefetch_yields_in_order_then_raises_the_producers_error_in_the_consume
     for item in input_pipeline.prefetch(decoded(), size=2):
       received.append(item)
   assert received == list(range(5))
+
+
+def test_a_data_dir_tfds_cannot_read_without_a_package_names_the_package(monkeypatch):
+  """A gs:// data_dir without gcsfs is not an unprepared dataset: the error passes TFDS's on."""
+  def data_source(*args, **kwargs):
+    raise ImportError("Please install gcsfs to access Google Storage")
+  monkeypatch.setattr(tfds, "data_source", data_source)
+  with pytest.raises(UsageError, match="TFDS cannot read gs://b/tfds for 'celeb_a': Please "
+                     r"install gcsfs to access Google Storage \(pip install"):
+    input_pipeline.make_source("tfds:celeb_a", 64, 3, "gs://b/tfds")
