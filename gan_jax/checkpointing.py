@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from gan_jax import run_log
+from gan_jax import parallel, run_log
 from gan_jax.cli import RunError, UsageError
 
 # How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
@@ -152,6 +152,7 @@ class Checkpointer:
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in reversed(self.all_steps()):
+      error = None
       try:
         stored = _shapes(self._manager.item_metadata(step)["state"].tree)
         other_model = stored != _shapes(abstract)
@@ -159,10 +160,21 @@ class Checkpointer:
           restored = self._manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
       except Exception as e:  # any failure to read means: try the previous checkpoint
-        where = "left it in place" if self.read_only else f"moved it to {self._move_aside(step)}"
-        logging.warning("checkpoint %d is unreadable (%s: %s); %s and trying the previous one",
-                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
-                        where)
+        error = e
+      # Several processes agree, so that all restore one step: a checkpoint that one of them
+      # cannot read (a damaged file, a flaky mount) is skipped by all, and moved aside by one.
+      if parallel.any_process(error is not None):
+        first_line = str(error).splitlines()[0][:200] if str(error) else ""
+        reason = (f"{type(error).__name__}: {first_line}" if error is not None
+                  else "another process could not read it")
+        where = ("left it in place" if self.read_only
+                 else f"moved it to {self._move_aside(step)}" if jax.process_index() == 0
+                 else "process 0 moves it aside")
+        if not self.read_only and jax.process_count() > 1:  # all forget it, once it is moved
+          multihost_utils.sync_global_devices(f"gan_jax: checkpoint {step} moved aside")
+          self._manager.reload()
+        logging.warning("checkpoint %d is unreadable (%s); %s and trying the previous one", step,
+                        reason, where)
         continue
       if other_model:
         raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "

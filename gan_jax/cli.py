@@ -10,6 +10,7 @@ import dataclasses
 import logging as std_logging
 import math
 import os
+import socket
 import sys
 import threading
 import traceback
@@ -124,7 +125,8 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
           "with ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
   try:
     os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, ".write_probe")
+    # one name per host and process: processes of one run may probe a shared folder at once
+    probe = os.path.join(path, f".write_probe.{socket.gethostname()}.{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)

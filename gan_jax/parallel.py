@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
 
 Array = jax.Array
 PyTree = Any
@@ -109,6 +110,14 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether ``flag`` holds on any process (a collective: every process must call it; just
+  ``flag`` in a single process)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +93,7 @@ class TrainConfig:
                                    "losses or gradients.")
 
 
+T = TypeVar("T")
 # What defines the model and the data: a resumed run must keep these.
 RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d_width",
                 "d_norm", "batch_size", "seed", "n_critic", "ema_decay")
@@ -145,6 +146,55 @@ def validate_extractor(config: TrainConfig) -> None:
   require(config.eval_extractor != "inception" or config.inception_weights,
           "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
           "experiments/convert_inception_weights.py)")
+
+
+def agreed(check: Callable[[], T]) -> T:
+  """``check()`` (start-up checks, which raise UsageError or RunError), run on every process; if
+  it failed on any, all raise: the failing ones their own error, the others one naming the first
+  of them. A process that stopped alone would leave the others waiting in a collective."""
+  error = result = None
+  try:
+    result = check()
+  except (UsageError, RunError) as e:
+    error = e
+  if jax.process_count() > 1:
+    failed = multihost_utils.process_allgather(np.int32(error is not None))
+    if error is None and np.any(failed):
+      raise UsageError(f"process {int(np.argmax(failed))} failed a start-up check (its error line "
+                       "says which); every process stopped")
+  if error is not None:
+    raise error
+  return result
+
+
+SHARED_CHECK_FILE = ".shared_workdir_check"
+
+
+def check_shared_workdir(workdir: str) -> None:
+  """Process 0 writes a fresh token into ``workdir``; every process must read it back (a
+  collective). UsageError on a process that does not: its ``workdir`` is another folder (a host
+  without the shared mount), where its checkpoints would go astray."""
+  path = os.path.join(workdir, SHARED_CHECK_FILE)
+  token = str(int(multihost_utils.broadcast_one_to_all(
+      np.int32(np.random.default_rng().integers(2**31 - 1)))))
+  written = None
+  if jax.process_index() == 0:
+    try:
+      with open(path, "w") as f:
+        f.write(token)
+    except OSError as e:
+      written = e
+  multihost_utils.sync_global_devices("gan_jax: shared workdir token written")
+  if written is not None:
+    raise RunError(f"could not write {path} ({written}); fix the folder's permissions")
+  try:
+    with open(path) as f:
+      seen = f.read()
+  except OSError:
+    seen = None
+  require(seen == token, f"--workdir={workdir} on this host (process {jax.process_index()}) is "
+          "not the folder process 0 writes to: mount the same shared folder (NFS, Filestore) at "
+          "the same path on every host")
 
 
 def prepare_workdir(workdir: str, config: TrainConfig) -> None:
@@ -352,13 +402,20 @@ class _Run:
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
-    validate(config, len(self.devices) * jax.process_count())
-    if self.primary:
+
+    def start_up_checks():
+      validate(config, len(self.devices) * jax.process_count())
       prepare_workdir(workdir, config)
-    source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
-                                        config.data_dir)
-    require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
-            f"than --batch_size={config.batch_size}; lower --batch_size")
+      source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
+                                          config.data_dir)
+      require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
+              f"than --batch_size={config.batch_size}; lower --batch_size")
+      return source
+    source = agreed(start_up_checks)
+    if jax.process_count() > 1:
+      agreed(lambda: check_shared_workdir(workdir))
+      if self.primary:  # every process has read it (the agreement is a collective after that)
+        os.remove(os.path.join(workdir, SHARED_CHECK_FILE))
 
     self.use_pmap = len(self.devices) * jax.process_count() > 1
     axis_name = parallel.AXIS_NAME if self.use_pmap else None

@@ -127,3 +127,37 @@ def test_a_time_budget_stops_both_processes_at_one_step_and_writes_the_outputs(t
   for process in processes:
     assert f"--max_train_minutes=0.05 reached at step {steps[0]}" in dcgan_runs.output(process)
   assert np.load(tmp_path / "final_samples.npy").shape == (16, 28, 28, 1)
+
+
+@pytest.mark.slow
+def test_an_unreadable_newest_checkpoint_is_skipped_by_both_processes(tmp_path):
+  """Both processes must restore one step: the damaged one is moved aside once, by process 0."""
+  processes = start_two_processes(tmp_path, ARGS)
+  wait_while(processes, lambda: any(p.returncode is None for p in processes))
+  dcgan_runs.damage(tmp_path / "checkpoints" / "4")
+  processes = start_two_processes(tmp_path, [*ARGS, "--num_steps=6"])
+  wait_while(processes, lambda: any(p.returncode is None for p in processes), seconds=300)
+  for process in processes:
+    assert process.returncode == 0, dcgan_runs.output(process)
+    assert "resuming from checkpoint 2" in dcgan_runs.output(process)
+  assert (tmp_path / "unreadable_checkpoints" / "4").is_dir()
+  assert checkpointing.saved_steps(tmp_path / "checkpoints")[-1] == 6
+
+
+@pytest.mark.slow
+def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_each(tmp_path):
+  """Process 1's --workdir is another folder (its host lacks the mount): it says so, and
+  process 0 does not wait for it in a collective but names it."""
+  address = f"127.0.0.1:{free_port()}"
+  processes = [dcgan_runs.start_command(tmp_path / f"host{i}", ARGS + [
+      "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+      f"--process_id={i}"], env=devices_env(2)) for i in range(2)]
+  for process in processes:
+    process.wait(timeout=120)  # a guard against a hang only
+  errors = [[line for line in dcgan_runs.output(p).splitlines() if line.startswith("error:")]
+            for p in processes]
+  assert [p.returncode for p in processes] == [2, 2]
+  assert errors[0] == ["error: process 1 failed a start-up check (its error line says which); "
+                       "every process stopped"]
+  assert len(errors[1]) == 1 and "is not the folder process 0 writes to" in errors[1][0]
+  assert not (tmp_path / "host0" / "checkpoints" / "2").exists()
