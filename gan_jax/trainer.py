@@ -13,6 +13,7 @@
 SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and
 returns normally, with the signal's name as the summary's ``preempted``.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -415,7 +416,8 @@ class _Run:
     if jax.process_count() > 1:
       agreed(lambda: check_shared_workdir(workdir))
       if self.primary:  # every process has read it (the agreement is a collective after that)
-        os.remove(os.path.join(workdir, SHARED_CHECK_FILE))
+        with contextlib.suppress(OSError):  # a leftover token harms nothing; a lone exit would
+          os.remove(os.path.join(workdir, SHARED_CHECK_FILE))
 
     self.use_pmap = len(self.devices) * jax.process_count() > 1
     axis_name = parallel.AXIS_NAME if self.use_pmap else None
