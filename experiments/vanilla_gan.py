@@ -265,11 +265,16 @@ def evaluate_modes(samples: np.ndarray, mixture: distributions.GaussianMixture
   return [modes.mode_metrics(s, mixture.means, mixture.stds) for s in samples]
 
 
-def mean_over_finite(values) -> float:
-  """The mean of the finite values (NaN if there are none): a seed without high-quality samples
-  has no reverse KL, a skipped step no loss."""
+def finite_values(values) -> np.ndarray:
+  """The finite ones of ``values``, float64: a seed without high-quality samples has no reverse
+  KL, a skipped step no loss."""
   values = np.asarray(values, np.float64)
-  finite = values[np.isfinite(values)]
+  return values[np.isfinite(values)]
+
+
+def mean_over_finite(values) -> float:
+  """The mean of the finite values (NaN if there are none)."""
+  finite = finite_values(values)
   return float(finite.mean()) if finite.size else float("nan")
 
 
@@ -278,8 +283,7 @@ def summarize(per_seed: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
   finite (``seeds``: how many; a reverse KL needs high-quality samples)."""
   summary = {}
   for name in per_seed[0]:
-    values = np.array([m[name] for m in per_seed], np.float64)
-    values = values[np.isfinite(values)]
+    values = finite_values([m[name] for m in per_seed])
     summary[name] = ({"mean": float(values.mean()), "std": float(values.std()),
                       "min": float(values.min()), "max": float(values.max())}
                      if values.size else dict.fromkeys(("mean", "std", "min", "max"), np.nan))

@@ -14,7 +14,6 @@ run) changes nothing on disk: it skips an unreadable checkpoint and leaves it wh
 """
 import contextlib
 import errno
-import json
 import os
 import shutil
 from typing import Any, Optional, Tuple
@@ -112,7 +111,7 @@ class Checkpointer:
       if free < required:
         raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
                       f"{required / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free")
-      strict = json.loads(run_log.to_json(record))  # orbax would write NaN and Infinity
+      strict = run_log.finite_or_none(record)  # orbax would write NaN and Infinity
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        record=ocp.args.JsonSave(strict)),
                          force=force)

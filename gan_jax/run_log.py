@@ -45,20 +45,20 @@ def _replace_file(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _finite_or_none(value):
+def finite_or_none(value):
   """``value`` with every non-finite float in it (in dicts and lists too) replaced by None."""
   if isinstance(value, float):
     return value if math.isfinite(value) else None
   if isinstance(value, dict):
-    return {k: _finite_or_none(v) for k, v in value.items()}
+    return {k: finite_or_none(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_finite_or_none(v) for v in value]
+    return [finite_or_none(v) for v in value]
   return value
 
 
 def to_json(data, indent=None) -> str:
   """``data`` as strict JSON text: non-finite floats become null."""
-  return json.dumps(_finite_or_none(data), indent=indent, allow_nan=False)
+  return json.dumps(finite_or_none(data), indent=indent, allow_nan=False)
 
 
 def nan_for_null(row: dict) -> dict:
