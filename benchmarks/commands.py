@@ -44,9 +44,17 @@ def check_reference_flags() -> None:
 def last_json_line(command: list, what: str, env: Optional[dict] = None,
                    cwd: Optional[str] = None) -> dict:
   """Runs ``command`` and returns the JSON object on the last line it printed; RunError with
-  the end of its error output if it fails."""
+  the end of its error output if it fails or prints no such line."""
   result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
   if result.returncode:
     tail = " | ".join(result.stderr.strip().splitlines()[-3:])
     raise RunError(f"{what} failed with status {result.returncode}: {tail}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  last = (result.stdout.strip().splitlines() or [""])[-1]
+  try:
+    value = json.loads(last)
+  except json.JSONDecodeError:
+    value = None
+  if not isinstance(value, dict):
+    raise RunError(f"{what} ({' '.join(command[:2])}) printed no JSON object last, but "
+                   f"{last[:200]!r}; is it the right script?")
+  return value

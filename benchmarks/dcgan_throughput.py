@@ -48,8 +48,9 @@ flags.DEFINE_enum("conv_method", "auto", list(layers.METHODS), "How the resampli
                   "are computed.")
 flags.DEFINE_enum("dtype", "float32", list(trainer.DTYPES), "Compute dtype.")
 flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the compute dtype (e.g. "
-                   "989 for an H100/H200 in bfloat16, dense), to report model FLOP utilization.",
-                   lower_bound=0.0)
+                   "989 for an H100/H200 in bfloat16, dense), to report model FLOP utilization.")
+flags.register_validator("peak_tflops", lambda peak: peak is None or peak > 0,
+                         message="--peak_tflops must be positive")
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
                                                     os.pardir, "shared", "bench",
@@ -147,7 +148,7 @@ def main(argv):
       "params": {"generator": train_state.count_params(state.generator.params),
                  "discriminator": train_state.count_params(state.discriminator.params)},
   }
-  if FLAGS.peak_tflops:
+  if FLAGS.peak_tflops is not None:
     result["model_flop_utilization"] = model_tflops / FLAGS.peak_tflops
   if torch:
     best = max(torch, key=lambda r: r["images_per_sec"])

@@ -23,6 +23,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.require(FLAGS.input is not None, "pass --input=pt_inception-2015-12-05-6726825d.pth "
               f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
+  cli.require_writable_file(FLAGS.output, "--output")
   try:
     import torch
   except ImportError:
@@ -33,6 +34,10 @@ def main(argv):
   except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # missing, not a .pth
     raise cli.UsageError(f"cannot read {FLAGS.input!r} ({e}); pass pytorch-fid's "
                          "pt_inception-2015-12-05-6726825d.pth") from None
+  cli.require(isinstance(state_dict, dict)
+              and all(isinstance(value, torch.Tensor) for value in state_dict.values()),
+              f"{FLAGS.input} holds no state dict of tensors; pass pytorch-fid's "
+              "pt_inception-2015-12-05-6726825d.pth")
   variables = inception.convert_pytorch_state_dict(
       {name: tensor.numpy() for name, tensor in state_dict.items()})
   inception.save_weights(variables, FLAGS.output)

@@ -12,7 +12,6 @@ in [-1, 1], e.g. from another framework. Each metric is printed beside its real-
 (two halves of the real set), and everything is written to ``--output`` as JSON.
 """
 import dataclasses
-import json
 import os
 from typing import Optional, Tuple
 
@@ -45,12 +44,12 @@ def run_config() -> trainer.TrainConfig:
   """The config of --workdir's run, or one describing --samples' real data."""
   if FLAGS.workdir:
     path = os.path.join(FLAGS.workdir, "config.json")
-    cli.require(os.path.isfile(path), f"{path} not found: --workdir must be a folder that "
+    saved = trainer.read_saved_config(FLAGS.workdir)
+    cli.require(saved is not None, f"{path} not found: --workdir must be a folder that "
                 "experiments.dcgan trained in")
     try:
-      with open(path) as f:
-        config = trainer.TrainConfig(**json.load(f))
-    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, other fields
+      config = trainer.TrainConfig(**saved)
+    except TypeError as e:  # other fields
       raise cli.UsageError(f"cannot read {path} as a run's configuration ({e}); was it written "
                            "by experiments.dcgan of this version?") from None
   else:
@@ -70,8 +69,7 @@ def output_path() -> str:
   """Where the results go; its folder is made and checked before any work."""
   path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
                           else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
-  cli.make_writable_dir(os.path.dirname(path) or ".", "--output")
-  return path
+  return cli.require_writable_file(path, "--output")
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
@@ -135,9 +133,12 @@ def main(argv):
   samples, step = load_samples(config)
   source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
                                       config.data_dir)
+  cli.require(trainer.resolve_extractor(config) != "none", "no feature extractor for these "
+              "images: pass --eval_extractor=mnist_classifier (gray images) or "
+              "--inception_weights=PATH")
   evaluator = trainer.build_evaluator(config, source)
-  cli.require(evaluator is not None, "no feature extractor for these images: pass "
-              "--eval_extractor=mnist_classifier (gray images) or --inception_weights=PATH")
+  cli.require(evaluator is not None, f"{config.dataset} has {len(source)} images, too few to "
+              "score against (see the warning above); pass a larger --dataset")
   results = evaluator(samples)
   drawn_by = "" if step is None else f" of checkpoint {step}"
   print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples"

@@ -91,6 +91,7 @@ def validate(config: TheoryConfig) -> None:
                                 "gan_d_learning_rate"))
   require(config.gan_steps % config.gan_log_every_steps == 0, f"--gan_steps={config.gan_steps} is "
           f"not a multiple of --gan_log_every_steps={config.gan_log_every_steps}")
+  require(0 <= config.seed < 2**32, f"--seed must be in [0, {2**32 - 1}], got {config.seed}")
   require(0 <= config.gan_warmup_steps <= config.gan_steps, f"--gan_warmup_steps must be in "
           f"[0, --gan_steps={config.gan_steps}], got {config.gan_warmup_steps}")
 
@@ -258,7 +259,8 @@ def same_discriminator_comparison(runs: Dict[str, dict], warmup_steps: int) -> d
 
 
 def run_lab(config: TheoryConfig, workdir: str) -> dict:
-  """Runs both parts and writes the figures and ``theory.json`` to ``workdir``.
+  """Runs both parts, then writes the figures and ``theory.json`` to ``workdir`` (so a run
+  stopped early leaves an earlier run's outputs as they were, all of one run).
 
   Returns:
     What ``theory.json`` holds.
@@ -268,6 +270,7 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
   cli.make_writable_dir(workdir)
   key = jax.random.PRNGKey(config.seed)
   fits = optimal_discriminator_lab(config, jax.random.fold_in(key, 0))
+  runs = saturation_lab(config, jax.random.fold_in(key, 1))
   numbers = ("max_abs_error", "mean_abs_error", "jsd", "optimal_value", "minus_log4_plus_2jsd",
              "trained_value")
   plotting.plot_discriminator_fits(GRID, [
@@ -275,8 +278,6 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
            f"JSD = {fit['jsd']:.4f}\n-log 4 + 2 JSD = {fit['minus_log4_plus_2jsd']:.4f}, "
            f"trained V(D, G) = {fit['trained_value']:.4f}")
       for name, fit in fits.items()], os.path.join(workdir, "optimal_discriminator.png"))
-
-  runs = saturation_lab(config, jax.random.fold_in(key, 1))
   plotting.plot_saturation(runs, float(SATURATION_DATA.means[0, 0]),
                            os.path.join(workdir, "saturation.png"), config.gan_warmup_steps)
   results = {

@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import traceback
+import types
 import typing
 from typing import Any, Callable, Sequence, Type, Union
 
@@ -42,6 +43,15 @@ class _QuietLibraries:
         part in record.pathname for part in self.NARRATORS)
 
 
+def _drop_closed_event_loop_reports(unraisable) -> None:
+  """``sys.unraisablehook``: once a restore from a damaged checkpoint has failed, its event loop
+  is closed, and each of orbax's reads still under way reports a RuntimeError it cannot raise
+  (about 50 tracebacks) after the one warning that names the checkpoint; those are dropped."""
+  if not (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed"):
+    sys.__unraisablehook__(unraisable)
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with its errors printed as one line."""
   try:
@@ -56,10 +66,13 @@ def _parse_flags(argv):
 
 
 def run(main: Callable) -> None:
-  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line."""
+  """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line;
+  a Ctrl-C that ``main`` does not handle itself with 130 (the shell's status for it), also as one
+  line."""
 
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    sys.unraisablehook = _drop_closed_event_loop_reports
     try:
       require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
               "--name=value")
@@ -72,6 +85,10 @@ def run(main: Callable) -> None:
         sys.excepthook = threading.excepthook = lambda *args: None
       print(f"error: {e}", file=sys.stderr)
       _exit(2 if isinstance(e, UsageError) else 1)
+    except KeyboardInterrupt:
+      logging.flush()
+      print("interrupted (Ctrl-C); outputs already written are kept", file=sys.stderr)
+      _exit(130)
 
   app.run(guarded_main, flags_parser=_parse_flags)
 
@@ -135,6 +152,14 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
                      "can write to") from None
 
 
+def require_writable_file(path: str, flag: str) -> str:
+  """Checks before any work that the file ``flag`` names can be written: ``path`` is not a
+  folder, and its folder is made and writable (``make_writable_dir``); UsageError otherwise."""
+  require(not os.path.isdir(path), f"{flag}={path} is a folder; name a file")
+  make_writable_dir(os.path.dirname(path) or ".", flag)
+  return path
+
+
 def field(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin
   """A config dataclass field with the help text of its flag."""
   return dataclasses.field(default=default, metadata={"help": help})
@@ -144,17 +169,23 @@ _DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DE
              bool: flags.DEFINE_bool}
 
 
-def _flag_type(annotation) -> type:
-  args = [a for a in typing.get_args(annotation) if a is not type(None)]
-  return args[0] if typing.get_origin(annotation) is typing.Union else annotation
+def _flag_type(name: str, annotation) -> type:
+  """The flag type of a field annotated ``T``, ``Optional[T]`` or ``T | None``."""
+  if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    annotation = args[0] if len(args) == 1 else annotation
+  if annotation not in _DEFINERS:
+    raise TypeError(f"config field {name!r} is annotated {annotation}; a flag's type must be "
+                    "one of int, float, str, bool, optionally with None")
+  return annotation
 
 
 def define_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines one absl flag per field of ``config_class``, with its default and help."""
   hints = typing.get_type_hints(config_class)
   for f in dataclasses.fields(config_class):
-    _DEFINERS[_flag_type(hints[f.name])](f.name, f.default, f.metadata["help"],
-                                         flag_values=flag_values)
+    _DEFINERS[_flag_type(f.name, hints[f.name])](f.name, f.default, f.metadata["help"],
+                                                 flag_values=flag_values)
 
 
 def config_from_flags(config_class: Type, flag_values: flags.FlagValues = flags.FLAGS) -> Any:

@@ -15,7 +15,7 @@ import logging as std_logging
 import math
 import os
 import time
-from typing import Dict
+from typing import Dict, Union
 
 import numpy as np
 from absl import logging
@@ -37,11 +37,11 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def _replace_file(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` through a temporary file, so that a failed write (a full disk)
-  leaves any earlier file whole; OSError if it fails."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
+def _replace_file(path: str, content: Union[str, bytes]) -> None:
+  """Writes ``content`` to ``path`` through a temporary file, so that a failed write (a full
+  disk) leaves any earlier file whole; OSError if it fails."""
+  with open(path + ".tmp", "wb" if isinstance(content, bytes) else "w") as f:
+    f.write(content)
   os.replace(path + ".tmp", path)
 
 
@@ -66,14 +66,19 @@ def nan_for_null(row: dict) -> dict:
   return {k: math.nan if v is None else v for k, v in row.items()}
 
 
-def write_json(path: str, data) -> None:
-  """Writes ``data`` as indented JSON, whole or not at all (``_replace_file``); the failure is a
+def write_file(path: str, content: Union[str, bytes]) -> None:
+  """Writes ``content`` to ``path`` whole or not at all (``_replace_file``); the failure is a
   RunError naming the file."""
   try:
-    _replace_file(path, to_json(data, indent=2))
+    _replace_file(path, content)
   except OSError as e:
     raise RunError(f"could not write {path} ({e}); free space or fix the folder's permissions, "
                    "then run again") from e
+
+
+def write_json(path: str, data) -> None:
+  """Writes ``data`` as indented JSON, whole or not at all (``write_file``)."""
+  write_file(path, to_json(data, indent=2))
 
 
 def read_metrics(workdir: str) -> list:
@@ -145,6 +150,16 @@ class RunLog:
     """Measures the next rate from ``step`` on, now: called once the first step has compiled,
     so that the compilation does not count as training time in the rate and the ETA."""
     self._last_time, self._last_step = time.time(), step
+
+  @contextlib.contextmanager
+  def off_the_clock(self):
+    """Work between steps (sample grids, checkpoints, evaluations) that the next steps/s and ETA
+    leave out: they measure the training steps."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self._last_time += time.time() - start
 
   def progress(self, step: int, metrics: Dict[str, float]) -> float:
     """Logs a progress line for ``step`` and returns the steps/s since the previous one (NaN

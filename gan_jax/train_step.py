@@ -13,7 +13,7 @@ old params, optimizer state and batch statistics are kept) and counted in
 ``metrics['nonfinite']``.
 """
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -33,13 +33,14 @@ class StepConfig:
   """What a step optimizes.
 
   Attributes:
-    loss: a name in ``losses.LOSSES`` ("non_saturating", "minimax", "wasserstein", ...).
+    loss: a name in ``losses.LOSSES`` ("non_saturating", "minimax", "wasserstein", ...), or a
+      ``losses.GANLoss`` of your own.
     n_critic: discriminator updates per generator update.
     gradient_penalty: weight of the WGAN-GP penalty (0 disables it).
     r1_penalty: weight of the R1 penalty, gamma / 2 in Mescheder et al. 2018 (0 disables it).
     ema_decay: decay of the generator's weight EMA; used when the state holds ``ema_params``.
   """
-  loss: str = "non_saturating"
+  loss: Union[str, losses.GANLoss] = "non_saturating"
   n_critic: int = 1
   gradient_penalty: float = 0.0
   r1_penalty: float = 0.0
@@ -48,7 +49,9 @@ class StepConfig:
   def __post_init__(self):
     """ValueError naming the first setting out of range, as ``name must be ..., got value``."""
     checks = [
-        (self.loss in losses.LOSSES,
+        (isinstance(self.loss, (str, losses.GANLoss)),
+         f"loss must be a name or a losses.GANLoss, got {self.loss!r}"),
+        (not isinstance(self.loss, str) or self.loss in losses.LOSSES,
          f"loss must be one of {', '.join(sorted(losses.LOSSES))}, got {self.loss!r}"),
         (self.n_critic >= 1, f"n_critic must be positive, got {self.n_critic}"),
         *((getattr(self, name) >= 0, f"{name} must be >= 0 (0: off), got "
@@ -93,8 +96,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     discriminator: Flax module ``(samples, train) -> logits (b,)``, or ``(b / packing,)`` for
       one with a ``packing`` attribute, which scores packs of consecutive samples (PacGAN); the
       penalties are then taken per pack. The penalties need each logit to depend on its own
-      sample (pack) only: a discriminator whose ``scores_examples_independently`` is False
-      (batch norm in training) is refused with them.
+      sample (pack) only, which the module must declare with a true
+      ``scores_examples_independently`` attribute: one without it, or with it False (batch norm
+      in training), is refused with them.
     config: losses, critic updates, regularizers, EMA.
     axis_name: the pmap axis to average gradients, metrics and batch statistics over, or None
       for the single-device step. Models with batch norm should be built with the same
@@ -111,12 +115,19 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty`` /
     ``r1_penalty`` when enabled.
   """
-  if ((config.gradient_penalty or config.r1_penalty)
-      and not getattr(discriminator, "scores_examples_independently", True)):
-    raise ValueError("the gradient penalty and R1 take each sample's own input gradient, and this "
-                     "discriminator mixes the samples of a batch (batch norm); use one that "
-                     "scores samples independently (dcgan.Discriminator(normalization='layer'))")
-  gan_loss = losses.get_loss(config.loss)
+  if config.gradient_penalty or config.r1_penalty:
+    independent = getattr(discriminator, "scores_examples_independently", None)
+    if not independent:
+      raise ValueError(
+          "the gradient penalty and R1 take each sample's own input gradient, and this "
+          + ("discriminator mixes the samples of a batch (batch norm)" if independent is False
+             else f"discriminator ({type(discriminator).__name__}) does not say whether it "
+             "mixes the samples of a batch: give it a scores_examples_independently property, "
+             "True only if no layer does (batch norm in training does)")
+          + "; use one that scores samples independently "
+          "(dcgan.Discriminator(normalization='layer' or 'spectral'), mlp.MLPDiscriminator)")
+  gan_loss = config.loss if isinstance(config.loss, losses.GANLoss) else losses.get_loss(
+      config.loss)
   n_critic = config.n_critic
   packing = getattr(discriminator, "packing", 1)  # PacGAN: D scores packs of this many samples
 

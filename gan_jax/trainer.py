@@ -1,6 +1,7 @@
 """The image-GAN training loop: data -> compiled step on all local devices -> workdir.
 
-``train_and_evaluate(config, workdir)`` trains, and writes under ``workdir``:
+``train_and_evaluate(config, workdir)`` trains the DCGAN of ``config`` (or, with ``models=``,
+modules of your own), and writes under ``workdir``:
 
 * ``config.json``: the configuration the run started with (a resume must keep what defines the
   model and the data);
@@ -19,11 +20,12 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Tuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import optax
 from absl import logging
 from jax.experimental import multihost_utils
@@ -50,9 +52,10 @@ class TrainConfig:
   latent_dim: int = field(100, "Size of the generator's noise vector.")
   g_width: int = field(64, "Generator width (channels of its last hidden layer).")
   d_width: int = field(64, "Discriminator width (channels of its first layer).")
-  d_norm: str = field("batch", "Normalization of the discriminator's hidden layers: batch (the "
-                      "DCGAN reference), layer (per image, as in WGAN-GP; what --gradient_penalty "
-                      "and --r1_penalty need) or none.")
+  d_norm: str = field("batch", "Normalization of the discriminator: batch norm of its hidden "
+                      "layers (the DCGAN reference), layer (per image, as in WGAN-GP), spectral "
+                      "(every layer's weights, as in SNGAN) or none; --gradient_penalty and "
+                      "--r1_penalty need one other than batch.")
   batch_size: int = field(64, "Global batch size over all devices and processes.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
   max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes (0: "
@@ -119,7 +122,8 @@ def validate(config: TrainConfig, device_count: int) -> None:
           f"got {config.d_norm!r}")
   require(config.d_norm != "batch" or not (config.gradient_penalty or config.r1_penalty),
           "--gradient_penalty and --r1_penalty take each image's own input gradient, which a "
-          "batch-norm discriminator does not give (its logits mix the batch); add --d_norm=layer")
+          "batch-norm discriminator does not give (its logits mix the batch); add --d_norm=layer "
+          "or --d_norm=spectral")
   validate_extractor(config)
   require_positive(config, ("latent_dim", "g_width", "d_width", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
@@ -205,18 +209,45 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   checkpoint (out of memory at the first step, say) leaves its ``config.json`` but fixes no flag.
   """
   make_writable_dir(workdir)
+  for folder in RUN_FOLDERS:
+    path = os.path.join(workdir, folder)
+    require(not os.path.exists(path) or os.path.isdir(path), f"{path} is a file, where the run "
+            f"keeps its {folder} folder; move it away or use a new --workdir")
   checkpoints = os.path.join(workdir, "checkpoints")
   if os.path.isdir(checkpoints):  # a resume writes there too
     make_writable_dir(checkpoints)
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path) and os.path.isdir(checkpoints) and checkpointing.saved_steps(checkpoints):
-    with open(path) as f:
-      saved = json.load(f)
+  saved = read_saved_config(workdir)
+  outputs = [name for name in ("metrics.jsonl", "final_samples.npy")
+             if os.path.exists(os.path.join(workdir, name))]
+  require(saved is not None or not outputs, f"--workdir={workdir} holds {' and '.join(outputs)} "
+          "of another kind of run (it has no config.json of this training loop); use a new "
+          "--workdir")
+  if saved is not None and os.path.isdir(checkpoints) and checkpointing.saved_steps(checkpoints):
     for name in RESUME_FIXED:
       if name in saved and saved[name] != getattr(config, name):
         raise UsageError(
             f"--{name}={getattr(config, name)} differs from {saved[name]} of the run in "
             f"{workdir}; resume with --{name}={saved[name]} or use a new --workdir")
+
+
+RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")
+
+
+def read_saved_config(workdir: str) -> Optional[dict]:
+  """The settings in ``workdir/config.json``, or None if there is none; UsageError if it cannot
+  be read as a run's configuration."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:  # a folder, unreadable, not JSON
+    raise UsageError(f"cannot read {path} as a run's configuration ({e}); restore it, or use a "
+                     "new --workdir") from None
+  require(isinstance(saved, dict), f"{path} holds no run's configuration (a JSON object); "
+          "restore it, or use a new --workdir")
+  return saved
 
 
 def save_config(workdir: str, config: TrainConfig) -> None:
@@ -225,8 +256,11 @@ def save_config(workdir: str, config: TrainConfig) -> None:
   write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
 
 
+ModelBuilder = Callable[[TrainConfig, Optional[str]], Tuple[nn.Module, nn.Module]]
+
+
 def build_models(config: TrainConfig, axis_name: Optional[str]):
-  """The generator and discriminator the config describes."""
+  """The DCGAN generator and discriminator the config describes (a ``ModelBuilder``)."""
   common = dict(resolution=config.resolution, conv_method=config.conv_method,
                 axis_name=axis_name, dtype=DTYPES[config.dtype])
   return (dcgan.Generator(channels=config.channels, width=config.g_width,
@@ -312,25 +346,31 @@ def initial_state(config: TrainConfig, generator, discriminator) -> train_state.
       adam(config.d_learning_rate), use_ema=config.ema_decay > 0)
 
 
-def sampler(config: TrainConfig) -> Callable:
+def sampler(config: TrainConfig, models: ModelBuilder = build_models) -> Callable:
   """``sample(state, latents (N, latent_dim)) -> images (N, H, W, C)``, eval mode, batched.
 
   With an EMA of the generator weights, the samples come from the EMA weights with batch-norm
   statistics of their own: the running statistics were gathered by the trained weights, whose
   activations differ. The EMA generator's "standing statistics" (Brock et al. 2019) are its
-  batch statistics on a fixed batch of ``STANDING_BATCH`` latents.
+  batch statistics on a fixed batch of ``STANDING_BATCH`` latents, measured by the generator
+  with a ``batch_norm_momentum`` of 0 (a generator without that attribute keeps the trained
+  weights' running statistics).
   """
-  generator, _ = build_models(config, axis_name=None)
+  generator, _ = models(config, None)
   apply = jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
-  measure = generator.clone(batch_norm_momentum=0.0)
-  standing_statistics = jax.jit(lambda variables, z: measure.apply(
-      variables, z, train=True, mutable=["batch_stats"])[1]["batch_stats"])
+  standing_statistics = None
+  if hasattr(generator, "batch_norm_momentum"):
+    measure = generator.clone(batch_norm_momentum=0.0)
+    standing_statistics = jax.jit(lambda variables, z: measure.apply(
+        variables, z, train=True, mutable=["batch_stats"])[1]["batch_stats"])
 
   def sample(state: train_state.GANState, latents_: np.ndarray, chunk: int = 500) -> np.ndarray:
     variables = state.generator.variables
     if state.ema_params is not None:
-      variables = {"params": state.ema_params, "batch_stats": standing_statistics(
-          dict(variables, params=state.ema_params), latents(config, 2, STANDING_BATCH))}
+      variables = dict(variables, params=state.ema_params)
+      if standing_statistics is not None:
+        variables["batch_stats"] = standing_statistics(variables,
+                                                       latents(config, 2, STANDING_BATCH))
     return np.concatenate([np.asarray(apply(variables, latents_[i:i + chunk]))
                            for i in range(0, len(latents_), chunk)])
 
@@ -372,7 +412,8 @@ def agreed_stop(preemption: Preemption, step: int, out_of_time: bool,
   return preemption.requested if flags_here[0] else OUT_OF_TIME if flags_here[1] else None
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
+def train_and_evaluate(config: TrainConfig, workdir: str,
+                       models: ModelBuilder = build_models) -> dict:
   """Trains (or resumes) the run in ``workdir`` up to ``config.num_steps``.
 
   Sample quality (FID, KID, IS, precision, recall, density, coverage and their real-vs-real
@@ -380,15 +421,19 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
   end, into ``metrics.jsonl``; the best checkpoint by FID is kept in ``workdir/best``.
 
   Args:
-    config: the experiment.
+    config: the experiment (a ``TrainConfig``, or a subclass with fields of your own).
     workdir: where everything is written (see module docstring).
+    models: ``models(config, axis_name) -> (generator, discriminator)``: Flax modules as
+      ``train_step.make_train_step`` takes them, the generator's samples
+      ``(b, resolution, resolution, channels)`` in [-1, 1], batch norm (if any) averaged over
+      ``axis_name`` (None on one device).
 
   Returns:
     A summary: steps trained, wall time, steps/s, final metrics and evaluation, and
     ``preempted``: the name of the signal that stopped the run early, or None.
   """
   with Preemption() as preemption:  # from the start: a signal while setting up is kept too
-    run = _Run(config, workdir)
+    run = _Run(config, workdir, models)
     try:
       return run.train(preemption)
     finally:
@@ -398,7 +443,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict:
 class _Run:
   """One run's state and outputs; ``train`` is the loop."""
 
-  def __init__(self, config: TrainConfig, workdir: str):
+  def __init__(self, config: TrainConfig, workdir: str, models: ModelBuilder):
     self.config, self.workdir = config, workdir
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
@@ -421,7 +466,7 @@ class _Run:
 
     self.use_pmap = len(self.devices) * jax.process_count() > 1
     axis_name = parallel.AXIS_NAME if self.use_pmap else None
-    generator, discriminator = build_models(config, axis_name)
+    generator, discriminator = models(config, axis_name)
     state = initial_state(config, generator, discriminator)
     self.dataset_size = len(source)
     logging.info("%s (%d images) at %dx%dx%d: G %s and D %s parameters, global batch %d on %d "
@@ -460,7 +505,7 @@ class _Run:
     self.evaluator = build_evaluator(config, source)
     if self.primary:
       save_config(workdir, config)
-    self.sample = sampler(config)
+    self.sample = sampler(config, models)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     self.log = RunLog(workdir, self.start_step, config.num_steps, write=self.primary,
                       after_failure="the checkpoints are intact: free space and run the same "
@@ -545,6 +590,24 @@ class _Run:
           f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
+  def periodic_work(self, step: int) -> None:
+    """The sample grid, checkpoint and evaluation due at ``step``, off the progress clock."""
+    config = self.config
+    grid = self.primary and config.sample_every_steps and step % config.sample_every_steps == 0
+    checkpoint = step % config.checkpoint_every_steps == 0
+    evaluate = (self.evaluator is not None and config.eval_every_steps
+                and step % config.eval_every_steps == 0)
+    if not (grid or checkpoint or evaluate):
+      return
+    jax.block_until_ready(self.state)  # the step itself stays on the clock
+    with self.log.off_the_clock():
+      if grid:
+        write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
+      if checkpoint:
+        self.save(step)
+      if evaluate:
+        self.evaluate(step)
+
   def train(self, preemption: Preemption) -> dict:
     config, step = self.config, self.start_step
     if step >= config.num_steps and os.path.exists(self.final_samples_path):
@@ -572,12 +635,7 @@ class _Run:
       if pending is not None:
         self.handle_metrics(*pending)
       pending = (step, metrics)
-      if self.primary and config.sample_every_steps and step % config.sample_every_steps == 0:
-        write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
-      if step % config.checkpoint_every_steps == 0:
-        self.save(step)
-      if self.evaluator and config.eval_every_steps and step % config.eval_every_steps == 0:
-        self.evaluate(step)
+      self.periodic_work(step)
     if pending is not None:
       self.handle_metrics(*pending, last=True)
     saved = self.save(step, wait=True)

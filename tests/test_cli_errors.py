@@ -1,12 +1,17 @@
 """Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
+import dataclasses
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import numpy as np
 import pytest
+from absl import flags
+from PIL import Image
 
-from gan_jax import trainer
+from benchmarks import commands
+from gan_jax import cli, trainer
 from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
@@ -24,7 +29,7 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--max_train_minutes=-1"], "--max_train_minutes must be >= 0"),
     (["--resolution=48"], "--resolution must be one of 28, 32, 64"),
     (["--loss=wgan"], "--loss must be one of"),
-    (["--d_norm=group"], "--d_norm must be one of batch, layer, none"),
+    (["--d_norm=group"], "--d_norm must be one of batch, layer, spectral, none"),
     (["--r1_penalty=1"], "batch-norm discriminator .* add --d_norm=layer"),
     (["--gradient_penalty=-10", "--d_norm=layer"], "--gradient_penalty must be >= 0"),
     (["--d_learning_rate=0"], "--d_learning_rate must be positive"),
@@ -64,6 +69,24 @@ def test_an_attempt_that_died_before_its_first_checkpoint_fixes_no_flag(tmp_path
   trainer.save_config(run, config)
   os.makedirs(os.path.join(run, "checkpoints"))
   trainer.prepare_workdir(run, dcgan_runs.config_from(None, *TINY, "--batch_size=4"))  # accepted
+
+
+@pytest.mark.parametrize("contents, message", [
+    ({"metrics.jsonl": "{}\n", "metrics.json": "{}"}, "holds metrics.jsonl of another kind of run"),
+    ({"final_samples.npy": ""}, "holds final_samples.npy of another kind of run"),
+    ({"config.json": "{not json", "metrics.jsonl": ""}, "cannot read .*config.json as a run's configuration"),
+    ({"config.json": "[1, 2]"}, "config.json holds no run's configuration"),
+    ({"checkpoints": "a file"}, "checkpoints is a file, where the run keeps its checkpoints"),
+    ({"samples": "a file"}, "samples is a file"),
+])
+def test_a_workdir_the_run_cannot_take_over_is_refused_and_kept(tmp_path, contents, message):
+  """Another kind of run's outputs (a vanilla GAN's, say), a config.json that cannot be read, or a
+  file where the run keeps a folder: one UsageError, and every file stays as it was."""
+  for name, text in contents.items():
+    (tmp_path / name).write_text(text)
+  with pytest.raises(UsageError, match=message):
+    trainer.prepare_workdir(str(tmp_path), dcgan_runs.config_from(None, *TINY))
+  assert {p.name: p.read_text() for p in tmp_path.iterdir()} == contents
 
 
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
@@ -123,6 +146,32 @@ def test_an_error_exits_even_when_a_library_thread_is_stuck(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == "error: the run cannot go on"
 
 
+def test_reports_of_reads_into_a_closed_event_loop_are_dropped_and_others_kept():
+  """What orbax's reads still under way print after a failed restore (one per read)."""
+  script = ("from gan_jax import cli\n"
+            "class Report:\n"
+            "  def __init__(self, error):\n    self.error = error\n"
+            "  def __del__(self):\n    raise self.error\n"
+            "def main(argv):\n"
+            "  Report(RuntimeError('Event loop is closed'))\n"
+            "  Report(ValueError('something else'))\n"
+            "cli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 0 and "Event loop is closed" not in result.stderr
+  assert "ValueError: something else" in result.stderr
+
+
+def test_a_ctrl_c_the_command_does_not_handle_is_one_line_and_status_130():
+  script = ("from gan_jax import cli\n"
+            "def main(argv):\n  raise KeyboardInterrupt\n"
+            "cli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 130 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("interrupted (Ctrl-C)")
+
+
 @pytest.mark.parametrize("module, flag", [("dcgan", "--batch_size"),
                                           ("vanilla_gan", "--num_seeds")])
 def test_helpshort_lists_the_experiment_flags(module, flag):
@@ -168,6 +217,23 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --resolution: the run's config.json names its data"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--num_samples=10"],
      "error: --num_samples=10 but"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--dataset=folder:{tmp}/few",
+                              "--eval_extractor=mnist_classifier"],
+     "error: folder:{tmp}/few has 3 images, too few to score against"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/garbled"],
+     "error: --output={tmp}/garbled is a folder; name a file"),
+    ("experiments.convert_inception_weights", ["--input=x.pth", "--output={tmp}/garbled"],
+     "error: --output={tmp}/garbled is a folder; name a file"),
+    ("experiments.train_classifier", ["--output={tmp}/c.msgpack", "--epochs=0"],
+     "error: --epochs must be positive, got 0"),
+    ("experiments.train_classifier", ["--output={tmp}/c.msgpack", "--batch_size=100000"],
+     "error: --batch_size must be in [1, 4500] (the training digits), got 100000"),
+    ("experiments.train_classifier", ["--output={tmp}/four.npy"],
+     "error: --output={tmp}/four.npy exists; pass --overwrite to replace it"),
+    ("experiments.theory", ["--workdir={tmp}/lab", "--seed=-1"],
+     "error: --seed must be in [0, 4294967295], got -1"),
+    ("benchmarks.dcgan_throughput", ["--peak_tflops=0"], "error: flag --peak_tflops=0.0: "
+     "--peak_tflops must be positive"),
     ("benchmarks.dcgan_throughput", ["--resolution=48"], "error: flag --resolution=48: "
      "--resolution must be 32 or 64"),
     ("benchmarks.toy_throughput", ["--torch_python={tmp}/junk.npy"],
@@ -178,6 +244,9 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
   np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
+  (tmp_path / "few").mkdir()
+  for i in range(3):
+    Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "few" / f"{i}.png")
   for run, config in (("garbled", "garbage"), ("other_version", '{"old_removed_flag": 1}')):
     (tmp_path / run).mkdir()
     (tmp_path / run / "config.json").write_text(config)
@@ -186,3 +255,30 @@ def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   last_line = result.stderr.strip().splitlines()[-1]
   assert last_line.startswith(message.format(tmp=tmp_path)), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("annotation, flag_type", [(Optional[str], str), (str | None, str),
+                                                  (int, int), (float | None, float)])
+def test_config_fields_become_flags_of_their_type(annotation, flag_type):
+  config_class = dataclasses.make_dataclass(
+      "Config", [("setting", annotation, cli.field(None, "A setting."))], frozen=True)
+  values = flags.FlagValues()
+  cli.define_flags(config_class, values)
+  parse = {str: "x", int: "3", float: "0.5"}[flag_type]
+  values([__file__, f"--setting={parse}"])
+  assert cli.config_from_flags(config_class, values).setting == flag_type(parse)
+
+
+def test_a_config_field_of_another_type_is_named():
+  config_class = dataclasses.make_dataclass(
+      "Config", [("sizes", tuple, cli.field((1, 2), "Sizes."))], frozen=True)
+  with pytest.raises(TypeError, match="field 'sizes' is annotated <class 'tuple'>"):
+    cli.define_flags(config_class, flags.FlagValues())
+
+
+def test_a_reference_that_prints_no_json_result_is_one_run_error():
+  script = [sys.executable, "-c"]
+  assert commands.last_json_line(script + ["print('x'); print('{\"a\": 1}')"], "it") == {"a": 1}
+  for printed in ("print('done')", "pass", "print('[1]')"):
+    with pytest.raises(cli.RunError, match="it .* printed no JSON object last, but"):
+      commands.last_json_line(script + [printed], "it")

@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
-from gan_jax import checkpointing, trainer
+from gan_jax import checkpointing, cli, trainer
 from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
@@ -101,6 +104,67 @@ def test_tfds_flagfiles_on_mock_data(tmp_path, flagfile, overrides):
   with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
     trainer.train_and_evaluate(config, str(tmp_path))
   assert_outputs(str(tmp_path), config)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseConfig(trainer.TrainConfig):
+  """An experiment of one's own: the loop's settings and one more."""
+  hidden: int = cli.field(32, "Hidden units of the fully connected models.")
+
+
+class DenseGenerator(nn.Module):
+  """No batch norm, so no ``batch_norm_momentum``."""
+  latent_dim: int
+  shape: tuple
+  hidden: int
+
+  @nn.compact
+  def __call__(self, z, train=True):
+    x = nn.relu(nn.Dense(self.hidden)(z))
+    return jnp.tanh(nn.Dense(np.prod(self.shape))(x)).reshape((-1,) + self.shape)
+
+
+class DenseDiscriminator(nn.Module):
+  hidden: int
+  scores_examples_independently = True
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    x = nn.leaky_relu(nn.Dense(self.hidden)(x.reshape((len(x), -1))), 0.2)
+    return nn.Dense(1)(x)[:, 0]
+
+
+def dense_models(config: DenseConfig, axis_name):
+  del axis_name  # no batch norm
+  shape = (config.resolution, config.resolution, config.channels)
+  return (DenseGenerator(config.latent_dim, shape, config.hidden),
+          DenseDiscriminator(config.hidden))
+
+
+def test_the_loop_trains_models_and_a_config_of_your_own(tmp_path):
+  """``train_and_evaluate(..., models=)`` with a config subclass: its field is a flag and in
+  config.json, and the final samples are the final checkpoint's EMA generator's (one without
+  batch norm: no standing statistics)."""
+  values = flags.FlagValues()
+  cli.define_flags(DenseConfig, values)
+  values(["dense", *TINY, "--resolution=28", "--hidden=16", "--ema_decay=0.9",
+          "--eval_extractor=none"])
+  config = cli.config_from_flags(DenseConfig, values)
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(config, workdir, models=dense_models)
+  assert json.load(open(os.path.join(workdir, "config.json")))["hidden"] == 16
+  generator, discriminator = dense_models(config, None)
+  checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  step, state, _ = checkpoints.restore_latest(trainer.initial_state(config, generator,
+                                                                    discriminator))
+  checkpoints.close()
+  assert step == config.num_steps and state.generator.params["Dense_0"]["kernel"].shape[1] == 16
+  z = trainer.latents(config, 1, config.num_final_samples)
+  expected = generator.apply({"params": state.ema_params}, z, train=False)
+  np.testing.assert_allclose(np.load(os.path.join(workdir, "final_samples.npy")), expected,
+                             atol=1e-6)
+  assert float(np.max(np.abs(expected - generator.apply({"params": state.generator.params}, z,
+                                                          train=False)))) > 1e-4  # EMA differs
 
 
 def test_image_folder_dataset(tmp_path):

@@ -257,6 +257,35 @@ def test_only_the_batch_norm_discriminator_mixes_the_images_of_a_batch(normaliza
     np.testing.assert_allclose(out.var(axis=(1, 2, 3)), 1, rtol=1e-3)
 
 
+def test_spectral_discriminator_divides_every_kernel_by_its_largest_singular_value():
+  """Once the power iteration (one per training call) has converged, the spectral discriminator
+  is the plain one with every kernel, as a ``(kh * kw * in, out)`` matrix, divided by its largest
+  singular value (float64 SVD); its parameters are the plain one's."""
+  d = dcgan.Discriminator(resolution=28, width=4, normalization="spectral")
+  plain = d.clone(normalization="none")
+  images = jax.random.normal(jax.random.PRNGKey(1), (6, 28, 28, 1))
+  variables = init(d, images)
+  chex.assert_trees_all_equal_shapes(variables["params"], init(plain, images)["params"])
+  train_call = jax.jit(lambda v: d.apply(v, images, train=True, mutable=["batch_stats"])[1])
+  for _ in range(200):
+    variables = dict(variables, **train_call(variables))
+  largest = lambda k: np.linalg.svd(np.float64(k).reshape(-1, k.shape[-1]), compute_uv=False)[0]
+  kernels = {path[0].key: k for path, k in
+             jax.tree_util.tree_flatten_with_path(variables["params"])[0] if k.ndim > 1}
+  assert len(kernels) == 3  # two strided convolutions and the whole-image one
+  sigmas = {name.split("/")[0]: float(value) for stats in variables["batch_stats"].values()
+            for name, value in stats.items() if name.endswith("/sigma")}
+  assert sorted(sigmas) == sorted(kernels)
+  for name, kernel in kernels.items():
+    np.testing.assert_allclose(sigmas[name], largest(kernel), rtol=1e-4)
+  normalized = jax.tree_util.tree_map(lambda k: k / largest(k) if k.ndim > 1 else k,
+                                      variables["params"])
+  logits = d.apply(variables, images, train=False)
+  assert float(jnp.std(logits)) > 1e-3
+  np.testing.assert_allclose(logits, plain.apply({"params": normalized}, images, train=False),
+                             rtol=1e-4, atol=1e-6)
+
+
 def test_unsupported_resolution_names_the_choices():
   with pytest.raises(ValueError, match="28, 32, 64"):
     dcgan.resolution_layout(48)

@@ -212,6 +212,11 @@ def test_converter_maps_every_tensor(template):
     inception.convert_pytorch_state_dict({**state_dict, "Mixed_5b.branch1x1.scale": np.ones(2)})
   with pytest.raises(UsageError, match=r"not pytorch-fid's FID Inception \(1 arrays .*AuxLogits"):
     inception.convert_pytorch_state_dict({**state_dict, "AuxLogits.fc.weight": np.zeros((2, 2))})
+  with pytest.raises(UsageError, match="unexpected tensor 'a'"):
+    inception.convert_pytorch_state_dict({**state_dict, "a": np.ones(2)})
+  with pytest.raises(UsageError, match=r"'Conv2d_1a_3x3.conv.weight' has shape \(32, 3\)"):
+    inception.convert_pytorch_state_dict({**state_dict,
+                                          "Conv2d_1a_3x3.conv.weight": np.ones((32, 3))})
   del state_dict["Mixed_6b.branch1x1.bn.running_mean"]
   with pytest.raises(UsageError, match=r"\(1 arrays .*Mixed_6b"):
     inception.convert_pytorch_state_dict(state_dict)

@@ -20,7 +20,7 @@ class FakeClock:
     return self.now
 
 
-def test_rate_and_eta_leave_out_the_compilation_of_the_first_step(tmp_path, monkeypatch):
+def test_rate_and_eta_leave_out_the_compilation_and_the_work_between_steps(tmp_path, monkeypatch):
   clock = FakeClock()
   monkeypatch.setattr(run_log.time, "time", clock)
   log = run_log.RunLog(str(tmp_path), start_step=0, num_steps=101)
@@ -29,6 +29,11 @@ def test_rate_and_eta_leave_out_the_compilation_of_the_first_step(tmp_path, monk
   assert math.isnan(log.progress(1, {}))  # nothing timed yet
   clock.now += 10.0
   assert log.progress(51, {"d_loss": 1.0}) == 5.0  # 50 steps in 10 s, not 51 in 40 s
+  clock.now += 4.0  # 20 steps
+  with log.off_the_clock():
+    clock.now += 60.0  # a sample grid, a checkpoint, an evaluation
+  clock.now += 6.0  # 30 more steps
+  assert log.progress(101, {}) == 5.0  # 50 steps in 10 s of training, not in 70 s
   log.close()
 
 

@@ -1,6 +1,7 @@
 """The train step: determinism, one compilation, pmap == single device, batch norm in sync; the
 seed sharding of independent runs."""
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,16 +180,18 @@ def test_parallel_pmap_step_equals_single_device_step(n_critic):
   np.testing.assert_allclose(metrics["g_loss"][0], single_metrics[-1]["g_loss"], rtol=1e-4)
 
 
-def test_parallel_dcgan_step_keeps_global_batch_norm_and_penalties_of_one_device():
+@pytest.mark.parametrize("d_norm", ["layer", "spectral"])
+def test_parallel_dcgan_step_keeps_global_batch_norm_and_penalties_of_one_device(d_norm):
   """The DCGAN under pmap: the generator's batch norm normalizes with global-batch statistics,
   and the penalties (per-example interpolation weights and input gradients, through a layer-norm
-  discriminator) give one device's numbers; a batch-norm discriminator is refused with them."""
+  or spectrally normalized discriminator, whose power-iteration vectors stay in step) give one
+  device's numbers; a batch-norm discriminator is refused with them."""
   data = np.random.default_rng(0).uniform(-1, 1, (2, 16, 28, 28, 1)).astype(np.float32)
   config = train_step.StepConfig(loss="wasserstein", gradient_penalty=10.0, r1_penalty=1.0)
-  replicated, metrics = run_pmap(*dcgan_pair(parallel.AXIS_NAME, "layer"), config, data,
+  replicated, metrics = run_pmap(*dcgan_pair(parallel.AXIS_NAME, d_norm), config, data,
                                  (28, 28, 1))
   assert_replicas_identical(replicated)
-  single, history = run_single(*dcgan_pair(d_norm="layer"), config, data, (28, 28, 1))
+  single, history = run_single(*dcgan_pair(d_norm=d_norm), config, data, (28, 28, 1))
   pmapped = parallel.unreplicate(replicated)
   chex.assert_trees_all_close(pmapped.generator.batch_stats, single.generator.batch_stats,
                               rtol=1e-3, atol=1e-5)
@@ -325,6 +328,7 @@ def test_a_batch_that_does_not_split_into_critic_batches_is_named():
 
 @pytest.mark.parametrize("settings, message", [
     (dict(loss="nonsaturating"), "loss must be one of hinge, .*, got 'nonsaturating'"),
+    (dict(loss=3), "loss must be a name or a losses.GANLoss, got 3"),
     (dict(n_critic=0), "n_critic must be positive, got 0"),
     (dict(gradient_penalty=-10.0), r"gradient_penalty must be >= 0 \(0: off\), got -10.0"),
     (dict(r1_penalty=-1.0), "r1_penalty must be >= 0"),
@@ -333,6 +337,31 @@ def test_a_batch_that_does_not_split_into_critic_batches_is_named():
 def test_a_step_config_out_of_range_is_refused(settings, message):
   with pytest.raises(ValueError, match=message):
     train_step.StepConfig(**settings)
+
+
+def test_a_loss_of_your_own_trains_as_the_named_one_of_the_same_functions():
+  g, d = mlp_gan()
+  real = toy_batches(1, 16)[0]
+  own = losses.GANLoss(losses.hinge_discriminator_loss, losses.hinge_generator_loss)
+  states = [jax.jit(train_step.make_train_step(g, d, train_step.StepConfig(loss=loss)))(
+      init(g, d, (2,)), real)[0] for loss in ("hinge", own)]
+  chex.assert_trees_all_equal(leaves(states[0]), leaves(states[1]))
+
+
+class UndeclaredDiscriminator(nn.Module):
+  """A discriminator that does not say whether its logits mix the samples of a batch."""
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    return nn.Dense(1)(x)[:, 0]
+
+
+def test_the_penalties_need_a_discriminator_that_declares_it_scores_samples_on_their_own():
+  g, _ = mlp_gan()
+  config = train_step.StepConfig(r1_penalty=1.0)
+  with pytest.raises(ValueError, match="UndeclaredDiscriminator.* does not say whether"):
+    train_step.make_train_step(g, UndeclaredDiscriminator(), config)
+  train_step.make_train_step(g, UndeclaredDiscriminator(), train_step.StepConfig())  # no penalty
 
 
 def test_a_packing_discriminator_is_built_with_one_pack_by_default():

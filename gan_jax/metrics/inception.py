@@ -290,12 +290,16 @@ def convert_pytorch_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:
   for name, value in state_dict.items():
     if name.endswith(_SKIPPED_PYTORCH):
       continue
-    *modules, layer, tensor = name.split(".")
-    if (layer, tensor) not in _FROM_PYTORCH:
+    parts = name.split(".")
+    if tuple(parts[-2:]) not in _FROM_PYTORCH:
       raise UsageError(f"unexpected tensor {name!r} in the state dict; pass pytorch-fid's "
                        "pt_inception-2015-12-05-6726825d.pth")
+    *modules, layer, tensor = parts
     collection, variable, axes = _FROM_PYTORCH[(layer, tensor)]
     array = np.asarray(value, np.float32)
+    if axes and array.ndim != len(axes):
+      raise UsageError(f"tensor {name!r} has shape {array.shape}, not that of pytorch-fid's "
+                       "FID Inception; pass pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
     flat[(collection, *modules, layer, variable)] = array.transpose(axes) if axes else array
   variables = traverse_util.unflatten_dict(flat)
   check_variables(variables, variables_template(), "the state dict is not pytorch-fid's FID "

@@ -5,8 +5,9 @@ transposed conv, BN, ReLU], halving the channels -> 4x4 stride-2 transposed conv
 Discriminator: 4x4 stride-2 conv + LeakyReLU(0.2) -> (n - 1) x [4x4 stride-2 conv, BN,
 LeakyReLU(0.2)], doubling the channels -> base x base valid conv -> one logit. No pooling, no
 fully connected hidden layers, no biases before batch norm, N(0, 0.02) weights. The
-discriminator's batch norm can be swapped for a per-image layer norm, or none (``D_NORMS``): the
-gradient penalty and R1 need a discriminator that scores each image on its own.
+discriminator's batch norm can be swapped for a per-image layer norm, for spectral normalization of
+every layer's weights instead (Miyato et al. 2018), or for none (``D_NORMS``): the gradient penalty
+and R1 need a discriminator that scores each image on its own.
 
 ``base`` is 4 for resolutions 32 and 64 (n = 3, 4) and 7 for 28 (n = 2). The projection is a
 dense layer with the same weights as PyTorch's 4x4 stride-1 transposed conv on a 1x1 input, so
@@ -23,7 +24,7 @@ from gan_jax.models import layers
 
 Array = jax.Array
 RESOLUTIONS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # resolution -> (base, resampling layers)
-D_NORMS = ("batch", "layer", "none")
+D_NORMS = ("batch", "layer", "spectral", "none")
 
 
 def resolution_layout(resolution: int):
@@ -103,8 +104,11 @@ class Discriminator(nn.Module):
     axis_name: pmap axis for cross-replica batch norm, or None.
     dtype: operand dtype of the matrix products (bfloat16 for mixed precision); they accumulate
       in float32, and params, normalization and activations stay float32.
-    normalization: of the hidden layers, one of ``D_NORMS``: "batch" (the reference; in training
-      an image's logit depends on the rest of its batch), "layer" (per image) or "none".
+    normalization: one of ``D_NORMS``: of the hidden layers "batch" (the reference; in training
+      an image's logit depends on the rest of its batch) or "layer" (per image); "spectral"
+      divides every layer's kernel, as a ``(kh * kw * in, out)`` matrix, by its largest singular
+      value (``flax.linen.SpectralNorm``: one power iteration per training call, its vectors in
+      ``batch_stats``); or "none".
   """
   resolution: int = 32
   width: int = 64
@@ -125,14 +129,20 @@ class Discriminator(nn.Module):
       raise ValueError(f"unknown normalization {self.normalization!r}; choose one of "
                        f"{', '.join(D_NORMS)}")
     base, n_down = resolution_layout(self.resolution)
+
+    def conv(layer: nn.Module, x: Array) -> Array:  # its kernel spectrally normalized or not
+      if self.normalization == "spectral":
+        return nn.SpectralNorm(layer)(x, update_stats=train)
+      return layer(x)
+
     features = self.width
-    x = nn.leaky_relu(layers.DownConv(features, self.conv_method, self.dtype)(x), 0.2)
+    x = nn.leaky_relu(conv(layers.DownConv(features, self.conv_method, self.dtype), x), 0.2)
     for _ in range(n_down - 1):
       features *= 2
-      x = layers.DownConv(features, self.conv_method, self.dtype)(x)
+      x = conv(layers.DownConv(features, self.conv_method, self.dtype), x)
       if self.normalization == "batch":
         x = _batch_norm(train, self.axis_name)(x)
       elif self.normalization == "layer":
         x = _layer_norm()(x)
       x = nn.leaky_relu(x, 0.2)
-    return layers.WholeImageConv(1, self.dtype)(x)[:, 0]
+    return conv(layers.WholeImageConv(1, self.dtype), x)[:, 0]

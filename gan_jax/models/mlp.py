@@ -73,6 +73,7 @@ class MLPDiscriminator(nn.Module):
   activation: str = "leaky_relu"
   spectral_norm: bool = False
   packing: int = 1
+  scores_examples_independently = True  # each pack's logit depends on that pack only
 
   def _dense(self, features: int, x: Array, train: bool) -> Array:
     layer = nn.Dense(features)
