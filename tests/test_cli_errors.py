@@ -74,7 +74,8 @@ def test_an_attempt_that_died_before_its_first_checkpoint_fixes_no_flag(tmp_path
 @pytest.mark.parametrize("contents, message", [
     ({"metrics.jsonl": "{}\n", "metrics.json": "{}"}, "holds metrics.jsonl of another kind of run"),
     ({"final_samples.npy": ""}, "holds final_samples.npy of another kind of run"),
-    ({"config.json": "{not json", "metrics.jsonl": ""}, "cannot read .*config.json as a run's configuration"),
+    ({"config.json": "{not json", "metrics.jsonl": ""},
+     "cannot read .*config.json as a run's configuration"),
     ({"config.json": "[1, 2]"}, "config.json holds no run's configuration"),
     ({"checkpoints": "a file"}, "checkpoints is a file, where the run keeps its checkpoints"),
     ({"samples": "a file"}, "samples is a file"),
