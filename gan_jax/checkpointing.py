@@ -68,16 +68,16 @@ class Checkpointer:
 
   def save(self, step: int, state: PyTree, record: dict, wait: bool = False) -> None:
     """Starts saving ``state`` and the JSON-able ``record`` as ``step`` (in the background unless
-    ``wait``); a step that is already saved is left as it is. ValueError for a step older than
-    the newest saved one (orbax would skip it without a word; see ``replace``)."""
+    ``wait``, which also waits for a save of ``step`` already under way); a step that is already
+    saved is left as it is. ValueError for a step older than the newest saved one (orbax would
+    skip it without a word; see ``replace``)."""
     self._check_writable()
     steps = self.all_steps()
-    if step in steps:
-      return
-    if steps and step < steps[-1]:
-      raise ValueError(f"step {step} is older than the newest checkpoint in {self.directory}, "
-                       f"{steps[-1]}")
-    self._start_save(step, state, record)
+    if step not in steps:
+      if steps and step < steps[-1]:
+        raise ValueError(f"step {step} is older than the newest checkpoint in "
+                         f"{self.directory}, {steps[-1]}")
+      self._start_save(step, state, record)
     if wait:
       self.wait()
 

@@ -17,6 +17,7 @@ returns normally, with the signal's name as the summary's ``preempted``.
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import time
@@ -36,7 +37,7 @@ from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.preemption import Preemption
-from gan_jax.run_log import RunLog, read_metrics, write_json
+from gan_jax.run_log import RunLog, read_metrics, write_file, write_json
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
@@ -217,12 +218,13 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   if os.path.isdir(checkpoints):  # a resume writes there too
     make_writable_dir(checkpoints)
   saved = read_saved_config(workdir)
+  resumable = os.path.isdir(checkpoints) and bool(checkpointing.saved_steps(checkpoints))
   outputs = [name for name in ("metrics.jsonl", "final_samples.npy")
              if os.path.exists(os.path.join(workdir, name))]
-  require(saved is not None or not outputs, f"--workdir={workdir} holds {' and '.join(outputs)} "
-          "of another kind of run (it has no config.json of this training loop); use a new "
-          "--workdir")
-  if saved is not None and os.path.isdir(checkpoints) and checkpointing.saved_steps(checkpoints):
+  require(saved is not None or resumable or not outputs, f"--workdir={workdir} holds "
+          f"{' and '.join(outputs)} of another kind of run (it has neither config.json nor "
+          "checkpoints of this training loop); use a new --workdir")
+  if saved is not None and resumable:
     for name in RESUME_FIXED:
       if name in saved and saved[name] != getattr(config, name):
         raise UsageError(
@@ -526,7 +528,12 @@ class _Run:
                       ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
                       ", ".join(f"{k}={new}" for k, (_, new) in changed.items()))
       self.best_fid = np.inf
-    self.nonfinite_run, self.last_metrics, self.evaluation = 0, {}, (None, {})
+    self.nonfinite_run, self.last_metrics = 0, {}
+    # A run killed while writing its final outputs scored its last step already: once is enough.
+    scored = [row for row in read_metrics(workdir) if row["step"] == self.start_step
+              and "fid" in row]
+    self.evaluation = ((self.start_step, {k: v for k, v in scored[-1].items() if k != "step"})
+                       if scored else (None, {}))
 
   @property
   def final_samples_path(self) -> str:
@@ -552,17 +559,26 @@ class _Run:
     self.checkpoints.save(step, self.host_state(), self.record(step), wait=wait)
     return True
 
-  def evaluate(self, step: int) -> dict:
-    """Scores the samples of ``step`` (once: a repeated call returns the same results)."""
+  def scheduled(self, step: int) -> bool:
+    """Whether an uninterrupted run scores ``step``: every ``eval_every_steps`` and the last."""
+    every = self.config.eval_every_steps
+    return step == self.config.num_steps or bool(every and step % every == 0)
+
+  def evaluate(self, step: int, samples: Optional[np.ndarray] = None) -> dict:
+    """Scores the samples of ``step`` (once: a repeated call returns the same results), given
+    or drawn. Only a scheduled step may replace best/: a score at the step where a time budget
+    stopped the run, which a run without the stop would not have, must not take it."""
     if self.evaluation[0] == step:
       return self.evaluation[1]
-    results = self.evaluator(self.samples(1, self.config.num_final_samples))
+    if samples is None:
+      samples = self.samples(1, self.config.num_final_samples)
+    results = self.evaluator(samples)
     self.evaluation = (step, results)
     self.log.write(step, results)
     logging.info("step %d evaluation (real-vs-real floor in brackets): %s", step, ", ".join(
         f"{k} {v:.4g} ({results['real_' + k]:.4g})" for k, v in results.items()
         if "real_" + k in results and not k.endswith("_std")))
-    improved = "fid" in results and results["fid"] < self.best_fid
+    improved = "fid" in results and results["fid"] < self.best_fid and self.scheduled(step)
     if jax.process_count() > 1:  # all processes replace best/ or none (its saves are collective)
       improved = bool(multihost_utils.broadcast_one_to_all(np.int32(improved)))
     if improved:
@@ -590,23 +606,27 @@ class _Run:
           f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
-  def periodic_work(self, step: int) -> None:
-    """The sample grid, checkpoint and evaluation due at ``step``, off the progress clock."""
+  def periodic_work(self, step: int, metrics) -> bool:
+    """The sample grid, evaluation and checkpoint due at ``step``, off the progress clock;
+    False if none is due. The checkpoint comes last, after the step's metrics row: a run resumed
+    from it starts at the next step, so it must find every output of this one written."""
     config = self.config
     grid = self.primary and config.sample_every_steps and step % config.sample_every_steps == 0
     checkpoint = step % config.checkpoint_every_steps == 0
     evaluate = (self.evaluator is not None and config.eval_every_steps
                 and step % config.eval_every_steps == 0)
     if not (grid or checkpoint or evaluate):
-      return
+      return False
+    self.handle_metrics(step, metrics)
     jax.block_until_ready(self.state)  # the step itself stays on the clock
     with self.log.off_the_clock():
       if grid:
         write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
-      if checkpoint:
-        self.save(step)
       if evaluate:
         self.evaluate(step)
+      if checkpoint:
+        self.save(step)
+    return True
 
   def train(self, preemption: Preemption) -> dict:
     config, step = self.config, self.start_step
@@ -634,8 +654,7 @@ class _Run:
         self.log.restart_clock(step)
       if pending is not None:
         self.handle_metrics(*pending)
-      pending = (step, metrics)
-      self.periodic_work(step)
+      pending = None if self.periodic_work(step, metrics) else (step, metrics)
     if pending is not None:
       self.handle_metrics(*pending, last=True)
     saved = self.save(step, wait=True)
@@ -656,15 +675,16 @@ class _Run:
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
                    "continue", config.max_train_minutes, step, config.num_steps)
-    if self.primary:
-      final = self.samples(1, config.num_final_samples)
-      np.save(self.final_samples_path, final.astype(np.float32))
-      plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
+    final = self.samples(1, config.num_final_samples)
     if self.evaluator:
-      summary.update(self.evaluate(step))
-    if self.primary:
+      summary.update(self.evaluate(step, final))
+    if self.primary:  # final_samples.npy last and whole: it marks a finished run
+      plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
       plotting.plot_curves(read_metrics(self.workdir), plotting.TRAINING_CURVES,
                            os.path.join(self.workdir, "curves.png"))
+      npy = io.BytesIO()
+      np.save(npy, final.astype(np.float32))
+      write_file(self.final_samples_path, npy.getvalue())
     return summary
 
   def close(self) -> None:

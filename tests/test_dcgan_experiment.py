@@ -257,3 +257,61 @@ def test_best_checkpoint_across_a_resume_from_before_it(tmp_path, monkeypatch, r
   step, record = checkpoints.latest_record()
   checkpoints.close()
   assert (step, record["fid"]) == best and os.listdir(tmp_path / "best") == [str(best[0])]
+
+
+def scripted_evaluator(monkeypatch, fids):
+  """Evaluations that return the given FIDs in turn (and fail if called once more)."""
+  fids = iter(fids)
+  monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
+      lambda samples: {"fid": next(fids), "real_fid": 0.0}))
+
+
+def test_every_output_of_a_step_is_written_before_its_checkpoint(tmp_path, monkeypatch):
+  """A run resumed from checkpoint s starts at s + 1, so s's metrics row, score and sample grid
+  must be on disk when s's checkpoint starts (a SIGKILL during the save lost them)."""
+  scripted_evaluator(monkeypatch, [5.0, 3.0])
+  written = {}
+  save = trainer._Run.save
+
+  def recording_save(run, step, wait=False):
+    rows = trainer.read_metrics(str(tmp_path))
+    written[step] = ({r["step"] for r in rows if "d_loss" in r},
+                     {r["step"] for r in rows if "fid" in r},
+                     sorted(os.listdir(tmp_path / "samples")))
+    return save(run, step, wait)
+
+  monkeypatch.setattr(trainer._Run, "save", recording_save)
+  config = config_from(None, "--eval_every_steps=2", "--resolution=28")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert written[2] == ({2}, {2}, ["step_000002.png"])
+  assert written[4] == ({2, 4}, {2, 4}, ["step_000002.png", "step_000004.png"])
+
+
+def test_a_run_killed_while_writing_its_final_outputs_writes_them_once_more(tmp_path,
+                                                                            monkeypatch):
+  """final_samples.npy is written last, whole: without it the rerun writes every final output
+  again, the same, without scoring the last step twice."""
+  scripted_evaluator(monkeypatch, [5.0, 3.0])  # a second score of step 4 would raise
+  config = config_from(None, "--eval_every_steps=2", "--resolution=28")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  first = np.load(tmp_path / "final_samples.npy")
+  rows = trainer.read_metrics(str(tmp_path))
+  os.remove(tmp_path / "final_samples.npy")  # what a SIGKILL while writing it leaves
+  (tmp_path / "final_grid.png").write_bytes(b"")
+  summary = trainer.train_and_evaluate(config, str(tmp_path))
+  assert summary["fid"] == 3.0 and trainer.read_metrics(str(tmp_path)) == rows
+  np.testing.assert_array_equal(np.load(tmp_path / "final_samples.npy"), first)
+  assert os.path.getsize(tmp_path / "final_grid.png") > 0
+  assert os.listdir(tmp_path / "best") == ["4"]
+
+
+def test_a_score_where_a_time_budget_stopped_the_run_does_not_take_best(tmp_path, monkeypatch):
+  """A run without the stop would not score that step: best/ is what it would hold."""
+  scripted_evaluator(monkeypatch, [1.0, 5.0, 4.0])  # step 1 (the stop), then steps 2 and 4
+  config = config_from(None, "--eval_every_steps=2", "--resolution=28", "--sample_every_steps=0")
+  summary = trainer.train_and_evaluate(dataclasses.replace(config, max_train_minutes=1e-9),
+                                       str(tmp_path))
+  assert summary["time_limited"] and summary["step"] == 1 and summary["fid"] == 1.0
+  assert not os.listdir(tmp_path / "best")
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "best") == ["4"]
