@@ -44,7 +44,8 @@ def run_config() -> trainer.TrainConfig:
   """The config of --workdir's run, or one describing --samples' real data."""
   if FLAGS.workdir:
     path = os.path.join(FLAGS.workdir, "config.json")
-    saved = trainer.read_saved_config(FLAGS.workdir)
+    saved = trainer.read_saved_config(FLAGS.workdir, "restore it, or score a file of samples "
+                                      "with --samples")
     cli.require(saved is not None, f"{path} not found: --workdir must be a folder that "
                 "experiments.dcgan trained in")
     try:
@@ -137,8 +138,9 @@ def main(argv):
               "images: pass --eval_extractor=mnist_classifier (gray images) or "
               "--inception_weights=PATH")
   evaluator = trainer.build_evaluator(config, source)
-  cli.require(evaluator is not None, f"{config.dataset} has {len(source)} images, too few to "
-              "score against (see the warning above); pass a larger --dataset")
+  cli.require(evaluator is not None, f"the real images to score against are too few: "
+              f"{min(len(source), config.num_eval_real)} ({config.dataset} has {len(source)}, "
+              f"num_eval_real is {config.num_eval_real}; see the warning above)")
   results = evaluator(samples)
   drawn_by = "" if step is None else f" of checkpoint {step}"
   print(f"{'metric':<16}{'generated':>12}{'real vs real':>14}   ({len(samples)} samples"

@@ -155,6 +155,7 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
 def require_writable_file(path: str, flag: str) -> str:
   """Checks before any work that the file ``flag`` names can be written: ``path`` is not a
   folder, and its folder is made and writable (``make_writable_dir``); UsageError otherwise."""
+  require(path, f"{flag} names no file")
   require(not os.path.isdir(path), f"{flag}={path} is a folder; name a file")
   make_writable_dir(os.path.dirname(path) or ".", flag)
   return path

@@ -235,9 +235,10 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
 RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")
 
 
-def read_saved_config(workdir: str) -> Optional[dict]:
-  """The settings in ``workdir/config.json``, or None if there is none; UsageError if it cannot
-  be read as a run's configuration."""
+def read_saved_config(workdir: str, advice: str = "restore it, or use a new --workdir"
+                      ) -> Optional[dict]:
+  """The settings in ``workdir/config.json``, or None if there is none; UsageError ending in
+  ``advice`` if it cannot be read as a run's configuration."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
@@ -245,10 +246,9 @@ def read_saved_config(workdir: str) -> Optional[dict]:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError) as e:  # a folder, unreadable, not JSON
-    raise UsageError(f"cannot read {path} as a run's configuration ({e}); restore it, or use a "
-                     "new --workdir") from None
+    raise UsageError(f"cannot read {path} as a run's configuration ({e}); {advice}") from None
   require(isinstance(saved, dict), f"{path} holds no run's configuration (a JSON object); "
-          "restore it, or use a new --workdir")
+          f"{advice}")
   return saved
 
 
@@ -528,7 +528,7 @@ class _Run:
                       ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
                       ", ".join(f"{k}={new}" for k, (_, new) in changed.items()))
       self.best_fid = np.inf
-    self.nonfinite_run, self.last_metrics = 0, {}
+    self.nonfinite_run, self.last_metrics, self.last_read, self.logged_step = 0, {}, {}, None
     # A run killed while writing its final outputs scored its last step already: once is enough.
     scored = [row for row in read_metrics(workdir) if row["step"] == self.start_step
               and "fid" in row]
@@ -574,7 +574,6 @@ class _Run:
       samples = self.samples(1, self.config.num_final_samples)
     results = self.evaluator(samples)
     self.evaluation = (step, results)
-    self.log.write(step, results)
     logging.info("step %d evaluation (real-vs-real floor in brackets): %s", step, ", ".join(
         f"{k} {v:.4g} ({results['real_' + k]:.4g})" for k, v in results.items()
         if "real_" + k in results and not k.endswith("_std")))
@@ -586,6 +585,9 @@ class _Run:
       self.checkpoints.wait()  # one background save at a time
       self.best.replace(step, self.host_state(),
                         {**self.record(step), **self.scoring, **results})
+    # The row last: a rerun after a kill before it scores this step again (and reconsiders
+    # best/); a row there means the step's score is complete (see the evaluation cache).
+    self.log.write(step, results)
     return results
 
   def handle_metrics(self, step: int, metrics, last: bool = False) -> None:
@@ -593,11 +595,10 @@ class _Run:
     the ``last`` step of this invocation)."""
     metrics = parallel.unreplicate(metrics) if self.use_pmap else metrics
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    self.last_read = metrics
     self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
     if last or step % self.config.log_every_steps == 0 or step == self.config.num_steps:
-      rate = self.log.progress(step, metrics)  # NaN at the first step: it compiled
-      self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
-      self.last_metrics = metrics
+      self.log_row(step, metrics)
     if self.nonfinite_run >= self.config.max_nonfinite_steps:
       kept = self.checkpoints.latest_step()
       raise RunError(
@@ -606,12 +607,18 @@ class _Run:
           f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
+  def log_row(self, step: int, metrics: dict) -> None:
+    """The metrics row and progress line of ``step``."""
+    rate = self.log.progress(step, metrics)  # NaN at the first step: it compiled
+    self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
+    self.last_metrics, self.logged_step = metrics, step
+
   def periodic_work(self, step: int, metrics) -> bool:
     """The sample grid, evaluation and checkpoint due at ``step``, off the progress clock;
     False if none is due. The checkpoint comes last, after the step's metrics row: a run resumed
     from it starts at the next step, so it must find every output of this one written."""
-    config = self.config
-    grid = self.primary and config.sample_every_steps and step % config.sample_every_steps == 0
+    config = self.config  # what is due must not depend on the process: it times collectives
+    grid = config.sample_every_steps and step % config.sample_every_steps == 0
     checkpoint = step % config.checkpoint_every_steps == 0
     evaluate = (self.evaluator is not None and config.eval_every_steps
                 and step % config.eval_every_steps == 0)
@@ -620,7 +627,7 @@ class _Run:
     self.handle_metrics(step, metrics)
     jax.block_until_ready(self.state)  # the step itself stays on the clock
     with self.log.off_the_clock():
-      if grid:
+      if grid and self.primary:
         write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
       if evaluate:
         self.evaluate(step)
@@ -657,6 +664,8 @@ class _Run:
       pending = None if self.periodic_work(step, metrics) else (step, metrics)
     if pending is not None:
       self.handle_metrics(*pending, last=True)
+    elif step > self.start_step and self.logged_step != step:  # read by periodic work, no row
+      self.log_row(step, self.last_read)
     saved = self.save(step, wait=True)
     # Agreed once more: a signal after the loop's last agreement must stop every process or none.
     wall = time.time() - start_time

@@ -1,6 +1,7 @@
 """Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from typing import Optional
@@ -88,6 +89,18 @@ def test_a_workdir_the_run_cannot_take_over_is_refused_and_kept(tmp_path, conten
   with pytest.raises(UsageError, match=message):
     trainer.prepare_workdir(str(tmp_path), dcgan_runs.config_from(None, *TINY))
   assert {p.name: p.read_text() for p in tmp_path.iterdir()} == contents
+
+
+@pytest.mark.parametrize("path, message", [("", "--output names no file"),
+                                           ("{tmp}", "--output={tmp} is a folder; name a file"),
+                                           ("{tmp}/file/x.json", "cannot write to '{tmp}/file'")])
+def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tmp_path, path,
+                                                                          message):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UsageError, match=re.escape(message.format(tmp=tmp_path))):
+    cli.require_writable_file(path.format(tmp=tmp_path), "--output")
+  assert cli.require_writable_file(str(tmp_path / "new" / "x.json"), "--output")
+  assert (tmp_path / "new").is_dir()
 
 
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
@@ -220,7 +233,7 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: --num_samples=10 but"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--dataset=folder:{tmp}/few",
                               "--eval_extractor=mnist_classifier"],
-     "error: folder:{tmp}/few has 3 images, too few to score against"),
+     "error: the real images to score against are too few: 3 (folder:{tmp}/few has 3"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/garbled"],
      "error: --output={tmp}/garbled is a folder; name a file"),
     ("experiments.convert_inception_weights", ["--input=x.pth", "--output={tmp}/garbled"],

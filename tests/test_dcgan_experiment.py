@@ -305,13 +305,35 @@ def test_a_run_killed_while_writing_its_final_outputs_writes_them_once_more(tmp_
   assert os.listdir(tmp_path / "best") == ["4"]
 
 
+def test_a_kill_while_best_is_saved_at_the_last_step_is_scored_again(tmp_path, monkeypatch):
+  """The score's row comes after best/'s save: without it, the rerun scores the step again and
+  best/ gets it."""
+  scripted_evaluator(monkeypatch, [5.0, 5.0])
+  config = config_from(None, "--resolution=28", "--sample_every_steps=0")  # scored at the end
+  replace = checkpointing.Checkpointer.replace
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt("a SIGKILL while best/ is saved")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "replace", killed)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert not [r for r in trainer.read_metrics(str(tmp_path)) if "fid" in r]
+  monkeypatch.setattr(checkpointing.Checkpointer, "replace", replace)
+  assert trainer.train_and_evaluate(config, str(tmp_path))["fid"] == 5.0
+  assert os.listdir(tmp_path / "best") == ["4"]
+
+
 def test_a_score_where_a_time_budget_stopped_the_run_does_not_take_best(tmp_path, monkeypatch):
-  """A run without the stop would not score that step: best/ is what it would hold."""
+  """A run without the stop would not score that step: best/ is what it would hold. The stop
+  step has its metrics row, though a checkpoint read its metrics off the row schedule."""
   scripted_evaluator(monkeypatch, [1.0, 5.0, 4.0])  # step 1 (the stop), then steps 2 and 4
-  config = config_from(None, "--eval_every_steps=2", "--resolution=28", "--sample_every_steps=0")
+  config = config_from(None, "--eval_every_steps=2", "--resolution=28", "--sample_every_steps=0",
+                       "--checkpoint_every_steps=1", "--log_every_steps=50")
   summary = trainer.train_and_evaluate(dataclasses.replace(config, max_train_minutes=1e-9),
                                        str(tmp_path))
   assert summary["time_limited"] and summary["step"] == 1 and summary["fid"] == 1.0
-  assert not os.listdir(tmp_path / "best")
+  assert np.isfinite(summary["d_loss"]) and not os.listdir(tmp_path / "best")
+  assert [r["step"] for r in trainer.read_metrics(str(tmp_path)) if "d_loss" in r] == [1]
   trainer.train_and_evaluate(config, str(tmp_path))
   assert os.listdir(tmp_path / "best") == ["4"]

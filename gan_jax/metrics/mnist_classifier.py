@@ -5,8 +5,8 @@ GANs are usually scored with a classifier trained on MNIST itself: its penultima
 stand in for the Inception pool3 features (FID, KID, precision/recall) and its softmax for the
 Inception classes (Inception Score, at most 10 here). Numbers from different classifiers are not
 comparable; the shipped weights (``weights/mnist_classifier.msgpack``, trained by :func:`train`
-through ``python -m experiments.train_classifier`` on 4,500 of the embedded digits, accuracy on
-the other 500 in ``weights/mnist_classifier.json``) fix one for this project.
+through ``python -m experiments.train_classifier --output=...`` on 4,500 of the embedded
+digits, accuracy on the other 500 in ``weights/mnist_classifier.json``) fix one for this project.
 """
 import dataclasses
 import os
@@ -195,7 +195,8 @@ def load_mnist_classifier(path: str = WEIGHTS_PATH, batch_size: int = 500) -> Fe
   if not os.path.isfile(path):
     raise cli.UsageError(f"MNIST classifier weights {path!r} not found; train them with "
                      f"`python -m experiments.train_classifier --output={path}`")
-  retrain = f"retrain them with `python -m experiments.train_classifier --output={path}`"
+  retrain = ("retrain them with `python -m experiments.train_classifier "
+             f"--output={path} --overwrite`")
   with open(path, "rb") as f:
     try:
       variables = serialization.msgpack_restore(f.read())
