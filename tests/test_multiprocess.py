@@ -8,6 +8,8 @@ reach the same parameters and samples. A signal to one of the processes stops bo
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -161,3 +163,43 @@ def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_ea
                        "every process stopped"]
   assert len(errors[1]) == 1 and "is not the folder process 0 writes to" in errors[1][0]
   assert not (tmp_path / "host0" / "checkpoints" / "2").exists()
+
+
+# experiments.dcgan with every step reported non-finite (its update kept)
+NONFINITE_STEPS = """
+import jax.numpy as jnp
+from gan_jax import cli, train_step
+make = train_step.make_train_step
+def make_nonfinite(*args, **kwargs):
+  step = make(*args, **kwargs)
+  def nonfinite_step(state, batch):
+    state, metrics = step(state, batch)
+    return state, dict(metrics, nonfinite=jnp.ones_like(metrics["nonfinite"]))
+  return nonfinite_step
+train_step.make_train_step = make_nonfinite
+from experiments import dcgan
+cli.run(dcgan.main)
+"""
+
+
+@pytest.mark.slow
+def test_a_nonfinite_stop_at_a_sample_grid_step_stops_both_processes_with_one_line(tmp_path):
+  """Process 0 alone writes the grids, but every process must read a grid step's metrics at
+  once: when process 0 found the stop there and the other read it a step later, both hung."""
+  address = f"127.0.0.1:{free_port()}"
+  args = [*ARGS, f"--workdir={tmp_path}", "--max_nonfinite_steps=1", "--sample_every_steps=1",
+          "--checkpoint_every_steps=1000", "--log_every_steps=1000", "--num_steps=50",
+          "--distributed", f"--coordinator_address={address}", "--num_processes=2"]
+  processes = [subprocess.Popen([sys.executable, "-c", NONFINITE_STEPS, *args,
+                                 f"--process_id={i}"], cwd=dcgan_runs.ROOT, env=devices_env(1),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(2)]
+  try:
+    outputs = [process.communicate(timeout=120)[0] for process in processes]  # a hang guard
+  finally:
+    for process in processes:
+      process.kill()
+  assert [p.returncode for p in processes] == [1, 1], outputs
+  for output in outputs:
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: 1 steps in a row up to step 1 "), output
