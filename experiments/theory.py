@@ -91,7 +91,7 @@ def validate(config: TheoryConfig) -> None:
                                 "gan_d_learning_rate"))
   require(config.gan_steps % config.gan_log_every_steps == 0, f"--gan_steps={config.gan_steps} is "
           f"not a multiple of --gan_log_every_steps={config.gan_log_every_steps}")
-  require(0 <= config.seed < 2**32, f"--seed must be in [0, {2**32 - 1}], got {config.seed}")
+  cli.require_seed(config.seed)
   require(0 <= config.gan_warmup_steps <= config.gan_steps, f"--gan_warmup_steps must be in "
           f"[0, --gan_steps={config.gan_steps}], got {config.gan_warmup_steps}")
 

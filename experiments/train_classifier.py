@@ -36,7 +36,7 @@ def validate(config: mnist_classifier.TrainConfig, train_examples: int) -> None:
   cli.require(1 <= config.batch_size <= train_examples, f"--batch_size must be in [1, "
               f"{train_examples}] (the training digits), got {config.batch_size}")
   cli.require(config.max_shift >= 0, f"--max_shift must be >= 0, got {config.max_shift}")
-  cli.require(0 <= config.seed < 2**32, f"--seed must be in [0, {2**32 - 1}], got {config.seed}")
+  cli.require_seed(config.seed)
 
 
 def main(argv):

@@ -128,9 +128,14 @@ def require_gan_settings(config: Any) -> None:
   for name in ("beta1", "beta2"):
     require(0.0 <= getattr(config, name) < 1.0,
             f"--{name} must be in [0, 1), got {getattr(config, name)}")
-  seeds = getattr(config, "num_seeds", 1)  # runs seed, seed + 1, ...: 32-bit key seeds
-  require(0 <= config.seed and config.seed + seeds <= 2**32, f"--seed must be in [0, "
-          f"{2**32 - seeds}]{f' with --num_seeds={seeds}' if seeds > 1 else ''}, got {config.seed}")
+  require_seed(config.seed, getattr(config, "num_seeds", 1))
+
+
+def require_seed(seed: int, runs: int = 1) -> None:
+  """Raises ``UsageError`` unless ``--seed`` and the ``runs - 1`` seeds after it (runs seed,
+  seed + 1, ...) are 32-bit key seeds."""
+  require(0 <= seed and seed + runs <= 2**32, f"--seed must be in [0, {2**32 - runs}]"
+          f"{f' with --num_seeds={runs}' if runs > 1 else ''}, got {seed}")
 
 
 def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") -> None:

@@ -590,14 +590,14 @@ class _Run:
     self.log.write(step, results)
     return results
 
-  def handle_metrics(self, step: int, metrics, last: bool = False) -> None:
-    """Reads one step's metrics: non-finite accounting, metrics row, progress line (always for
-    the ``last`` step of this invocation)."""
+  def handle_metrics(self, step: int, metrics) -> None:
+    """Reads one step's metrics: non-finite accounting, and on the row schedule (and at
+    ``num_steps``) the metrics row and progress line; ``train`` logs the step it stopped at."""
     metrics = parallel.unreplicate(metrics) if self.use_pmap else metrics
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     self.last_read = metrics
     self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
-    if last or step % self.config.log_every_steps == 0 or step == self.config.num_steps:
+    if step % self.config.log_every_steps == 0 or step == self.config.num_steps:
       self.log_row(step, metrics)
     if self.nonfinite_run >= self.config.max_nonfinite_steps:
       kept = self.checkpoints.latest_step()
@@ -663,8 +663,8 @@ class _Run:
         self.handle_metrics(*pending)
       pending = None if self.periodic_work(step, metrics) else (step, metrics)
     if pending is not None:
-      self.handle_metrics(*pending, last=True)
-    elif step > self.start_step and self.logged_step != step:  # read by periodic work, no row
+      self.handle_metrics(*pending)
+    if step > self.start_step and self.logged_step != step:  # the step it stopped at: a row
       self.log_row(step, self.last_read)
     saved = self.save(step, wait=True)
     # Agreed once more: a signal after the loop's last agreement must stop every process or none.
@@ -684,7 +684,8 @@ class _Run:
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
                    "continue", config.max_train_minutes, step, config.num_steps)
-    final = self.samples(1, config.num_final_samples)
+    final = (self.samples(1, config.num_final_samples) if self.primary or self.evaluator
+             else None)
     if self.evaluator:
       summary.update(self.evaluate(step, final))
     if self.primary:  # final_samples.npy last and whole: it marks a finished run
