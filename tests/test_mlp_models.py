@@ -56,3 +56,18 @@ def test_spectral_norm_divides_each_kernel_by_its_largest_singular_value():
   logits = critic.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
   np.testing.assert_allclose(logits, forward_by_hand(params, np.float64(x), exact), rtol=1e-4,
                              atol=1e-6)
+
+
+
+def test_every_layer_product_asks_for_full_float32_precision():
+  """On TPUs and recent GPUs a default-precision float32 product rounds its operands (bfloat16,
+  TF32), which would blur the toy modes (std 0.01); the players' layers ask for HIGHEST. (The
+  power iteration of spectral norm, an estimate, keeps flax's default.)"""
+  z = jnp.zeros((4, 2))
+  precisions = []
+  for model in (mlp.MLPGenerator(latent_dim=2, output_dim=2), mlp.MLPDiscriminator()):
+    variables = model.init(jax.random.PRNGKey(0), z)
+    program = jax.make_jaxpr(lambda v: model.apply(v, z))(variables)
+    precisions += [eqn.params["precision"] for eqn in program.jaxpr.eqns
+                   if eqn.primitive.name == "dot_general"]
+  assert precisions == [(jax.lax.Precision.HIGHEST,) * 2] * 8
