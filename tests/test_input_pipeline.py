@@ -96,6 +96,17 @@ def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
   np.testing.assert_allclose(batch[0], 200 / 127.5 - 1, atol=1e-6)
 
 
+def test_a_folder_batch_decoded_by_threads_is_in_the_order_asked_for(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(24):  # distinct sizes and contents, so any mix-up shows
+    Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), np.uint8)).save(tmp_path / f"{i}.png")
+  source = input_pipeline.make_source(f"folder:{tmp_path}", 16, 3)
+  order = rng.permutation(24)
+  one_by_one = [input_pipeline.fit_image(input_pipeline.read_image(source.files[i]), 16, 3)
+                for i in order]
+  np.testing.assert_array_equal(source[order], np.stack(one_by_one))
+
+
 @pytest.mark.parametrize("dataset, message", [
     ("imagenet", "unknown --dataset"),
     ("folder:/no/such/folder", "does not exist"),

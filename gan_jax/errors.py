@@ -1,0 +1,13 @@
+"""The two errors a command reports as one ``error:`` line (``gan_jax.cli.run``).
+
+They live apart from ``gan_jax.cli`` so that library modules can raise them without importing
+the command-line layer (which defines absl flags on import).
+"""
+
+
+class UsageError(Exception):
+  """An error in the user's input (flags, data, workdir) that the user can fix."""
+
+
+class RunError(Exception):
+  """A run that cannot go on (e.g. diverged); the message says what was kept and what to try."""
