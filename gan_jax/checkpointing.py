@@ -25,7 +25,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from gan_jax import parallel, run_log
-from gan_jax.cli import RunError, UsageError
+from gan_jax.errors import RunError, UsageError
 
 # How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
 # as a ValueError carrying the status code.
@@ -58,7 +58,8 @@ class Checkpointer:
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "record": ocp.JsonCheckpointHandler()})
 
-  def all_steps(self):
+  def all_steps(self) -> list:
+    """The saved steps, oldest first."""
     return sorted(self._manager.all_steps())
 
   def latest_step(self) -> Optional[int]:

@@ -21,16 +21,9 @@ from typing import Any, Callable, Sequence, Type, Union
 from absl import app, flags, logging
 
 from gan_jax import train_step
+from gan_jax.errors import RunError, UsageError  # pylint: disable=unused-import
 
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
-
-
-class UsageError(Exception):
-  """An error in the user's input (flags, data, workdir) that the user can fix."""
-
-
-class RunError(Exception):
-  """A run that cannot go on (e.g. diverged); the message says what was kept and what to try."""
 
 
 class _QuietLibraries:
@@ -114,6 +107,13 @@ def require_positive(config: Any, names: Sequence[str]) -> None:
   """Raises ``UsageError`` naming the first of the ``config`` fields ``names`` that is not > 0."""
   for name in names:
     require(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+
+
+def require_one_of(config: Any, name: str, choices: Sequence[Any]) -> None:
+  """Raises ``UsageError`` unless the ``config`` field ``name`` is one of ``choices``."""
+  value = getattr(config, name)
+  require(value in choices, f"--{name} must be one of {', '.join(map(str, choices))}, got "
+          f"{value!r}")
 
 
 def require_gan_settings(config: Any) -> None:

@@ -10,6 +10,7 @@ losses of steps whose updates were skipped, a reverse KL without high-quality sa
 as ``null``; ``read_metrics`` (and ``checkpointing``, for checkpoint records) read it back as NaN.
 """
 import contextlib
+import io
 import json
 import logging as std_logging
 import math
@@ -21,7 +22,7 @@ import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
-from gan_jax.cli import RunError, UsageError
+from gan_jax.errors import RunError, UsageError
 
 # Non-finite metrics are logged on purpose (they are counted and acted on); no warning per value.
 std_logging.getLogger("tensorboardX.x2num").setLevel(std_logging.ERROR)
@@ -79,6 +80,13 @@ def write_file(path: str, content: Union[str, bytes]) -> None:
 def write_json(path: str, data) -> None:
   """Writes ``data`` as indented JSON, whole or not at all (``write_file``)."""
   write_file(path, to_json(data, indent=2))
+
+
+def write_npy(path: str, array: np.ndarray) -> None:
+  """Writes ``array`` as a ``.npy`` file, whole or not at all (``write_file``)."""
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  write_file(path, buffer.getvalue())
 
 
 def read_metrics(workdir: str) -> list:

@@ -296,3 +296,18 @@ def test_a_reference_that_prints_no_json_result_is_one_run_error():
   for printed in ("print('done')", "pass", "print('[1]')"):
     with pytest.raises(cli.RunError, match="it .* printed no JSON object last, but"):
       commands.last_json_line(script + [printed], "it")
+
+
+def test_the_library_defines_no_command_line_flags_on_import():
+  """Research code with absl flags of its own (say a --verbose) imports the library without a
+  DuplicateFlagError: only gan_jax.cli and the modules that build commands define flags."""
+  library = ["losses", "theory", "train_step", "train_state", "parallel", "input_pipeline",
+             "checkpointing", "run_log", "plotting", "metrics", "metrics.evaluation",
+             "metrics.inception", "models.dcgan", "models.mlp"]
+  script = ("import importlib; from absl import flags, logging; import orbax.checkpoint; "
+            "before = set(flags.FLAGS); "  # absl's logging flags and orbax's are theirs
+            f"[importlib.import_module('gan_jax.' + m) for m in {library!r}]; "
+            "print(sorted(set(flags.FLAGS) - before))")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ from typing import Dict
 
 import numpy as np
 
-from gan_jax.cli import UsageError
+from gan_jax.errors import UsageError
 from gan_jax.metrics._frechet import fid_from_features
 from gan_jax.metrics._inception_score import inception_score
 from gan_jax.metrics._kernel import kernel_distance

@@ -4,7 +4,7 @@ from typing import Any, Callable, Tuple
 import jax
 import numpy as np
 
-from gan_jax.cli import UsageError
+from gan_jax.errors import UsageError
 
 ApplyFn = Callable[[Any, jax.Array], Tuple[jax.Array, jax.Array]]
 """``(variables, images (B, H, W, C) in [-1, 1]) -> (features (B, D), logits (B, K))``."""

@@ -29,7 +29,7 @@ import numpy as np
 from flax import traverse_util
 from jax import lax
 
-from gan_jax.cli import UsageError
+from gan_jax.errors import UsageError
 from gan_jax.metrics.extractor import FeatureExtractor, check_variables
 
 Array = jax.Array

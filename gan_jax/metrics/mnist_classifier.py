@@ -23,6 +23,7 @@ from flax.training import train_state
 from jax import lax
 
 from gan_jax import cli, input_pipeline
+from gan_jax.errors import UsageError
 from gan_jax.metrics.extractor import FeatureExtractor, check_variables
 
 Array = jax.Array
@@ -73,7 +74,8 @@ def classifier_inputs(images: Array) -> Array:
   cropped; any other size was resized, and is resized back (bilinear, antialiased).
   """
   if images.shape[-1] == 3:
-    images = images @ jnp.array([0.299, 0.587, 0.114], images.dtype)[:, None]
+    images = jnp.matmul(images, jnp.array([0.299, 0.587, 0.114], images.dtype)[:, None],
+                        precision=jax.lax.Precision.HIGHEST)
   n, height, width, _ = images.shape
   pad = input_pipeline.border(RESOLUTION, height) if height == width else None
   if pad is not None:
@@ -193,7 +195,7 @@ def load_mnist_classifier(path: str = WEIGHTS_PATH, batch_size: int = 500) -> Fe
     UsageError: if the file is missing or does not hold this network's weights.
   """
   if not os.path.isfile(path):
-    raise cli.UsageError(f"MNIST classifier weights {path!r} not found; train them with "
+    raise UsageError(f"MNIST classifier weights {path!r} not found; train them with "
                      f"`python -m experiments.train_classifier --output={path}`")
   retrain = ("retrain them with `python -m experiments.train_classifier "
              f"--output={path} --overwrite`")
@@ -201,7 +203,7 @@ def load_mnist_classifier(path: str = WEIGHTS_PATH, batch_size: int = 500) -> Fe
     try:
       variables = serialization.msgpack_restore(f.read())
     except Exception as e:  # msgpack raises several types for corrupt data
-      raise cli.UsageError(f"cannot read {path!r} ({type(e).__name__}); {retrain}") from None
+      raise UsageError(f"cannot read {path!r} ({type(e).__name__}); {retrain}") from None
   check_variables(variables, jax.eval_shape(init_variables, jax.random.key(0)),
                   f"{path!r} does not hold MnistClassifier weights", retrain)
   return FeatureExtractor(_apply, jax.tree.map(jnp.asarray, variables), batch_size)
