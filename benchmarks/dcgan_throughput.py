@@ -76,6 +76,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def build_step():
+  """The experiment's config, initial state and jitted train step for the flags, and one fixed
+  batch of uniform noise images ``(batch_size, resolution, resolution, channels)``."""
   config = trainer.TrainConfig(resolution=FLAGS.resolution, channels=FLAGS.channels,
                                g_width=FLAGS.width, d_width=FLAGS.width,
                                batch_size=FLAGS.batch_size, conv_method=FLAGS.conv_method,
@@ -90,6 +92,8 @@ def build_step():
 
 
 def time_ours(state, step, real):
+  """Runs ``--warmup`` steps, then times ``--steps`` whole steps; returns the state and
+  images/s."""
   for _ in range(FLAGS.warmup):
     state, _ = step(state, real)
   jax.block_until_ready(state)  # the metrics come from the same program
@@ -101,6 +105,8 @@ def time_ours(state, step, real):
 
 
 def time_torch(same_malloc: bool) -> dict:
+  """The PyTorch reference's JSON result for the same settings, run in ``--torch_python``; with
+  ``same_malloc``, under glibc settings equal to ``host_memory``'s."""
   device = "cpu" if jax.default_backend() == "cpu" else "cuda"
   autocast = ["-c", _TORCH_AUTOCAST, device] if FLAGS.dtype == "bfloat16" else []
   command = [FLAGS.torch_python, *autocast, FLAGS.torch_reference,
@@ -117,8 +123,11 @@ def time_torch(same_malloc: bool) -> dict:
 
 def main(argv):
   del argv
-  if FLAGS.keep_freed_memory:
-    host_memory.keep_freed_memory()
+  keeps_freed_memory = (FLAGS.keep_freed_memory and host_memory.only_cpu_backend()
+                        and host_memory.keep_freed_memory())
+  cli.require(not FLAGS.torch_python or jax.default_backend() in ("cpu", "gpu"),
+              f"the PyTorch reference runs on a CPU or an NVIDIA GPU, not on "
+              f"{jax.default_backend()}; leave out --torch_python there")
   config, state, step, real = build_step()
   start = time.perf_counter()
   step = step.lower(state, real).compile()
@@ -141,7 +150,7 @@ def main(argv):
       jax.default_backend(), "host": commands.host(), "resolution": FLAGS.resolution,
       "channels": FLAGS.channels,
       "batch_size": FLAGS.batch_size, "width": FLAGS.width, "dtype": FLAGS.dtype,
-      "conv_method": FLAGS.conv_method, "keeps_freed_memory": FLAGS.keep_freed_memory,
+      "conv_method": FLAGS.conv_method, "keeps_freed_memory": keeps_freed_memory,
       "images_per_sec": max(ours),
       "steps_per_sec": steps_per_sec, "compile_s": compile_s,
       "step_flops": flops, "model_tflops_per_sec": model_tflops,

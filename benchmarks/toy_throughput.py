@@ -33,9 +33,9 @@ from absl import flags, logging
 
 from benchmarks import commands
 from experiments import vanilla_gan
-from gan_jax import cli, parallel
+from gan_jax import cli, distributions, parallel
 
-flags.DEFINE_enum("dataset", "ring8", ["ring8", "grid25"], "The toy target.")
+flags.DEFINE_enum("dataset", "ring8", list(distributions.TOY_DATASETS), "The toy target.")
 flags.DEFINE_integer("steps", 2000, "Training steps per seed.", lower_bound=1)
 flags.DEFINE_integer("chunk", 500, "Steps per compiled call.", lower_bound=1)
 flags.register_multi_flags_validator(
@@ -72,12 +72,12 @@ def one_seed_steps_per_sec() -> float:
   config = reference_config()
   data = vanilla_gan.load_data(config.dataset)
   generator, discriminator = vanilla_gan.build_models(config, data.dim)
-  mesh = parallel.seed_batch_mesh(1, config.batch_size)  # as the experiment makes it (packing 1)
+  mesh = vanilla_gan.seed_mesh(config)
   state, keys, data, run = vanilla_gan.prepare_training(config, data, generator, discriminator,
                                                         mesh)
   state, metrics = run(state, keys[:, 1], data.arrays)  # warm-up
   jax.block_until_ready(metrics)
-  chunks = max(1, FLAGS.steps // FLAGS.chunk)
+  chunks = FLAGS.steps // FLAGS.chunk
   start = time.perf_counter()
   for _ in range(chunks):
     state, metrics = run(state, keys[:, 1], data.arrays)

@@ -6,7 +6,7 @@ the same command to resume it). On a multi-host TPU slice or several processes, 
 """
 from absl import flags, logging
 
-from gan_jax import cli, host_memory, parallel, trainer
+from gan_jax import cli, host_memory, parallel, preemption, trainer
 
 cli.define_flags(trainer.TrainConfig)
 flags.adopt_module_key_flags(cli)  # --helpshort lists them
@@ -26,7 +26,7 @@ def main(argv):
   cli.require(FLAGS.distributed or not given, f"{', '.join(given)} without --distributed: each "
               "process would train alone; add --distributed")
   config = cli.config_from_flags(trainer.TrainConfig)
-  if config.keep_freed_memory:  # before JAX starts its CPU backend's threads
+  if config.keep_freed_memory and host_memory.only_cpu_backend():  # before JAX's CPU threads
     host_memory.keep_freed_memory()
   if FLAGS.distributed:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -34,7 +34,7 @@ def main(argv):
   summary = trainer.train_and_evaluate(config, FLAGS.workdir)
   logging.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v
                             for k, v in summary.items()})
-  return 130 if summary["preempted"] == "SIGINT" else 0  # the shell's status for Ctrl-C
+  return preemption.exit_status(summary["preempted"])
 
 
 if __name__ == "__main__":

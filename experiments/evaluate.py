@@ -107,7 +107,7 @@ def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]
   step, state, _ = restored
   logging.info("sampling checkpoint %d", step)
   n = FLAGS.num_samples or config.num_final_samples
-  return trainer.sampler(config)(state, trainer.latents(config, 1, n)), step
+  return trainer.sampler(config)(state, trainer.latents(config, trainer.FINAL_LATENTS, n)), step
 
 
 DATA_FLAGS = ("dataset", "data_dir", "resolution", "channels")  # what a run's config.json names

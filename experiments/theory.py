@@ -50,7 +50,7 @@ MASS = 0.99  # the "region with mass" holds this much of (p_data + p_g) / 2
 MAX_ERROR_TARGET = 0.05  # max |D - D*| on the region with mass
 VALUE_GAP_TARGET = 0.01  # (-log 4 + 2 JSD) - V(D, G) of the trained D
 CONFIDENT = 0.01  # D(G(z)) below this: the discriminator rejects the samples confidently
-LOSSES = ("minimax", "non_saturating")
+COMPARED_LOSSES = ("minimax", "non_saturating")
 
 # (p_data, p_g) pairs for part (a): from the Nash equilibrium to almost disjoint supports.
 CASES = {
@@ -197,7 +197,7 @@ def saturation_lab(config: TheoryConfig, key: Array) -> Dict[str, dict]:
                                        optax.adam(config.gan_d_learning_rate, b1=0.5))
   generate = jax.jit(make_generate(generator, 10_000))
   results = {}
-  for loss in LOSSES:
+  for loss in COMPARED_LOSSES:
     step_fn = train_step.make_train_step(
         generator, discriminator, train_step.StepConfig(loss=loss, n_critic=config.gan_n_critic))
     chunk = jax.jit(make_train_chunk(step_fn, lambda _, k, n: SATURATION_DATA.sample(k, n),

@@ -34,7 +34,6 @@ Writes to ``--workdir``:
 """
 import dataclasses
 import os
-import signal
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -51,11 +50,11 @@ from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, tra
 from gan_jax.cli import RunError, field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
-from gan_jax.preemption import Preemption
-from gan_jax.run_log import RunLog, write_json
+from gan_jax.preemption import Preemption, exit_status
+from gan_jax.run_log import RunLog, write_json, write_npy
 
 Array = jax.Array
-DATASETS = ("ring8", "grid25", "mnist")
+DATASETS = (*distributions.TOY_DATASETS, "mnist")
 LR_SCHEDULES = ("constant", "cosine")
 MNIST_SIDE = 28
 DIGITS_PER_SEED = 64  # digits per seed in the MNIST pictures, 4 rows of 16
@@ -123,14 +122,11 @@ class RealData(NamedTuple):
 
 def validate(config: VanillaConfig) -> None:
   """Raises UsageError naming the first bad setting and what to do."""
-  require(config.dataset in DATASETS, f"--dataset must be one of {', '.join(DATASETS)}, got "
-          f"{config.dataset!r}")
+  cli.require_one_of(config, "dataset", DATASETS)
   cli.require_gan_settings(config)
   for name in ("g_activation", "d_activation"):
-    require(getattr(config, name) in mlp.ACTIVATIONS, f"--{name} must be one of "
-            f"{', '.join(mlp.ACTIVATIONS)}, got {getattr(config, name)!r}")
-  require(config.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of "
-          f"{', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
+    cli.require_one_of(config, name, tuple(mlp.ACTIVATIONS))
+  cli.require_one_of(config, "lr_schedule", LR_SCHEDULES)
   cli.require_positive(config, ("num_steps", "batch_size", "num_seeds", "latent_dim", "g_width",
                                 "g_depth", "d_width", "d_depth", "packing",
                                 "log_every_steps", "num_samples"))
@@ -376,15 +372,25 @@ def prepare_training(config: VanillaConfig, data: RealData, generator: mlp.MLPGe
   return Training(state, keys, data, run)
 
 
+def seed_mesh(config: VanillaConfig, devices: Optional[List[jax.Device]] = None
+              ) -> jax.sharding.Mesh:
+  """The (seed, batch) mesh of ``devices`` (default: the local ones) for the config's runs.
+
+  The seeds are independent: they are split over the devices (each trains its share), and
+  devices left over split each seed's batch (of packs: a pack is judged whole).
+  """
+  return parallel.seed_batch_mesh(config.num_seeds, config.batch_size // config.packing, devices)
+
+
 def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds: np.ndarray,
                         results: dict) -> None:
   """``final_samples.npy`` and ``final_samples.png``; the mode metrics go into ``results``."""
   path = os.path.join(workdir, "final_samples")
   if data.mixture is None:
-    np.save(path + ".npy", samples.reshape(-1, MNIST_SIDE, MNIST_SIDE, 1))
+    write_npy(path + ".npy", samples.reshape(-1, MNIST_SIDE, MNIST_SIDE, 1))
     save_pictures(samples, data, seeds, path + ".png")
     return
-  np.save(path + ".npy", samples)
+  write_npy(path + ".npy", samples)
   per_seed = evaluate_modes(samples, data.mixture)
   results.update(per_seed=[dict(m, seed=int(s)) for s, m in zip(seeds, per_seed)],
                  summary=summarize(per_seed))
@@ -415,9 +421,7 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   cli.make_writable_dir(os.path.join(workdir, "samples"))
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
-  # The seeds are independent: split them over the local devices (each trains its share);
-  # devices left over split each seed's batch (of packs: a pack is judged whole).
-  mesh = parallel.seed_batch_mesh(config.num_seeds, config.batch_size // config.packing, devices)
+  mesh = seed_mesh(config, devices)
   state, keys, data, run_chunk = prepare_training(config, data, generator, discriminator, mesh)
   data_keys, sample_keys = keys[:, 1], keys[:, 2]
   runs, num_seeds = len(keys), config.num_seeds
@@ -496,8 +500,8 @@ def main(argv):
                      flags.FLAGS.cpu_devices)
   with Preemption() as stop:
     results = train_and_evaluate(config, flags.FLAGS.workdir, stop=stop)
-  if results["stopped_by"]:  # the shell's status for the signal: the run did not finish
-    return 128 + signal.Signals[results["stopped_by"]].value
+  if results["stopped_by"]:
+    return exit_status(results["stopped_by"])
   for name, stats in results.get("summary", {}).items():
     logging.info("%s over %d seeds: %.4f +- %.4f (min %.4f, max %.4f)", name, stats["seeds"],
                  stats["mean"], stats["std"], stats["min"], stats["max"])
@@ -506,7 +510,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Defined here, not on import: experiments.theory imports this module and has flags of its own.
+  # Defined here, not on import: experiments.theory and benchmarks.toy_throughput import this
+  # module and define flags of their own (--dataset, --cpu_devices, ...).
   cli.define_flags(VanillaConfig)
   flags.adopt_module_key_flags(cli)  # --helpshort lists them
   flags.DEFINE_string("workdir", None, "Folder for samples, metrics and pictures.")

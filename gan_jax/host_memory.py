@@ -12,6 +12,9 @@ one arena every allocation takes the same lock, so a process whose many CPU devi
 (the vanilla GAN's seeds) is slowed down (2x on grid25): only the DCGAN experiment uses this.
 """
 import ctypes
+import importlib.metadata
+import importlib.util
+import os
 import platform
 
 # (mallopt parameter from glibc's malloc.h, its GLIBC_TUNABLES name, value)
@@ -31,6 +34,18 @@ def keep_freed_memory() -> bool:
   mallopt = ctypes.CDLL(None).mallopt
   accepted = [mallopt(option, value) == 1 for option, _, value in _SETTINGS]
   return all(accepted)
+
+
+def only_cpu_backend() -> bool:
+  """Whether JAX will run on the CPU alone in this process, judged before it starts (as
+  ``keep_freed_memory`` must be): ``JAX_PLATFORMS`` says ``cpu``, or it is unset and no
+  accelerator plugin is installed (no ``jax_plugins`` package or entry point, no ``libtpu``).
+  On a GPU or TPU the settings would only keep host memory that is never reused."""
+  platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+  if platforms:
+    return platforms == ["cpu"]
+  return not (importlib.metadata.entry_points(group="jax_plugins")
+              or any(importlib.util.find_spec(name) for name in ("jax_plugins", "libtpu")))
 
 
 def glibc_tunables() -> str:

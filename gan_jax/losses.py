@@ -19,7 +19,8 @@ import jax.numpy as jnp
 
 Array = jax.Array
 LogitFn = Callable[[Array], Array]
-"""A discriminator as a function of inputs ``(batch, *data_shape) -> logits (batch,)``."""
+"""A discriminator as a function of inputs ``(batch, *data_shape) -> logits (batch,)``, or
+``(batch // packing,)`` for a discriminator that judges packs of ``packing`` samples."""
 
 
 def _log_d(logits: Array) -> Array:

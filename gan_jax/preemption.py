@@ -1,15 +1,24 @@
 """Stopping cleanly on a signal: SIGTERM (a preempted VM, a scheduler's stop) or a first Ctrl-C."""
 import signal
+from typing import Optional
 
 
 class Preemption:
   """Remembers a SIGTERM or a first Ctrl-C (SIGINT) while installed, so that a training loop can
   save what it has and stop cleanly; ``requested`` is the signal's name. A second Ctrl-C
-  interrupts at once."""
+  interrupts at once. With several processes, ``relay`` passes on a signal that reached
+  another one (``relayed`` then says so)."""
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = None
+    self.relayed = False
+
+  def relay(self, signum: int) -> None:
+    """Stops as if this process had received ``signum``, which reached another process."""
+    if self.requested is None:
+      self.requested = signal.Signals(signum).name
+      self.relayed = True
 
   def __enter__(self):
     self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
@@ -24,3 +33,10 @@ class Preemption:
   def __exit__(self, *exc):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+
+
+def exit_status(signal_name: Optional[str]) -> int:
+  """The shell's status for a run that a signal stopped early (128 + the signal's number), else
+  0. Not 0 after a clean stop either: the run did not finish, and a scheduler that restarts
+  failed jobs must rerun it to resume."""
+  return 0 if signal_name is None else 128 + signal.Signals[signal_name].value

@@ -67,7 +67,7 @@ class StepConfig:
     ``ema_decay`` of 0 means no EMA (the state then holds none, and the decay is unused)."""
     return cls(loss=config.loss, n_critic=config.n_critic,
                gradient_penalty=config.gradient_penalty, r1_penalty=config.r1_penalty,
-               ema_decay=config.ema_decay or 0.999)
+               ema_decay=config.ema_decay or cls.ema_decay)
 
 
 def _all_finite(*trees) -> Array:
@@ -112,8 +112,9 @@ def make_train_step(generator: nn.Module, discriminator: nn.Module, config: Step
     losses), ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z)) (before the critic update; D is
     the sigmoid of the logits, also for the losses whose critic outputs a score, Wasserstein,
     hinge and least squares, where it is only a bounded summary of the score), ``d_grad_norm``,
-    ``g_grad_norm``, ``nonfinite`` (updates skipped), and ``gradient_penalty`` /
-    ``r1_penalty`` when enabled.
+    ``g_grad_norm``, and ``gradient_penalty`` / ``r1_penalty`` when enabled; the critic's
+    metrics are also averaged over its ``n_critic`` updates. ``nonfinite`` counts the updates
+    skipped in this step (the same count on every replica, which decide together).
   """
   if config.gradient_penalty or config.r1_penalty:
     independent = getattr(discriminator, "scores_examples_independently", None)

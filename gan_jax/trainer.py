@@ -12,14 +12,15 @@ modules of your own), and writes under ``workdir``:
 * ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``, ``curves.png``.
 
 SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and
-returns normally, with the signal's name as the summary's ``preempted``.
+returns normally, with the signal's name as the summary's ``preempted``
+(``preemption.exit_status`` turns it into the command's status).
 """
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
+import signal
 import time
 from typing import Callable, Optional, Tuple, TypeVar
 
@@ -33,14 +34,19 @@ from jax.experimental import multihost_utils
 
 from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
 from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require,
-                         require_gan_settings, require_positive)
+                         require_gan_settings, require_one_of, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.preemption import Preemption
-from gan_jax.run_log import RunLog, read_metrics, write_file, write_json
+from gan_jax.run_log import RunLog, read_metrics, write_json, write_npy
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
+# What fixed latents (``latents``) are for; each purpose has its own.
+GRID_LATENTS, FINAL_LATENTS, STANDING_LATENTS = 0, 1, 2
+STANDING_BATCH = 1024  # latents of the EMA generator's standing statistics
+EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
+RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")  # what a run keeps in its workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +83,13 @@ class TrainConfig:
   conv_method: str = field("auto", "Resampling convolutions: auto, xla or matmul (same math).")
   dtype: str = field("float32", "Operand dtype of the matrix products: float32, or bfloat16 for "
                      "mixed precision (products accumulate in float32; params, batch norm and "
-                     "activations stay float32).")
+                     "activations stay float32). float32 products take the backend's default "
+                     "precision: full on CPUs, TF32 on recent NVIDIA GPUs, bfloat16 passes on "
+                     "TPUs (JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 there).")
   keep_freed_memory: bool = field(True, "Ask glibc to keep freed memory, so that XLA's CPU "
                                   "backend reuses its per-step scratch block instead of "
-                                  "page-faulting through a fresh one (gan_jax.host_memory).")
+                                  "page-faulting through a fresh one (gan_jax.host_memory); "
+                                  "only where JAX will run on the CPU alone.")
   log_every_steps: int = field(50, "Steps between metrics rows and progress lines.")
   sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")
   checkpoint_every_steps: int = field(500, "Steps between checkpoints.")
@@ -115,12 +124,10 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
   validate_data(config)
-  require(config.dtype in DTYPES, f"--dtype must be float32 or bfloat16, got {config.dtype}")
-  require(config.conv_method in layers.METHODS,
-          f"--conv_method must be one of {', '.join(layers.METHODS)}, got {config.conv_method}")
+  require_one_of(config, "dtype", tuple(DTYPES))
+  require_one_of(config, "conv_method", layers.METHODS)
   require_gan_settings(config)
-  require(config.d_norm in dcgan.D_NORMS, f"--d_norm must be one of {', '.join(dcgan.D_NORMS)}, "
-          f"got {config.d_norm!r}")
+  require_one_of(config, "d_norm", dcgan.D_NORMS)
   require(config.d_norm != "batch" or not (config.gradient_penalty or config.r1_penalty),
           "--gradient_penalty and --r1_penalty take each image's own input gradient, which a "
           "batch-norm discriminator does not give (its logits mix the batch); add --d_norm=layer "
@@ -140,15 +147,13 @@ def validate(config: TrainConfig, device_count: int) -> None:
 
 def validate_data(config: TrainConfig) -> None:
   """Raises UsageError for a resolution or channel count the models do not take."""
-  require(config.resolution in dcgan.RESOLUTIONS, f"--resolution must be one of "
-          f"{', '.join(map(str, dcgan.RESOLUTIONS))}, got {config.resolution}")
-  require(config.channels in (1, 3), f"--channels must be 1 or 3, got {config.channels}")
+  require_one_of(config, "resolution", dcgan.RESOLUTIONS)
+  require_one_of(config, "channels", (1, 3))
 
 
 def validate_extractor(config: TrainConfig) -> None:
   """Raises UsageError for an unknown ``eval_extractor``, or Inception without weights."""
-  require(config.eval_extractor in EXTRACTORS, f"--eval_extractor must be one of "
-          f"{', '.join(EXTRACTORS)}, got {config.eval_extractor!r}")
+  require_one_of(config, "eval_extractor", EXTRACTORS)
   require(config.eval_extractor != "inception" or config.inception_weights,
           "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
           "experiments/convert_inception_weights.py)")
@@ -232,9 +237,6 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
             f"{workdir}; resume with --{name}={saved[name]} or use a new --workdir")
 
 
-RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")
-
-
 def read_saved_config(workdir: str, advice: str = "restore it, or use a new --workdir"
                       ) -> Optional[dict]:
   """The settings in ``workdir/config.json``, or None if there is none; UsageError ending in
@@ -285,12 +287,14 @@ def step_flops(config: TrainConfig) -> float:
   state = jax.eval_shape(lambda: initial_state(config, generator, discriminator))
   real = jax.ShapeDtypeStruct((config.batch_size * config.n_critic, config.resolution,
                                config.resolution, config.channels), jnp.float32)
-  step = train_step.make_train_step(generator, discriminator, train_step.StepConfig.of(config))
-  with jax.default_device(jax.devices("cpu")[0]):
-    return float(jax.jit(step).lower(state, real).cost_analysis()["flops"])
-
-
-EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
+  step = jax.jit(train_step.make_train_step(generator, discriminator,
+                                            train_step.StepConfig.of(config)))
+  try:
+    cpu = jax.devices("cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS leaves the CPU out: count the compiled program
+    return float(step.lower(state, real).compile().cost_analysis()["flops"])
+  with jax.default_device(cpu):
+    return float(step.lower(state, real).cost_analysis()["flops"])
 
 
 def resolve_extractor(config: TrainConfig) -> str:
@@ -316,8 +320,9 @@ def scoring_setup(config: TrainConfig, dataset_size: int) -> dict:
 
 
 def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
-  """The sample-quality evaluator the config asks for (None for "none"), against a fixed random
-  subset of ``num_eval_real`` images of the training data ``source``."""
+  """The sample-quality evaluator the config asks for, against a fixed random subset of
+  ``num_eval_real`` images of the training data ``source``; None (with a log line) when the
+  extractor resolves to "none" or ``source`` has too few images to score against."""
   name = resolve_extractor(config)
   if name == "none":
     if config.eval_extractor == "auto":
@@ -341,6 +346,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
 
 
 def initial_state(config: TrainConfig, generator, discriminator) -> train_state.GANState:
+  """The state at step 0: both models initialized from ``config.seed``, each with its Adam, and
+  an EMA of the generator when ``config.ema_decay`` > 0."""
   adam = lambda lr: optax.adam(lr, b1=config.beta1, b2=config.beta2)
   return train_state.create_gan_state(
       jax.random.PRNGKey(config.seed), generator, discriminator,
@@ -371,19 +378,17 @@ def sampler(config: TrainConfig, models: ModelBuilder = build_models) -> Callabl
     if state.ema_params is not None:
       variables = dict(variables, params=state.ema_params)
       if standing_statistics is not None:
-        variables["batch_stats"] = standing_statistics(variables,
-                                                       latents(config, 2, STANDING_BATCH))
+        variables["batch_stats"] = standing_statistics(
+            variables, latents(config, STANDING_LATENTS, STANDING_BATCH))
     return np.concatenate([np.asarray(apply(variables, latents_[i:i + chunk]))
                            for i in range(0, len(latents_), chunk)])
 
   return sample
 
 
-STANDING_BATCH = 1024
-
-
 def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
-  """Fixed latents for sample grids (0), final samples (1) and standing statistics (2)."""
+  """``(n, latent_dim)`` fixed latents for one ``purpose``: ``GRID_LATENTS``, ``FINAL_LATENTS``
+  or ``STANDING_LATENTS``; the same seed and purpose give the same latents in every run."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_000 + purpose)
   return np.asarray(jax.random.normal(key, (n, config.latent_dim)))
 
@@ -400,17 +405,19 @@ def agreed_stop(preemption: Preemption, step: int, out_of_time: bool,
 
   Several processes must stop at the same step: one that stopped alone would wait at the final
   checkpoint's barrier for the others, and they for it in the next step's all-reduce. So at every
-  ``every``-th step they gather each other's flags (a small collective) and all stop when any was
-  signalled (``preemption.requested`` then naming a signal on each) or out of time; between those
-  steps a stop waits. A single process stops before its next step.
+  ``every``-th step they gather each other's signal and clock (a small collective) and all stop
+  when any was signalled (each then relays the signal with the highest number, so that all exit
+  with one status) or out of time; between those steps a stop waits. A single process stops
+  before its next step.
   """
-  flags_here = np.int32([preemption.requested is not None, out_of_time])
+  signum = signal.Signals[preemption.requested].value if preemption.requested else 0
+  flags_here = np.int32([signum, out_of_time])
   if jax.process_count() > 1:
     if step % every:
       return None
-    flags_here = np.any(multihost_utils.process_allgather(flags_here), axis=0)
+    flags_here = np.max(multihost_utils.process_allgather(flags_here), axis=0)
     if flags_here[0]:
-      preemption.requested = preemption.requested or "a signal to another process"
+      preemption.relay(int(flags_here[0]))
   return preemption.requested if flags_here[0] else OUT_OF_TIME if flags_here[1] else None
 
 
@@ -528,7 +535,8 @@ class _Run:
                       ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
                       ", ".join(f"{k}={new}" for k, (_, new) in changed.items()))
       self.best_fid = np.inf
-    self.nonfinite_run, self.last_metrics, self.last_read, self.logged_step = 0, {}, {}, None
+    self.nonfinite_run, self.logged_step = 0, None
+    self.last_logged_metrics, self.last_read = {}, {}  # the metrics of the last row, last step
     # A run killed while writing its final outputs scored its last step already: once is enough.
     scored = [row for row in read_metrics(workdir) if row["step"] == self.start_step
               and "fid" in row]
@@ -544,6 +552,7 @@ class _Run:
     return jax.device_get(parallel.unreplicate(self.state) if self.use_pmap else self.state)
 
   def samples(self, purpose: int, n: int) -> np.ndarray:
+    """``(n, H, W, C)`` samples of the current state on the fixed latents of ``purpose``."""
     return self.sample(self.host_state(), latents(self.config, purpose, n))
 
   def record(self, step: int) -> dict:
@@ -571,7 +580,7 @@ class _Run:
     if self.evaluation[0] == step:
       return self.evaluation[1]
     if samples is None:
-      samples = self.samples(1, self.config.num_final_samples)
+      samples = self.samples(FINAL_LATENTS, self.config.num_final_samples)
     results = self.evaluator(samples)
     self.evaluation = (step, results)
     logging.info("step %d evaluation (real-vs-real floor in brackets): %s", step, ", ".join(
@@ -611,7 +620,7 @@ class _Run:
     """The metrics row and progress line of ``step``."""
     rate = self.log.progress(step, metrics)  # NaN at the first step: it compiled
     self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
-    self.last_metrics, self.logged_step = metrics, step
+    self.last_logged_metrics, self.logged_step = metrics, step
 
   def periodic_work(self, step: int, metrics) -> bool:
     """The sample grid, evaluation and checkpoint due at ``step``, off the progress clock;
@@ -628,7 +637,7 @@ class _Run:
     jax.block_until_ready(self.state)  # the step itself stays on the clock
     with self.log.off_the_clock():
       if grid and self.primary:
-        write_grid(self.log, self.workdir, step, self.samples(0, GRID_SIZE))
+        write_grid(self.log, self.workdir, step, self.samples(GRID_LATENTS, GRID_SIZE))
       if evaluate:
         self.evaluate(step)
       if checkpoint:
@@ -636,6 +645,9 @@ class _Run:
     return True
 
   def train(self, preemption: Preemption) -> dict:
+    """Trains from ``start_step`` until ``num_steps``, a signal or the time budget, doing each
+    step's periodic work; then the final checkpoint and, for a run that was not stopped by a
+    signal, the final outputs. Returns ``train_and_evaluate``'s summary."""
     config, step = self.config, self.start_step
     if step >= config.num_steps and os.path.exists(self.final_samples_path):
       logging.info("the run in %s finished at step %d already; its outputs are there (raise "
@@ -672,11 +684,12 @@ class _Run:
     preempted = agreed_stop(preemption, step, out_of_time=False, every=1)
     summary = {"start_step": self.start_step, "step": step, "wall_s": wall,
                "steps_per_sec": (step - self.start_step) / max(wall, 1e-9),
-               "preempted": preempted, **self.last_metrics,
+               "preempted": preempted, **self.last_logged_metrics,
                "time_limited": stop == OUT_OF_TIME and not preempted}
     if preempted:
       kept = self.checkpoints.latest_step()
-      logging.info("%s: %s; rerun the same command to resume", preempted,
+      logging.info("%s%s: %s; rerun the same command to resume", preempted,
+                   " (to another process)" if preemption.relayed else "",
                    f"saved checkpoint {step}" if saved else
                    f"step {step} not saved (non-finite steps); the newest checkpoint is "
                    f"{'none' if kept is None else kept}")
@@ -684,7 +697,7 @@ class _Run:
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
                    "continue", config.max_train_minutes, step, config.num_steps)
-    final = (self.samples(1, config.num_final_samples) if self.primary or self.evaluator
+    final = (self.samples(FINAL_LATENTS, config.num_final_samples) if self.primary or self.evaluator
              else None)
     if self.evaluator:
       summary.update(self.evaluate(step, final))
@@ -692,9 +705,7 @@ class _Run:
       plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
       plotting.plot_curves(read_metrics(self.workdir), plotting.TRAINING_CURVES,
                            os.path.join(self.workdir, "curves.png"))
-      npy = io.BytesIO()
-      np.save(npy, final.astype(np.float32))
-      write_file(self.final_samples_path, npy.getvalue())
+      write_npy(self.final_samples_path, final.astype(np.float32))
     return summary
 
   def close(self) -> None:
@@ -704,6 +715,8 @@ class _Run:
 
 
 def write_grid(log: RunLog, workdir: str, step: int, images: np.ndarray) -> None:
+  """Writes ``images`` ``(N, H, W, C)`` in [-1, 1] as ``samples/step_XXXXXX.png`` and to
+  TensorBoard."""
   path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
   plotting.save_image_grid(images, path)
   log.image(step, "samples", plotting.image_grid(images))

@@ -37,7 +37,7 @@ def assert_outputs(workdir, config, n_logged_rows=2):
   step, state, _ = dcgan_runs.latest_checkpoint(workdir, config)
   assert step == config.num_steps
   np.testing.assert_allclose(samples, trainer.sampler(config)(state, trainer.latents(
-      config, 1, config.num_final_samples)), atol=1e-6)
+      config, trainer.FINAL_LATENTS, config.num_final_samples)), atol=1e-6)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   training = [r for r in rows if "d_loss" in r]
   assert [r["step"] for r in training] == [2 * (i + 1) for i in range(n_logged_rows)]
@@ -159,7 +159,7 @@ def test_the_loop_trains_models_and_a_config_of_your_own(tmp_path):
                                                                     discriminator))
   checkpoints.close()
   assert step == config.num_steps and state.generator.params["Dense_0"]["kernel"].shape[1] == 16
-  z = trainer.latents(config, 1, config.num_final_samples)
+  z = trainer.latents(config, trainer.FINAL_LATENTS, config.num_final_samples)
   expected = generator.apply({"params": state.ema_params}, z, train=False)
   np.testing.assert_allclose(np.load(os.path.join(workdir, "final_samples.npy")), expected,
                              atol=1e-6)

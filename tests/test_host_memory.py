@@ -63,3 +63,19 @@ def test_glibc_tunables_have_the_same_effect():
   """What the benchmark gives the PyTorch reference, started as its own process."""
   assert page_faults_of_second_block(
       "default", GLIBC_TUNABLES=host_memory.glibc_tunables()) < PAGES // 100
+
+
+@pytest.mark.parametrize("platforms, installed, expected", [
+    ("cpu", ("libtpu",), True),      # JAX_PLATFORMS decides when it is set
+    ("cuda,cpu", (), False),
+    ("", (), True),                  # unset: this suite's own install has no accelerator plugin
+    ("", ("libtpu",), False),
+    ("", ("jax_plugins",), False),   # e.g. jax[cuda12]'s plugin package
+])
+def test_freed_memory_is_kept_only_where_jax_will_run_on_the_cpu_alone(
+    monkeypatch, platforms, installed, expected):
+  find_spec = host_memory.importlib.util.find_spec
+  monkeypatch.setattr(host_memory.importlib.util, "find_spec",
+                      lambda name: object() if name in installed else find_spec(name))
+  monkeypatch.setenv("JAX_PLATFORMS", platforms)
+  assert host_memory.only_cpu_backend() == expected

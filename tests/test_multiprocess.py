@@ -38,13 +38,14 @@ def start_two_processes(workdir, args) -> list:
       f"--process_id={i}"], env=devices_env(2)) for i in range(2)]
 
 
-def wait_while(processes, condition, seconds=600) -> None:
-  """Polls ``processes`` together while ``condition()`` holds: when one fails, its peer would wait
-  for it in a collective, so the test fails at once with the failed one's output (and kills
-  both); likewise when the time runs out (a guard against a hang only)."""
+def wait_while(processes, condition, seconds=600, expected_status=0) -> None:
+  """Polls ``processes`` together while ``condition()`` holds: when one fails (exits with another
+  status than ``expected_status``), its peer would wait for it in a collective, so the test fails
+  at once with the failed one's output (and kills both); likewise when the time runs out (a guard
+  against a hang only)."""
   deadline = time.monotonic() + seconds
   while condition():
-    failed = [p for p in processes if p.returncode not in (None, 0)]
+    failed = [p for p in processes if p.returncode not in (None, expected_status)]
     if failed or time.monotonic() > deadline:
       for process in processes:
         process.kill()
@@ -104,13 +105,14 @@ def test_a_signal_to_one_process_stops_both_at_one_checkpointed_step(tmp_path):
   metrics = tmp_path / "metrics.jsonl"
   wait_while(processes, lambda: not (metrics.exists() and metrics.stat().st_size))  # training
   processes[1].send_signal(signal.SIGTERM)
-  wait_while(processes, lambda: any(p.returncode is None for p in processes), seconds=120)
-  for process in processes:
-    assert process.returncode == 0, dcgan_runs.output(process)
+  wait_while(processes, lambda: any(p.returncode is None for p in processes), seconds=120,
+             expected_status=128 + signal.SIGTERM)
+  for process in processes:  # both with the shell's status for SIGTERM: the run did not finish
+    assert process.returncode == 128 + signal.SIGTERM, dcgan_runs.output(process)
   steps = checkpointing.saved_steps(tmp_path / "checkpoints")
   assert len(steps) == 1 and steps[0] > 0 and steps[0] % trainer.PREEMPTION_SYNC_STEPS == 0
   assert f"SIGTERM: saved checkpoint {steps[0]}" in dcgan_runs.output(processes[1])
-  assert (f"a signal to another process: saved checkpoint {steps[0]}"
+  assert (f"SIGTERM (to another process): saved checkpoint {steps[0]}"
           in dcgan_runs.output(processes[0]))
   assert not os.path.exists(tmp_path / "final_samples.npy")  # stopped, not finished
 

@@ -93,11 +93,13 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, t
   assert_same_run(tmp_path, straight)
 
 
-def test_sigterm_saves_current_step_exits_0_and_resumes_exactly(straight, tmp_path):
+def test_sigterm_saves_current_step_exits_143_and_resumes_exactly(straight, tmp_path):
+  """A clean stop, but not a finished run: the status is the shell's for SIGTERM, so that a
+  scheduler that restarts failed jobs reruns it."""
   process = dcgan_runs.start_command(tmp_path, ARGV)
   wait_for_checkpoint(tmp_path, 10, process)
   process.send_signal(signal.SIGTERM)
-  assert process.wait(timeout=30) == 0  # the timeout only guards against a hang
+  assert process.wait(timeout=30) == 128 + signal.SIGTERM  # the timeout guards against a hang
   assert "SIGTERM: saved checkpoint" in dcgan_runs.output(process)
   step, _, record = dcgan_runs.latest_checkpoint(str(tmp_path), config())
   last_logged = trainer.read_metrics(str(tmp_path))[-1]["step"]
@@ -162,6 +164,7 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoint
 def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
   """The same path as SIGTERM above (the loop checkpoints and returns; experiments.dcgan then
   exits with the shell's status for Ctrl-C, 130)."""
+  assert [preemption.exit_status(name) for name in (None, "SIGINT", "SIGTERM")] == [0, 130, 143]
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command
   try:
     with preemption.Preemption() as stop:
