@@ -137,12 +137,14 @@ def main(argv):
   for _ in range(FLAGS.rounds):
     if FLAGS.torch_python:
       torch.append(time_torch(same_malloc=False))
-      torch_same.append(time_torch(same_malloc=True))
+      if keeps_freed_memory:  # the reference under the same malloc settings as ours
+        torch_same.append(time_torch(same_malloc=True))
     state, rate = time_ours(state, step, real)
     ours.append(rate)
-    print(json.dumps({"round": len(ours), "images_per_sec": rate, **(
-        {"torch_images_per_sec": torch[-1]["images_per_sec"],
-         "torch_same_malloc_images_per_sec": torch_same[-1]["images_per_sec"]} if torch else {})}))
+    print(json.dumps({"round": len(ours), "images_per_sec": rate,
+                      **({"torch_images_per_sec": torch[-1]["images_per_sec"]} if torch else {}),
+                      **({"torch_same_malloc_images_per_sec": torch_same[-1]["images_per_sec"]}
+                         if torch_same else {})}))
   steps_per_sec = max(ours) / FLAGS.batch_size
   model_tflops = flops * steps_per_sec / 1e12
   result = {
@@ -161,11 +163,12 @@ def main(argv):
     result["model_flop_utilization"] = model_tflops / FLAGS.peak_tflops
   if torch:
     best = max(torch, key=lambda r: r["images_per_sec"])
-    best_same = max(r["images_per_sec"] for r in torch_same)
     result.update(torch_autocast_bfloat16=FLAGS.dtype == "bfloat16",
                   torch_images_per_sec=best["images_per_sec"], torch_threads=best["threads"],
-                  torch_params=best["params"], speedup=max(ours) / best["images_per_sec"],
-                  torch_same_malloc_images_per_sec=best_same,
+                  torch_params=best["params"], speedup=max(ours) / best["images_per_sec"])
+  if torch_same:
+    best_same = max(r["images_per_sec"] for r in torch_same)
+    result.update(torch_same_malloc_images_per_sec=best_same,
                   speedup_same_malloc=max(ours) / best_same)
   print(json.dumps(result))
 

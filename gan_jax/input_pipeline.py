@@ -203,8 +203,8 @@ class FolderSource:
 @functools.cache
 def _decoders() -> concurrent.futures.ThreadPoolExecutor:
   """Threads that decode the images of a batch at once, in order: PIL releases the GIL while it
-  decodes and resizes, so a batch of photos takes several cores (a 178x218 JPEG fitted to 64x64
-  takes about 0.6 ms of one)."""
+  decodes and resizes, so a batch of photos can take several cores (a 178x218 JPEG fitted to
+  64x64 takes about 0.7 ms of one)."""
   return concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1),
                                                thread_name_prefix="decode")
 

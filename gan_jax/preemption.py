@@ -6,8 +6,8 @@ from typing import Optional
 class Preemption:
   """Remembers a SIGTERM or a first Ctrl-C (SIGINT) while installed, so that a training loop can
   save what it has and stop cleanly; ``requested`` is the signal's name. A second Ctrl-C
-  interrupts at once. With several processes, ``relay`` passes on a signal that reached
-  another one (``relayed`` then says so)."""
+  interrupts at once. With several processes, ``relay`` replaces it with the signal they agreed
+  to stop for (``relayed`` then says that another process received it)."""
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
@@ -15,10 +15,11 @@ class Preemption:
     self.relayed = False
 
   def relay(self, signum: int) -> None:
-    """Stops as if this process had received ``signum``, which reached another process."""
-    if self.requested is None:
-      self.requested = signal.Signals(signum).name
-      self.relayed = True
+    """Stops for ``signum``, the signal all processes agreed on, as if this one had received it;
+    so all exit with one status."""
+    name = signal.Signals(signum).name
+    if name != self.requested:
+      self.requested, self.relayed = name, True
 
   def __enter__(self):
     self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
@@ -26,7 +27,7 @@ class Preemption:
 
   def _handle(self, signum, frame):
     del frame
-    self.requested = signal.Signals(signum).name
+    self.requested, self.relayed = signal.Signals(signum).name, False
     if signum == signal.SIGINT:
       signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 

@@ -281,6 +281,8 @@ def step_flops(config: TrainConfig) -> float:
   forms also multiply the padding, about 20% more at 32x32). Elementwise work is included (under
   1% of it at the default widths). The step is lowered for the CPU, whatever the default device
   (XLA's GPU and TPU clients count only compiled programs); nothing is computed or compiled.
+  Where ``JAX_PLATFORMS`` leaves the CPU out, the step is compiled for the default device and
+  its optimized program counted instead (a full compile, and fusion may change the count).
   """
   config = dataclasses.replace(config, conv_method="xla")
   generator, discriminator = build_models(config, axis_name=None)
@@ -321,8 +323,9 @@ def scoring_setup(config: TrainConfig, dataset_size: int) -> dict:
 
 def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
   """The sample-quality evaluator the config asks for, against a fixed random subset of
-  ``num_eval_real`` images of the training data ``source``; None (with a log line) when the
-  extractor resolves to "none" or ``source`` has too few images to score against."""
+  ``num_eval_real`` images of the training data ``source``; None when the extractor resolves to
+  "none" (with a log line when "auto" chose it) or, with a warning, when ``source`` has too few
+  images to score against."""
   name = resolve_extractor(config)
   if name == "none":
     if config.eval_extractor == "auto":

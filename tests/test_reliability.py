@@ -175,3 +175,23 @@ def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("own, peer, stop_for, relayed", [
+    (None, signal.SIGTERM, "SIGTERM", True),      # the peer's signal, passed on
+    ("SIGINT", signal.SIGTERM, "SIGTERM", True),  # two signals: both stop for the higher one
+    ("SIGTERM", signal.SIGINT, "SIGTERM", False),
+    ("SIGTERM", 0, "SIGTERM", False),
+])
+def test_processes_agree_on_one_signal_so_they_exit_with_one_status(
+    monkeypatch, own, peer, stop_for, relayed):
+  """Two processes (the peer's gathered flags stubbed): each stops for the highest signal number
+  that any of them received, so both exit with one status."""
+  monkeypatch.setattr(trainer.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
+                      lambda here: np.stack([here, np.int32([peer, 0])]))
+  stop = preemption.Preemption()
+  stop.requested = own
+  assert trainer.agreed_stop(stop, step=10, out_of_time=False) == stop_for
+  assert (stop.requested, stop.relayed) == (stop_for, relayed)
+  assert preemption.exit_status(stop.requested) == 128 + signal.Signals[stop_for]
