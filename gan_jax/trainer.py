@@ -706,8 +706,8 @@ class _Run:
       summary.update(self.evaluate(step, final))
     if self.primary:  # final_samples.npy last and whole: it marks a finished run
       plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
-      plotting.plot_curves(read_metrics(self.workdir), plotting.TRAINING_CURVES,
-                           os.path.join(self.workdir, "curves.png"))
+      rows = read_metrics(self.workdir)
+      plotting.plot_curves(rows, curve_panels(rows), os.path.join(self.workdir, "curves.png"))
       write_npy(self.final_samples_path, final.astype(np.float32))
     return summary
 
@@ -715,6 +715,14 @@ class _Run:
     for closable in (self.log, self.checkpoints, self.best):
       if closable is not None:
         closable.close()
+
+
+def curve_panels(rows: list) -> dict:
+  """The panels of ``curves.png`` for ``metrics.jsonl``'s ``rows``: the training curves, and FID
+  over training with its real-vs-real floor when the run was scored more than once."""
+  if sum("fid" in row for row in rows) < 2:
+    return plotting.TRAINING_CURVES
+  return {**plotting.TRAINING_CURVES, "FID (lower is better)": ("fid", "real_fid")}
 
 
 def write_grid(log: RunLog, workdir: str, step: int, images: np.ndarray) -> None:

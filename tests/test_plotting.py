@@ -3,7 +3,7 @@ import numpy as np
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import plotting
+from gan_jax import plotting, trainer
 
 
 def test_image_grid_places_each_image_scaled_to_uint8_between_white_padding():
@@ -48,3 +48,14 @@ def test_mnist_pictures_start_each_seed_on_a_new_row(tmp_path):
   assert [int(row.mean()) for row in rows] == [0, 0, 255, 255, 0, 0]  # seed by seed
   last_of_seed_0 = picture[2 + side:2 + side + 28, 2 + 4 * side:2 + 4 * side + 28]
   assert np.all(last_of_seed_0 == 128)  # the 5th cell of row 2: after 16 + 4 digits, gray
+
+
+def test_curves_show_fid_over_training_once_a_run_was_scored_twice():
+  rows = [{"step": 100, "d_loss": 1.0}, {"step": 100, "fid": 40.0, "real_fid": 3.3},
+          {"step": 200, "d_loss": 0.9}]
+  assert trainer.curve_panels(rows) == plotting.TRAINING_CURVES  # one score: no curve to draw
+  rows.append({"step": 200, "fid": 30.0, "real_fid": 3.3})
+  panels = trainer.curve_panels(rows)
+  assert panels["FID (lower is better)"] == ("fid", "real_fid")
+  assert {k: v for k, v in panels.items() if k in plotting.TRAINING_CURVES} == \
+      plotting.TRAINING_CURVES
