@@ -21,6 +21,7 @@ PyTorch reference); otherwise the central square crop is resized (bilinear, anti
 Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
 """
 import concurrent.futures
+import contextlib
 import functools
 import os
 import queue
@@ -108,6 +109,25 @@ def mnist_source(resolution: int = 28, channels: int = 1) -> ArraySource:
   return ArraySource(np.stack([fit_image(x, resolution, channels) for x in images]))
 
 
+@contextlib.contextmanager
+def _log_only_on_success():
+  """Holds the log records of the block, and logs them after it only if it raised nothing."""
+  held = []
+
+  def hold(record) -> bool:
+    held.append(record)
+    return False
+
+  handler = logging.get_absl_handler()
+  handler.addFilter(hold)
+  try:
+    yield
+  finally:
+    handler.removeFilter(hold)
+  for record in held:
+    handler.handle(record)
+
+
 class TfdsSource:
   """A TFDS image dataset read by random access (``tfds.data_source``)."""
 
@@ -115,7 +135,8 @@ class TfdsSource:
                channels: int, image_key: str = "image"):
     import tensorflow_datasets as tfds
     try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+      with _log_only_on_success():  # a missing dataset's warnings only repeat the error below
+        self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError:
       raise UsageError(f"TFDS has no dataset called {name!r}; check the name in the TFDS "
                        "catalog (e.g. tfds:mnist, tfds:cifar10, tfds:celeb_a)") from None
@@ -126,8 +147,9 @@ class TfdsSource:
       where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
       raise UsageError(
           f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
-          f"({type(e).__name__}); on a machine with internet run `tfds build {name} "
-          f"--file_format=array_record --data_dir=DIR` and pass --data_dir=DIR") from None
+          f"({type(e).__name__}); on a machine with internet run `pip install tensorflow` (the "
+          f"tfds command needs it) and `tfds build {name} --file_format=array_record "
+          f"--data_dir=DIR`, then pass --data_dir=DIR") from None
     features = self._source.dataset_info.features
     if image_key not in features:
       raise UsageError(f"TFDS dataset {name!r} has no {image_key!r} feature (its features: "

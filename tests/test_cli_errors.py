@@ -137,6 +137,17 @@ def test_command_prints_one_error_line_and_exits_2(tmp_path, args, message):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_tfds_data_that_is_not_prepared_is_one_line_without_the_warnings_of_tfds(tmp_path):
+  """TFDS warns about the folders it does not find before failing; the error says it all."""
+  (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)  # a version folder without its files
+  result = dcgan_runs.run_command(tmp_path / "run", TINY + ["--dataset=tfds:mnist",
+                                                          f"--data_dir={tmp_path}"])
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: TFDS dataset 'mnist' (split 'train') is not prepared"), result.stderr
+  assert not [line for line in result.stderr.splitlines() if line.startswith("W")], result.stderr
+
+
 def test_verbose_shows_the_traceback_and_keeps_the_exit_status(tmp_path):
   result = dcgan_runs.run_command(tmp_path / "run", TINY + ["--batch_size=6", "--verbose"])
   assert result.returncode == 2 and "Traceback" in result.stderr
