@@ -9,7 +9,8 @@ modules of your own), and writes under ``workdir``:
   resumes from the newest one by itself;
 * ``metrics.jsonl``, ``tensorboard/``: a row every ``log_every_steps`` and at the last step;
 * ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
-* ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``, ``curves.png``.
+* ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``,
+  ``interpolation.png`` (walks between fixed latents), ``curves.png``.
 
 SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and
 returns normally, with the signal's name as the summary's ``preempted``
@@ -43,7 +44,7 @@ from gan_jax.run_log import RunLog, read_metrics, write_json, write_npy
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
 # What fixed latents (``latents``) are for; each purpose has its own.
-GRID_LATENTS, FINAL_LATENTS, STANDING_LATENTS = 0, 1, 2
+GRID_LATENTS, FINAL_LATENTS, STANDING_LATENTS, INTERPOLATION_LATENTS = 0, 1, 2, 3
 STANDING_BATCH = 1024  # latents of the EMA generator's standing statistics
 EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
 RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")  # what a run keeps in its workdir
@@ -390,10 +391,27 @@ def sampler(config: TrainConfig, models: ModelBuilder = build_models) -> Callabl
 
 
 def latents(config: TrainConfig, purpose: int, n: int) -> np.ndarray:
-  """``(n, latent_dim)`` fixed latents for one ``purpose``: ``GRID_LATENTS``, ``FINAL_LATENTS``
-  or ``STANDING_LATENTS``; the same seed and purpose give the same latents in every run."""
+  """``(n, latent_dim)`` fixed latents for one ``purpose``: ``GRID_LATENTS``, ``FINAL_LATENTS``,
+  ``STANDING_LATENTS`` or ``INTERPOLATION_LATENTS``; the same seed and purpose give the same
+  latents in every run."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1_000_000 + purpose)
   return np.asarray(jax.random.normal(key, (n, config.latent_dim)))
+
+
+def interpolation_latents(config: TrainConfig, rows: int = 8, columns: int = 8) -> np.ndarray:
+  """``(rows * columns, latent_dim)``: row i walks in ``columns`` steps from one fixed latent to
+  another, turning by equal angles along the great circle between their directions while its
+  length changes linearly (spherical interpolation, as White 2016 advises for GANs). A straight
+  line would pass through latents shorter than the Gaussian prior gives (in 100 dimensions,
+  about 0.7 times as long near the middle), which the generator never saw."""
+  ends = np.float64(latents(config, INTERPOLATION_LATENTS, 2 * rows)).reshape(rows, 2, -1)
+  lengths = np.linalg.norm(ends, axis=-1, keepdims=True)  # (rows, 2, 1)
+  start, end = np.split(ends / lengths, 2, axis=1)  # unit directions, (rows, 1, latent_dim)
+  angle = np.arccos(np.clip(np.sum(start * end, -1, keepdims=True), -1.0, 1.0))  # far from 0
+  t = np.linspace(0.0, 1.0, columns)[None, :, None]
+  direction = (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.sin(angle)
+  length = (1 - t) * lengths[:, :1] + t * lengths[:, 1:]
+  return (direction * length).reshape(rows * columns, -1).astype(np.float32)
 
 
 # With several processes, how often (in steps) they agree whether any of them must stop.
@@ -706,6 +724,8 @@ class _Run:
       summary.update(self.evaluate(step, final))
     if self.primary:  # final_samples.npy last and whole: it marks a finished run
       plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
+      plotting.save_image_grid(self.sample(self.host_state(), interpolation_latents(config)),
+                               os.path.join(self.workdir, "interpolation.png"), columns=8)
       rows = read_metrics(self.workdir)
       plotting.plot_curves(rows, curve_panels(rows), os.path.join(self.workdir, "curves.png"))
       write_npy(self.final_samples_path, final.astype(np.float32))

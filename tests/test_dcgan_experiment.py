@@ -48,6 +48,8 @@ def assert_outputs(workdir, config, n_logged_rows=2):
                                                                   "step_000004.png"]
   grid = np.asarray(Image.open(os.path.join(workdir, "final_grid.png")))
   assert grid.ndim in (2, 3) and grid.shape[0] > 8 * res
+  interpolation = np.asarray(Image.open(os.path.join(workdir, "interpolation.png")))
+  assert interpolation.shape[:2] == (2 * (8 * (res + 2) + 2),) * 2  # 8 x 8, padded, scaled 2x
   for name in ("curves.png", "config.json"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))

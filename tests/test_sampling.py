@@ -34,3 +34,18 @@ def test_samples_without_ema_use_the_running_statistics():
   expected = generator.apply({"params": state.generator.params, "batch_stats": stats}, z,
                              train=False)
   np.testing.assert_allclose(trainer.sampler(config)(state, z), expected, atol=1e-6)
+
+
+def test_interpolation_rows_walk_the_great_circle_between_two_fixed_latents_in_equal_steps():
+  config = tiny_config()
+  z = np.float64(trainer.interpolation_latents(config, rows=3, columns=5)).reshape(3, 5, -1)
+  ends = np.float64(trainer.latents(config, trainer.INTERPOLATION_LATENTS, 6)).reshape(3, 2, -1)
+  np.testing.assert_allclose(z[:, 0], ends[:, 0], atol=1e-5)
+  np.testing.assert_allclose(z[:, -1], ends[:, 1], atol=1e-5)
+  unit = z / np.linalg.norm(z, axis=-1, keepdims=True)
+  steps = np.arccos(np.clip(np.sum(unit[:, 1:] * unit[:, :-1], -1), -1, 1))  # (3, 4)
+  whole = np.arccos(np.sum(unit[:, 0] * unit[:, -1], -1))
+  np.testing.assert_allclose(steps, np.repeat(whole[:, None] / 4, 4, axis=1), rtol=1e-4)
+  norms = np.linalg.norm(z, axis=-1)  # (3, 5): linear from one end's length to the other's
+  np.testing.assert_allclose(norms, np.linspace(norms[:, 0], norms[:, -1], 5, axis=1),
+                             rtol=1e-5)
