@@ -145,11 +145,12 @@ class TfdsSource:
                        "install the package it names)") from None
     except Exception as e:  # not prepared, wrong format, unreadable files
       where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+      cause = (str(e).strip().splitlines() or [""])[0][:160]  # one line: the error's first
       raise UsageError(
           f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
-          f"({type(e).__name__}); on a machine with internet run `pip install tensorflow` (the "
-          f"tfds command needs it) and `tfds build {name} --file_format=array_record "
-          f"--data_dir=DIR`, then pass --data_dir=DIR") from None
+          f"({type(e).__name__}: {cause}); on a machine with internet run `pip install "
+          f"tensorflow` (the tfds command needs it) and `tfds build {name} "
+          f"--file_format=array_record --data_dir=DIR`, then pass --data_dir=DIR") from None
     features = self._source.dataset_info.features
     if image_key not in features:
       raise UsageError(f"TFDS dataset {name!r} has no {image_key!r} feature (its features: "

@@ -407,11 +407,15 @@ def interpolation_latents(config: TrainConfig, rows: int = 8, columns: int = 8) 
   ends = np.float64(latents(config, INTERPOLATION_LATENTS, 2 * rows)).reshape(rows, 2, -1)
   lengths = np.linalg.norm(ends, axis=-1, keepdims=True)  # (rows, 2, 1)
   start, end = np.split(ends / lengths, 2, axis=1)  # unit directions, (rows, 1, latent_dim)
-  angle = np.arccos(np.clip(np.sum(start * end, -1, keepdims=True), -1.0, 1.0))  # far from 0
+  angle = np.arccos(np.clip(np.sum(start * end, -1, keepdims=True), -1.0, 1.0))
   t = np.linspace(0.0, 1.0, columns)[None, :, None]
-  direction = (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.sin(angle)
+  turns = np.sin(angle) > 1e-6  # not with one latent dimension, where directions are +-1
+  direction = (np.sin((1 - t) * angle) * start + np.sin(t * angle) * end) / np.where(
+      turns, np.sin(angle), 1.0)
   length = (1 - t) * lengths[:, :1] + t * lengths[:, 1:]
-  return (direction * length).reshape(rows * columns, -1).astype(np.float32)
+  straight = (1 - t) * ends[:, :1] + t * ends[:, 1:]  # where there is no circle to walk
+  return np.where(turns, direction * length, straight).reshape(rows * columns, -1).astype(
+      np.float32)
 
 
 # With several processes, how often (in steps) they agree whether any of them must stop.

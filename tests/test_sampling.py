@@ -1,4 +1,6 @@
 """Sampling in eval mode: running statistics, and standing statistics for EMA weights."""
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -49,3 +51,9 @@ def test_interpolation_rows_walk_the_great_circle_between_two_fixed_latents_in_e
   norms = np.linalg.norm(z, axis=-1)  # (3, 5): linear from one end's length to the other's
   np.testing.assert_allclose(norms, np.linspace(norms[:, 0], norms[:, -1], 5, axis=1),
                              rtol=1e-5)
+  # one latent dimension has no circle to walk: a straight line between the two ends
+  config = dataclasses.replace(config, latent_dim=1)
+  line = trainer.interpolation_latents(config, rows=3, columns=5)[:, 0]
+  ends = trainer.latents(config, trainer.INTERPOLATION_LATENTS, 6)[:, 0]
+  np.testing.assert_allclose(line.reshape(3, 5), np.linspace(ends[0::2], ends[1::2], 5, axis=1),
+                             rtol=1e-5, atol=1e-6)
