@@ -722,13 +722,14 @@ class _Run:
     if summary["time_limited"]:
       logging.info("--max_train_minutes=%g reached at step %d of %d; rerun the same command to "
                    "continue", config.max_train_minutes, step, config.num_steps)
-    final = (self.samples(FINAL_LATENTS, config.num_final_samples) if self.primary or self.evaluator
-             else None)
+    state = self.host_state() if self.primary or self.evaluator else None  # once, for both
+    final = (None if state is None else
+             self.sample(state, latents(config, FINAL_LATENTS, config.num_final_samples)))
     if self.evaluator:
       summary.update(self.evaluate(step, final))
     if self.primary:  # final_samples.npy last and whole: it marks a finished run
       plotting.save_image_grid(final[:GRID_SIZE], os.path.join(self.workdir, "final_grid.png"))
-      plotting.save_image_grid(self.sample(self.host_state(), interpolation_latents(config)),
+      plotting.save_image_grid(self.sample(state, interpolation_latents(config)),
                                os.path.join(self.workdir, "interpolation.png"), columns=8)
       rows = read_metrics(self.workdir)
       plotting.plot_curves(rows, curve_panels(rows), os.path.join(self.workdir, "curves.png"))
