@@ -7,7 +7,9 @@ modules of your own), and writes under ``workdir``:
   model and the data);
 * ``checkpoints/<step>/``: orbax checkpoints of the whole state plus the data position; the run
   resumes from the newest one by itself;
-* ``metrics.jsonl``, ``tensorboard/``: a row every ``log_every_steps`` and at the last step;
+* ``metrics.jsonl``, ``tensorboard/``: a row every ``log_every_steps``, the means over those
+  steps (``nonfinite``: the updates skipped in them), and one at the step the run stopped at,
+  over the steps so far of its interval;
 * ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
 * ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``,
   ``interpolation.png`` (walks between fixed latents), ``curves.png``.
@@ -39,7 +41,7 @@ from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.preemption import Preemption
-from gan_jax.run_log import RunLog, read_metrics, write_json, write_npy
+from gan_jax.run_log import IntervalMeans, RunLog, read_metrics, write_json, write_npy
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
@@ -91,7 +93,8 @@ class TrainConfig:
                                   "backend reuses its per-step scratch block instead of "
                                   "page-faulting through a fresh one (gan_jax.host_memory); "
                                   "only where JAX will run on the CPU alone.")
-  log_every_steps: int = field(50, "Steps between metrics rows and progress lines.")
+  log_every_steps: int = field(50, "Steps between metrics rows and progress lines; each row "
+                              "holds the means over those steps.")
   sample_every_steps: int = field(500, "Steps between sample grids (0: only at the end).")
   checkpoint_every_steps: int = field(500, "Steps between checkpoints.")
   eval_every_steps: int = field(0, "Steps between quality evaluations (0: only at the end).")
@@ -512,11 +515,12 @@ class _Run:
                  jax.default_backend(), jax.process_count())
     self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                   config.keep_checkpoints)
-    self.start_step, position = 0, 0
+    self.start_step, position, since_row = 0, 0, None
     restored = self.checkpoints.restore_latest(state)
     if restored is not None:
       self.start_step, state, record = restored
       position = record["data_position"]
+      since_row = record.get("metrics_since_row")  # older checkpoints lack it
       saved_size = record.get("dataset_size", self.dataset_size)  # older checkpoints lack it
       require(saved_size == self.dataset_size, f"the dataset has {self.dataset_size} images, "
               f"and had {saved_size} when checkpoint {self.start_step} in {workdir} was saved: "
@@ -561,7 +565,7 @@ class _Run:
                       ", ".join(f"{k}={new}" for k, (_, new) in changed.items()))
       self.best_fid = np.inf
     self.nonfinite_run, self.logged_step = 0, None
-    self.last_logged_metrics, self.last_read = {}, {}  # the metrics of the last row, last step
+    self.interval, self.last_logged_metrics = IntervalMeans(since_row), {}
     # A run killed while writing its final outputs scored its last step already: once is enough.
     scored = [row for row in read_metrics(workdir) if row["step"] == self.start_step
               and "fid" in row]
@@ -581,9 +585,10 @@ class _Run:
     return self.sample(self.host_state(), latents(self.config, purpose, n))
 
   def record(self, step: int) -> dict:
-    """What a checkpoint of ``step`` records besides the state: the batches consumed and the
-    dataset's size, which fixes the data order."""
-    return {"data_position": step, "dataset_size": self.dataset_size}
+    """What a checkpoint of ``step`` records besides the state: the batches consumed, the
+    dataset's size, which fixes the data order, and the metrics since the last row."""
+    return {"data_position": step, "dataset_size": self.dataset_size,
+            "metrics_since_row": self.interval.state()}
 
   def save(self, step: int, wait: bool = False) -> bool:
     """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a
@@ -626,13 +631,17 @@ class _Run:
 
   def handle_metrics(self, step: int, metrics) -> None:
     """Reads one step's metrics: non-finite accounting, and on the row schedule (and at
-    ``num_steps``) the metrics row and progress line; ``train`` logs the step it stopped at."""
+    ``num_steps``) the metrics row of the interval and the progress line; ``train`` logs the
+    step it stopped at."""
     metrics = parallel.unreplicate(metrics) if self.use_pmap else metrics
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    self.last_read = metrics
+    self.interval.add(metrics)
     self.nonfinite_run = self.nonfinite_run + 1 if metrics["nonfinite"] > 0 else 0
-    if step % self.config.log_every_steps == 0 or step == self.config.num_steps:
-      self.log_row(step, metrics)
+    on_schedule = step % self.config.log_every_steps == 0
+    if on_schedule or step == self.config.num_steps:
+      self.log_row(step)
+    if on_schedule:  # a row off the schedule leaves the interval to the next one: see train
+      self.interval.reset()
     if self.nonfinite_run >= self.config.max_nonfinite_steps:
       kept = self.checkpoints.latest_step()
       raise RunError(
@@ -641,8 +650,9 @@ class _Run:
           f"{'does not exist yet' if kept is None else f'is step {kept}'}; lower the learning "
           "rates, then resume")
 
-  def log_row(self, step: int, metrics: dict) -> None:
-    """The metrics row and progress line of ``step``."""
+  def log_row(self, step: int) -> None:
+    """The metrics row and progress line of ``step``: the means since the previous row."""
+    metrics = self.interval.means()
     rate = self.log.progress(step, metrics)  # NaN at the first step: it compiled
     self.log.write(step, dict(metrics, steps_per_sec=rate) if np.isfinite(rate) else metrics)
     self.last_logged_metrics, self.logged_step = metrics, step
@@ -701,8 +711,11 @@ class _Run:
       pending = None if self.periodic_work(step, metrics) else (step, metrics)
     if pending is not None:
       self.handle_metrics(*pending)
-    if step > self.start_step and self.logged_step != step:  # the step it stopped at: a row
-      self.log_row(step, self.last_read)
+    if step > self.start_step and self.logged_step != step:
+      # A row for the step it stopped at. The interval goes on, into the checkpoint's record, as
+      # after the row at num_steps: the next row of a resumed (or extended) run is then the one
+      # of a run that never stopped.
+      self.log_row(step)
     saved = self.save(step, wait=True)
     # Agreed once more: a signal after the loop's last agreement must stop every process or none.
     wall = time.time() - start_time

@@ -21,7 +21,7 @@ from tests import dcgan_runs
 FLAGFILE = "dcgan_mnist.flags"
 # Narrow models: the properties are about the loop and checkpoints, not the model's size.
 ARGS = ["--g_width=16", "--d_width=16", "--num_steps=40", "--max_train_minutes=0",
-        "--checkpoint_every_steps=10", "--log_every_steps=1", "--sample_every_steps=0",
+        "--checkpoint_every_steps=10", "--log_every_steps=3", "--sample_every_steps=0",
         "--num_final_samples=64", "--seed=7", "--eval_extractor=none"]
 ARGV = [f"--flagfile={os.path.join(dcgan_runs.CONFIGS, FLAGFILE)}"] + ARGS
 
@@ -47,7 +47,16 @@ def wait_for_checkpoint(workdir, step, process, timeout=300):
     time.sleep(0.05)
 
 
-def assert_same_run(workdir, reference):
+def training_rows(workdir) -> dict:
+  """step -> the metrics row of ``workdir`` without its timing, in the file's order."""
+  rows = [row for row in trainer.read_metrics(str(workdir)) if "d_loss" in row]
+  assert len({row["step"] for row in rows}) == len(rows), "a step logged twice"
+  return {row["step"]: {k: v for k, v in row.items() if k != "steps_per_sec"} for row in rows}
+
+
+def assert_same_run(workdir, reference, stopped_at=()):
+  """The same final state, samples and metrics rows (the rows are means over 3 steps, however
+  the run was interrupted), plus a row at each step in ``stopped_at``."""
   step, state, record = dcgan_runs.latest_checkpoint(str(workdir), config())
   ref_step, ref_state, _ = dcgan_runs.latest_checkpoint(str(reference), config())
   assert step == ref_step == 40 and record["data_position"] == 40
@@ -55,15 +64,17 @@ def assert_same_run(workdir, reference):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(np.load(workdir / "final_samples.npy"),
                                 np.load(reference / "final_samples.npy"))
+  rows, reference_rows = training_rows(workdir), training_rows(reference)
+  assert list(reference_rows) == list(range(3, 40, 3)) + [40]
+  assert list(rows) == sorted(set(reference_rows) | set(stopped_at))
+  assert {s: rows[s] for s in reference_rows} == reference_rows
 
 
 def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path):
   trainer.train_and_evaluate(config("--num_steps=20"), str(tmp_path))
   summary = trainer.train_and_evaluate(config(), str(tmp_path))
   assert summary["start_step"] == 20
-  assert_same_run(tmp_path, straight)
-  steps = [r["step"] for r in trainer.read_metrics(str(tmp_path))]
-  assert steps == list(range(1, 41))  # one row per step, none twice
+  assert_same_run(tmp_path, straight, stopped_at=[20])  # its row at 21: the mean of 19 to 21
 
 
 def test_time_limit_stops_after_a_step_finishes_the_outputs_and_a_rerun_continues(straight,
@@ -74,8 +85,7 @@ def test_time_limit_stops_after_a_step_finishes_the_outputs_and_a_rerun_continue
   assert [r["step"] for r in trainer.read_metrics(str(tmp_path))] == [1]  # the last step's row
   summary = trainer.train_and_evaluate(config(), str(tmp_path))
   assert summary["start_step"] == 1 and not summary["time_limited"]
-  assert_same_run(tmp_path, straight)
-  assert [r["step"] for r in trainer.read_metrics(str(tmp_path))] == list(range(1, 41))
+  assert_same_run(tmp_path, straight, stopped_at=[1])
 
 
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(straight, tmp_path):
@@ -106,7 +116,7 @@ def test_sigterm_saves_current_step_exits_143_and_resumes_exactly(straight, tmp_
   assert step == record["data_position"] == last_logged >= 10
   assert not (tmp_path / "final_samples.npy").exists()
   trainer.train_and_evaluate(config(), str(tmp_path))
-  assert_same_run(tmp_path, straight)
+  assert_same_run(tmp_path, straight, stopped_at=[step] if step % 3 else [])
 
 
 def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(straight,
@@ -153,8 +163,8 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoint
   # A learning rate of 1e38 puts the weights near float32's limit: every later step overflows.
   with pytest.raises(RunError, match=r"5 steps in a row .* non-finite .* checkpoint is step 40"):
     trainer.train_and_evaluate(
-        config("--num_steps=100", "--d_learning_rate=1e38", "--max_nonfinite_steps=5"),
-        str(workdir))
+        config("--num_steps=100", "--d_learning_rate=1e38", "--max_nonfinite_steps=5",
+               "--log_every_steps=1"), str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == kept
   rows = [r for r in trainer.read_metrics(str(workdir)) if r["step"] > 40]
   assert sum(r["nonfinite"] > 0 for r in rows) >= 5

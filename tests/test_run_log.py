@@ -1,10 +1,12 @@
-"""The progress line's rate and ETA, on a fake clock; the metrics file of a resumed run, of a
-cut-off write and of a full disk; TensorBoard's purge of a resumed run's old steps."""
+"""The progress line's rate and ETA, on a fake clock; the means of a row's interval; the metrics
+file of a resumed run, of a cut-off write and of a full disk; TensorBoard's purge of a resumed
+run's old steps."""
 import errno
 import json
 import math
 import struct
 
+import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
@@ -35,6 +37,35 @@ def test_rate_and_eta_leave_out_the_compilation_and_the_work_between_steps(tmp_p
   clock.now += 6.0  # 30 more steps
   assert log.progress(101, {}) == 5.0  # 50 steps in 10 s of training, not in 70 s
   log.close()
+
+
+def test_interval_means_average_finite_values_sum_skips_and_resume_exactly_through_json():
+  rng = np.random.default_rng(0)
+  steps = [{"d_loss": float(x), "g_loss": float(y), "nonfinite": 0.0}
+           for x, y in rng.normal(size=(7, 2))]
+  steps[2].update(d_loss=math.nan, g_loss=math.inf, nonfinite=2.0)  # a step with skipped updates
+  steps[4].update(g_loss=math.nan, nonfinite=1.0)
+  straight = run_log.IntervalMeans()
+  for metrics in steps:
+    straight.add(metrics)
+  means = straight.means()
+  d_losses = [m["d_loss"] for m in steps if math.isfinite(m["d_loss"])]
+  g_losses = [m["g_loss"] for m in steps if math.isfinite(m["g_loss"])]
+  assert len(d_losses) == 6 and len(g_losses) == 5
+  np.testing.assert_allclose([means["d_loss"], means["g_loss"]],
+                             [np.mean(d_losses, dtype=np.float64), np.mean(g_losses)], rtol=1e-15)
+  assert means["nonfinite"] == 3.0
+  # Stopped after 3 steps: the state goes through a checkpoint record (strict JSON) and back.
+  first = run_log.IntervalMeans()
+  for metrics in steps[:3]:
+    first.add(metrics)
+  resumed = run_log.IntervalMeans(json.loads(run_log.to_json(first.state())))
+  for metrics in steps[3:]:
+    resumed.add(metrics)
+  assert resumed.means() == means  # bitwise: the same sums in the same order
+  resumed.reset()
+  resumed.add({"d_loss": math.nan, "nonfinite": 1.0})
+  assert math.isnan(resumed.means()["d_loss"]) and resumed.means()["nonfinite"] == 1.0
 
 
 def log_6_steps_then_resume_at_4(workdir) -> None:
