@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import time
+import zlib
 from typing import Callable, Optional, Tuple, TypeVar
 
 import jax
@@ -182,6 +183,20 @@ def agreed(check: Callable[[], T]) -> T:
   return result
 
 
+def check_same_dataset(source) -> None:
+  """Every process must read the same images: each global batch is a slice of one permutation
+  of them. UsageError on a process whose ``source`` differs from process 0's in size or, for an
+  image folder, in its file names (a collective)."""
+  names = zlib.crc32("\n".join(getattr(source, "files", ())).encode()) % 2**31
+  seen = multihost_utils.process_allgather(np.int32([len(source), names]))  # (processes, 2)
+  here, first = seen[jax.process_index()], seen[0]
+  what = (f"{here[0]} images, process 0 {first[0]}" if here[0] != first[0] else
+          f"other file names than process 0 ({here[0]} images each)")
+  require(np.array_equal(here, first), f"process {jax.process_index()} reads {what}: every host "
+          "must read the same dataset (sync the image folder, or prepare the same TFDS version "
+          "on each host)")
+
+
 SHARED_CHECK_FILE = ".shared_workdir_check"
 
 
@@ -325,9 +340,16 @@ def scoring_setup(config: TrainConfig, dataset_size: int) -> dict:
   return setup
 
 
+# The real images a dataset's FIDs are scored against: one draw, whatever the run's --seed, so that
+# runs of different seeds (and experiments.evaluate on outside samples) compare. Its own stream:
+# data orders are default_rng([seed, epoch]), and the spawn key keeps them apart.
+REAL_SUBSET_SEED = np.random.SeedSequence(0, spawn_key=(1,))
+
+
 def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluator]:
   """The sample-quality evaluator the config asks for, against a fixed random subset of
-  ``num_eval_real`` images of the training data ``source``; None when the extractor resolves to
+  ``num_eval_real`` images of the training data ``source`` (the same for every ``--seed``: see
+  ``REAL_SUBSET_SEED``); None when the extractor resolves to
   "none" (with a log line when "auto" chose it) or, with a warning, when ``source`` has too few
   images to score against."""
   name = resolve_extractor(config)
@@ -348,7 +370,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
     logging.warning("only %d real images: evaluation needs %d; samples are not scored", count,
                     needed)
     return None
-  chosen = np.sort(np.random.default_rng(config.seed).choice(len(source), count, replace=False))
+  chosen = np.sort(np.random.default_rng(REAL_SUBSET_SEED).choice(len(source), count,
+                                                                 replace=False))
   return evaluation.Evaluator(source[chosen], extractor)
 
 
@@ -496,6 +519,7 @@ class _Run:
       return source
     source = agreed(start_up_checks)
     if jax.process_count() > 1:
+      agreed(lambda: check_same_dataset(source))
       agreed(lambda: check_shared_workdir(workdir))
       if self.primary:  # every process has read it (the agreement is a collective after that)
         with contextlib.suppress(OSError):  # a leftover token harms nothing; a lone exit would

@@ -189,6 +189,18 @@ def test_image_folder_dataset(tmp_path):
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == kept
 
 
+def test_the_real_reference_set_is_one_draw_for_every_seed_and_not_the_data_order(monkeypatch):
+  """FIDs of runs with different --seed (or of outside samples) are scored against the same
+  real images, a subset when the dataset is larger than --num_eval_real."""
+  monkeypatch.setattr(trainer.evaluation, "Evaluator", lambda images, extractor: images)
+  source = trainer.input_pipeline.mnist_source(28, 1)
+  chosen = [trainer.build_evaluator(config_from(None, f"--seed={seed}", "--num_eval_real=1000",
+                                                "--eval_extractor=mnist_classifier"), source)
+            for seed in (0, 1)]
+  assert chosen[0].shape == (1000, 28, 28, 1)
+  np.testing.assert_array_equal(*chosen)
+
+
 def test_best_checkpoint_is_the_lowest_fid_so_far_also_across_a_resume(tmp_path, monkeypatch):
   scripted_fids = iter([5.0, 3.0, 4.0, 3.5, 4.5])  # at steps 2, 4, 6, then 8, 10 after a resume
   monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (

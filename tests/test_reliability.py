@@ -7,6 +7,7 @@ compile the same program, and "equal" below means bitwise equal.
 """
 import os
 import random
+import re
 import shutil
 import signal
 import time
@@ -205,3 +206,38 @@ def test_processes_agree_on_one_signal_so_they_exit_with_one_status(
   assert trainer.agreed_stop(stop, step=10, out_of_time=False) == stop_for
   assert (stop.requested, stop.relayed) == (stop_for, relayed)
   assert preemption.exit_status(stop.requested) == 128 + signal.Signals[stop_for]
+
+
+
+class Folder:
+  """An image folder's listing, as a source (``files`` and a size)."""
+
+  def __init__(self, files):
+    self.files = files
+
+  def __len__(self):
+    return len(self.files)
+
+
+@pytest.mark.parametrize("files, error", [
+    (["a.png", "b.png"], None),
+    (["a.png", "c.png"], "process 1 reads other file names than process 0 (2 images each)"),
+    (["a.png", "b.png", "c.png"], "process 1 reads 3 images, process 0 2"),
+])
+def test_processes_refuse_to_start_on_different_datasets(monkeypatch, files, error):
+  """Process 1 against process 0's gathered view of ["a.png", "b.png"] (the gather stubbed): a
+  global batch slices one permutation of the data, which a host with another listing (a lagging
+  sync) would silently break."""
+  gathered = []
+  monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
+                      lambda here: gathered.append(here) or np.stack([here, here]))
+  monkeypatch.setattr(trainer.jax, "process_index", lambda: 0)
+  trainer.check_same_dataset(Folder(["a.png", "b.png"]))  # process 0's view of itself
+  monkeypatch.setattr(trainer.jax, "process_index", lambda: 1)
+  monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
+                      lambda here: np.stack([gathered[0], here]))
+  if error is None:
+    trainer.check_same_dataset(Folder(files))
+  else:
+    with pytest.raises(UsageError, match=re.escape(error) + ": every host must read the same"):
+      trainer.check_same_dataset(Folder(files))
