@@ -6,8 +6,9 @@
 The input is pytorch-fid's port of the TensorFlow FID Inception (download it from
 ``gan_jax.metrics.inception.PYTORCH_FID_WEIGHTS_URL``); reading it needs ``torch`` (CPU build is
 enough), which gan_jax itself does not depend on. See ``gan_jax/metrics/inception.py`` for the
-file format.
+file format. An existing ``--output`` is replaced only with ``--overwrite``.
 """
+import os
 import pickle
 
 from absl import flags, logging
@@ -17,6 +18,7 @@ from gan_jax.metrics import inception
 
 flags.DEFINE_string("input", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth.")
 flags.DEFINE_string("output", "inception_fid.npz", "Where to write the converted weights.")
+flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
 FLAGS = flags.FLAGS
 
 
@@ -24,6 +26,10 @@ def main(argv):
   cli.require(FLAGS.input is not None, "pass --input=pt_inception-2015-12-05-6726825d.pth "
               f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
   cli.require_writable_file(FLAGS.output, "--output")
+  cli.require(FLAGS.overwrite or not os.path.exists(FLAGS.output), f"--output={FLAGS.output} "
+              "exists; pass --overwrite to replace it, or name another file")
+  cli.require(os.path.isfile(FLAGS.input), f"--input={FLAGS.input} is not a file; download "
+              f"pytorch-fid's weights from {inception.PYTORCH_FID_WEIGHTS_URL}")
   try:
     import torch
   except ImportError:
@@ -31,7 +37,7 @@ def main(argv):
                          "is enough) and run this again") from None
   try:
     state_dict = torch.load(FLAGS.input, map_location="cpu", weights_only=True)
-  except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # missing, not a .pth
+  except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # unreadable, not a .pth
     raise cli.UsageError(f"cannot read {FLAGS.input!r} ({e}); pass pytorch-fid's "
                          "pt_inception-2015-12-05-6726825d.pth") from None
   cli.require(isinstance(state_dict, dict)

@@ -9,9 +9,11 @@ newest checkpoint (eval mode, EMA weights when the run keeps them) draws ``--num
 from the run's fixed final latents; the checkpoints are only read (an unreadable one is skipped and
 left in place). ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
 in [-1, 1], e.g. from another framework. Each metric is printed beside its real-vs-real floor
-(two halves of the real set), and everything is written to ``--output`` as JSON.
+(two halves of the real set), and everything is written to ``--output`` as JSON: a ``.json``
+file that is new or holds an earlier result of this command (no other file is written over).
 """
 import dataclasses
+import json
 import os
 from typing import Optional, Tuple
 
@@ -24,8 +26,8 @@ flags.DEFINE_string("workdir", None, "A run's folder (config.json, checkpoints/)
 flags.DEFINE_bool("use_final_samples", False, "With --workdir: score final_samples.npy instead "
                   "of sampling the newest checkpoint.")
 flags.DEFINE_string("samples", None, "A .npy of images (N, H, W, C) in [-1, 1] to score.")
-flags.DEFINE_integer("num_samples", None, "Images to score (default: the run's "
-                     "num_final_samples, or all of --samples).")
+flags.DEFINE_integer("num_samples", None, "Images to score, at most 100,000 (default: the "
+                     "run's num_final_samples, or all of --samples).")
 flags.DEFINE_string("dataset", "mnist", "Real data for --samples (a run uses its own).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for --dataset=tfds:NAME.")
 flags.DEFINE_integer("resolution", 28, "Resolution of the real data for --samples.")
@@ -34,10 +36,12 @@ flags.DEFINE_string("eval_extractor", None, "Override the run's (or the default)
                     "auto, mnist_classifier, inception, none.")
 flags.DEFINE_string("inception_weights", None, "FID Inception-v3 weights (.npz); without "
                     "--eval_extractor, scores with them.")
-flags.DEFINE_string("output", None, "JSON file for the results (default: "
-                    "WORKDIR/evaluation.json, or beside --samples).")
+flags.DEFINE_string("output", None, "A .json file for the results, new or an earlier result "
+                    "of this command (default: WORKDIR/evaluation.json, or beside --samples).")
 FLAGS = flags.FLAGS
 REPORTED = ("fid", "kid", "inception_score", "precision", "recall", "density", "coverage")
+RESULT_KEYS = ("num_samples", "fid", "real_fid")  # what marks a file as an earlier result
+MAX_SAMPLES = 100_000  # as experiments.vanilla_gan's --num_samples
 
 
 def run_config() -> trainer.TrainConfig:
@@ -66,11 +70,28 @@ def run_config() -> trainer.TrainConfig:
   return config
 
 
+def is_result(path: str) -> bool:
+  """Whether ``path`` holds a JSON object with the keys of this command's results."""
+  try:
+    with open(path) as f:
+      content = json.load(f)
+  except (OSError, ValueError):  # unreadable, not text, not JSON
+    return False
+  return isinstance(content, dict) and all(key in content for key in RESULT_KEYS)
+
+
 def output_path() -> str:
-  """Where the results go; its folder is made and checked before any work."""
-  path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
-                          else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
-  return cli.require_writable_file(path, "--output")
+  """Where the results go; its folder is made and checked before any work. Only a ``.json`` file
+  that is new or holds an earlier result is written: never the samples, a run's config.json or
+  another file of the user's."""
+  path = cli.require_writable_file(
+      FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
+                       else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json"), "--output")
+  cli.require(path.endswith(".json"), f"--output={path} is not a .json file; the results are "
+              "JSON: name a new .json file with --output")
+  cli.require(not os.path.exists(path) or is_result(path), f"--output={path} exists and holds "
+              "no earlier result of experiments.evaluate; name a new .json file with --output")
+  return path
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
@@ -89,6 +110,12 @@ def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]
     cli.require(shape is not None and len(shape) == 4,
                 f"{path} holds {'several arrays' if shape is None else f'shape {shape}'}; "
                 "expected one array of images (N, H, W, C)")
+    size, real = "x".join(map(str, shape[1:])), "x".join(
+        map(str, (config.resolution, config.resolution, config.channels)))
+    cli.require(size == real, f"{path} holds {size} images but the real data ({config.dataset}) "
+                f"is {real}: " + (f"pass the --dataset they imitate, with --resolution="
+                                  f"{shape[1]} --channels={shape[3]}" if FLAGS.samples else
+                                  "leave out --use_final_samples to sample the newest checkpoint"))
     cli.require(FLAGS.num_samples is None or FLAGS.num_samples <= len(samples),
                 f"--num_samples={FLAGS.num_samples} but {path} holds {len(samples)} images; "
                 "lower --num_samples or leave it out")
@@ -123,8 +150,9 @@ def check_flags() -> None:
                 f"{'them' if len(given) > 1 else 'it'} with --workdir")
   cli.require(not (FLAGS.samples and FLAGS.use_final_samples), "--use_final_samples picks a "
               "run's final_samples.npy; with --samples pass that file itself")
-  cli.require(FLAGS.num_samples is None or FLAGS.num_samples > 0,
-              f"--num_samples must be positive, got {FLAGS.num_samples}")
+  cli.require(FLAGS.num_samples is None or 0 < FLAGS.num_samples <= MAX_SAMPLES,
+              f"--num_samples must be in [1, {MAX_SAMPLES:,}] (all the images are held in memory "
+              f"at once), got {FLAGS.num_samples}")
 
 
 def main(argv):

@@ -5,7 +5,8 @@
 Deterministic (see ``mnist_classifier.train``): the default flags give the shipped weights, byte
 for byte (``cmp classifier.msgpack gan_jax/metrics/weights/mnist_classifier.msgpack``). Writes
 the weights (flax msgpack) to ``--output`` and, beside them, a JSON file with the held-out
-accuracy and the command. An existing file is replaced only with ``--overwrite``, so the shipped
+accuracy and the command (``--output`` with the extension ``.json``, so ``--output`` must not end
+in ``.json``). An existing file (of either) is replaced only with ``--overwrite``, so the shipped
 weights change only when asked to.
 """
 import dataclasses
@@ -25,17 +26,18 @@ cli.define_flags(mnist_classifier.TrainConfig)
 flags.adopt_module_key_flags(cli)  # --helpshort lists them
 flags.DEFINE_string("output", None, "Where to write the weights (the shipped ones: "
                     f"{os.path.relpath(mnist_classifier.WEIGHTS_PATH)}).")
-flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
+flags.DEFINE_bool("overwrite", False, "Replace --output and its .json record if they exist.")
 flags.mark_flag_as_required("output")
 FLAGS = flags.FLAGS
 
 
-def validate(config: mnist_classifier.TrainConfig, train_examples: int) -> None:
-  """UsageError naming the first setting out of range."""
+def validate(config: mnist_classifier.TrainConfig, train_examples: int, size: int) -> None:
+  """UsageError naming the first setting out of range (``size``: the images' side)."""
   cli.require_positive(config, ("epochs", "learning_rate"))
   cli.require(1 <= config.batch_size <= train_examples, f"--batch_size must be in [1, "
               f"{train_examples}] (the training digits), got {config.batch_size}")
-  cli.require(config.max_shift >= 0, f"--max_shift must be >= 0, got {config.max_shift}")
+  cli.require(0 <= config.max_shift < size, f"--max_shift must be in [0, {size}) (the image "
+              f"size), got {config.max_shift}")
   cli.require_seed(config.seed)
 
 
@@ -45,9 +47,15 @@ def main(argv):
   images = digits[..., None].astype(np.float32) / 127.5 - 1.0
   train_indices, heldout_indices = mnist_classifier.heldout_split(labels)
   config = cli.config_from_flags(mnist_classifier.TrainConfig)
-  validate(config, len(train_indices))
-  cli.require(FLAGS.overwrite or not os.path.exists(FLAGS.output), f"--output={FLAGS.output} "
-              "exists; pass --overwrite to replace it, or name another file")
+  validate(config, len(train_indices), images.shape[1])
+  stem = os.path.splitext(FLAGS.output)[0]
+  record_path = stem + ".json"
+  cli.require(record_path != FLAGS.output, f"--output={FLAGS.output} ends in .json, the extension "
+              f"of the accuracy record written beside the weights; pass --output={stem}.msgpack")
+  for path, name in ((FLAGS.output, f"--output={FLAGS.output}"),
+                     (record_path, f"{record_path} (the accuracy record beside --output)")):
+    cli.require(FLAGS.overwrite or not os.path.exists(path), f"{name} exists; pass --overwrite "
+                "to replace it, or name another file")
   cli.require_writable_file(FLAGS.output, "--output")
   variables, heldout_accuracy = mnist_classifier.train(
       images[train_indices], labels[train_indices], images[heldout_indices],
@@ -62,7 +70,7 @@ def main(argv):
       "seconds": round(time.time() - start, 1),
       "jax_version": jax.__version__,
   }
-  run_log.write_json(os.path.splitext(FLAGS.output)[0] + ".json", record)
+  run_log.write_json(record_path, record)
   logging.info("held-out accuracy %.2f%%; wrote %s", 100 * heldout_accuracy, FLAGS.output)
 
 

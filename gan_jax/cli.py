@@ -18,10 +18,11 @@ import types
 import typing
 from typing import Any, Callable, Sequence, Type, Union
 
+import jax
 from absl import app, flags, logging
 
 from gan_jax import train_step
-from gan_jax.errors import RunError, UsageError  # pylint: disable=unused-import
+from gan_jax.errors import RunError, UsageError, first_line  # pylint: disable=unused-import
 
 flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
 
@@ -60,8 +61,17 @@ def _parse_flags(argv):
 
 def run(main: Callable) -> None:
   """``absl.app.run(main)``; a UsageError exits with status 2, a RunError with 1, as one line;
-  a Ctrl-C that ``main`` does not handle itself with 130 (the shell's status for it), also as one
-  line."""
+  so does running out of host or device memory (1); a Ctrl-C that ``main`` does not handle
+  itself with 130 (the shell's status for it), also as one line."""
+
+  def fail(message, status: int) -> None:
+    logging.flush()
+    if flags.FLAGS.verbose:
+      traceback.print_exc()
+    else:  # library threads failing after this (orbax's) only repeat it
+      sys.excepthook = threading.excepthook = lambda *args: None
+    print(f"error: {message}", file=sys.stderr)
+    _exit(status)
 
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -71,13 +81,12 @@ def run(main: Callable) -> None:
               "--name=value")
       return main(argv)
     except (UsageError, RunError) as e:
-      logging.flush()
-      if flags.FLAGS.verbose:
-        traceback.print_exc()
-      else:  # library threads failing after this (orbax's) only repeat it
-        sys.excepthook = threading.excepthook = lambda *args: None
-      print(f"error: {e}", file=sys.stderr)
-      _exit(2 if isinstance(e, UsageError) else 1)
+      fail(e, 2 if isinstance(e, UsageError) else 1)
+    except (MemoryError, jax.errors.JaxRuntimeError) as e:
+      if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      fail(f"out of memory ({first_line(e)}); lower the batch size, the "
+           "model's size or the sample counts (checkpoints already written are kept)", 1)
     except KeyboardInterrupt:
       logging.flush()
       print("interrupted (Ctrl-C); outputs already written are kept", file=sys.stderr)

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps
 
-from gan_jax.errors import UsageError
+from gan_jax.errors import UsageError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -134,6 +134,9 @@ class TfdsSource:
   def __init__(self, name: str, split: str, data_dir: Optional[str], resolution: int,
                channels: int, image_key: str = "image"):
     import tensorflow_datasets as tfds
+    if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
+      raise UsageError(f"--data_dir={data_dir} does not exist or is not a folder; pass the "
+                       f"folder that `tfds build {name} --data_dir=DIR` prepared")
     try:
       with _log_only_on_success():  # a missing dataset's warnings only repeat the error below
         self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -145,7 +148,7 @@ class TfdsSource:
                        "install the package it names)") from None
     except Exception as e:  # not prepared, wrong format, unreadable files
       where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-      cause = (str(e).strip().splitlines() or [""])[0][:160]  # one line: the error's first
+      cause = first_line(e)
       raise UsageError(
           f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
           f"({type(e).__name__}: {cause}); on a machine with internet run `pip install "

@@ -51,6 +51,11 @@ GRID_LATENTS, FINAL_LATENTS, STANDING_LATENTS, INTERPOLATION_LATENTS = 0, 1, 2, 
 STANDING_BATCH = 1024  # latents of the EMA generator's standing statistics
 EXTRACTORS = ("auto", "mnist_classifier", "inception", "none")
 RUN_FOLDERS = ("checkpoints", "best", "samples", "tensorboard")  # what a run keeps in its workdir
+RUN_FILES = ("config.json", "metrics.jsonl", "final_samples.npy", "final_grid.png",
+             "interpolation.png", "curves.png")  # and writes there
+# The most final samples a run draws: FID's usual 50,000 and room to spare; they are held in
+# host memory at once (100,000 at 64x64x3 are 4.9 GB).
+MAX_FINAL_SAMPLES = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +146,14 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require_positive(config, ("latent_dim", "g_width", "d_width", "log_every_steps",
                             "checkpoint_every_steps", "keep_checkpoints", "max_nonfinite_steps",
                             "num_final_samples", "num_eval_real"))
+  require(config.num_final_samples <= MAX_FINAL_SAMPLES, f"--num_final_samples="
+          f"{config.num_final_samples} is more than {MAX_FINAL_SAMPLES:,}, which are held in "
+          "memory at once; lower it")
+  require(not config.inception_weights or config.eval_extractor in ("auto", "inception"),
+          f"--inception_weights is for --eval_extractor=inception (or auto), not "
+          f"--eval_extractor={config.eval_extractor}; drop one of them")
+  require(not config.data_dir or config.dataset.startswith("tfds:"), f"--data_dir is where "
+          f"TFDS datasets are; --dataset={config.dataset} does not read it: drop --data_dir")
   for name in ("sample_every_steps", "eval_every_steps"):
     require(getattr(config, name) >= 0,
             f"--{name} must be >= 0 (0: only at the end), got {getattr(config, name)}")
@@ -238,6 +251,10 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
     path = os.path.join(workdir, folder)
     require(not os.path.exists(path) or os.path.isdir(path), f"{path} is a file, where the run "
             f"keeps its {folder} folder; move it away or use a new --workdir")
+  for name in RUN_FILES:  # found now, not when the file is written after training
+    path = os.path.join(workdir, name)
+    require(not os.path.isdir(path), f"{path} is a folder, where the run writes its {name}; "
+            "move it away or use a new --workdir")
   checkpoints = os.path.join(workdir, "checkpoints")
   if os.path.isdir(checkpoints):  # a resume writes there too
     make_writable_dir(checkpoints)
@@ -248,12 +265,16 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   require(saved is not None or resumable or not outputs, f"--workdir={workdir} holds "
           f"{' and '.join(outputs)} of another kind of run (it has neither config.json nor "
           "checkpoints of this training loop); use a new --workdir")
-  if saved is not None and resumable:
+  if resumable:
+    # The checkpoint's own record of the settings comes first: config.json may be lost or edited
+    # (records of older versions lack it).
+    record = checkpointing.Checkpointer(checkpoints, read_only=True).latest_record()
+    fixed = {**(saved or {}), **(record[1].get("fixed_settings", {}) if record else {})}
     for name in RESUME_FIXED:
-      if name in saved and saved[name] != getattr(config, name):
+      if name in fixed and fixed[name] != getattr(config, name):
         raise UsageError(
-            f"--{name}={getattr(config, name)} differs from {saved[name]} of the run in "
-            f"{workdir}; resume with --{name}={saved[name]} or use a new --workdir")
+            f"--{name}={getattr(config, name)} differs from {fixed[name]} of the run in "
+            f"{workdir}; resume with --{name}={fixed[name]} or use a new --workdir")
 
 
 def read_saved_config(workdir: str, advice: str = "restore it, or use a new --workdir"
@@ -565,7 +586,7 @@ class _Run:
     self.device_batches = input_pipeline.prefetch(map(to_device, batches))
 
     self.evaluator = build_evaluator(config, source)
-    if self.primary:
+    if self.primary and not self.finished:  # a finished run's flags changed nothing
       save_config(workdir, config)
     self.sample = sampler(config, models)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -600,6 +621,11 @@ class _Run:
   def final_samples_path(self) -> str:
     return os.path.join(self.workdir, "final_samples.npy")
 
+  @property
+  def finished(self) -> bool:
+    """Whether the run reached ``num_steps`` and wrote its final outputs already."""
+    return self.start_step >= self.config.num_steps and os.path.exists(self.final_samples_path)
+
   def host_state(self) -> train_state.GANState:
     """The state as host arrays (one replica)."""
     return jax.device_get(parallel.unreplicate(self.state) if self.use_pmap else self.state)
@@ -610,9 +636,11 @@ class _Run:
 
   def record(self, step: int) -> dict:
     """What a checkpoint of ``step`` records besides the state: the batches consumed, the
-    dataset's size, which fixes the data order, and the metrics since the last row."""
+    dataset's size, which fixes the data order, the metrics since the last row, and the settings
+    a resume must keep."""
     return {"data_position": step, "dataset_size": self.dataset_size,
-            "metrics_since_row": self.interval.state()}
+            "metrics_since_row": self.interval.state(),
+            "fixed_settings": {name: getattr(self.config, name) for name in RESUME_FIXED}}
 
   def save(self, step: int, wait: bool = False) -> bool:
     """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a
@@ -708,9 +736,9 @@ class _Run:
     step's periodic work; then the final checkpoint and, for a run that was not stopped by a
     signal, the final outputs. Returns ``train_and_evaluate``'s summary."""
     config, step = self.config, self.start_step
-    if step >= config.num_steps and os.path.exists(self.final_samples_path):
-      logging.info("the run in %s finished at step %d already; its outputs are there (raise "
-                   "--num_steps to train on)", self.workdir, step)
+    if self.finished:
+      logging.info("the run in %s finished at step %d already; its outputs and config.json are "
+                   "kept as they were (raise --num_steps to train on)", self.workdir, step)
       return {"start_step": step, "step": step, "preempted": None, "time_limited": False,
               "already_finished": True}
     start_time = time.time()

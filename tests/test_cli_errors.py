@@ -1,5 +1,6 @@
 """Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from PIL import Image
 
 from benchmarks import commands
 from gan_jax import cli, trainer
+from gan_jax.metrics import inception
 from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
@@ -45,6 +47,14 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--num_eval_real=-5"], "--num_eval_real must be positive"),
     (["--num_final_samples=5", "--eval_extractor=mnist_classifier"],
      "--num_final_samples=5 is too few to score"),
+    (["--num_final_samples=100001"], "--num_final_samples=100001 is more than 100,000, which are "
+     "held in memory at once"),
+    (["--inception_weights={tmp}/w.npz", "--eval_extractor=mnist_classifier"],
+     "--inception_weights is for --eval_extractor=inception .*, not "
+     "--eval_extractor=mnist_classifier"),
+    (["--data_dir={tmp}"], "--data_dir is where TFDS datasets are; --dataset=mnist does not read"),
+    (["--dataset=tfds:mnist", "--data_dir={tmp}/nothing"],
+     "--data_dir=.*nothing does not exist or is not a folder"),
 ])
 def test_bad_settings_raise_one_usage_error(tmp_path, flags, message):
   flags = [f.format(tmp=tmp_path) for f in flags]
@@ -187,6 +197,30 @@ def test_reports_of_reads_into_a_closed_event_loop_are_dropped_and_others_kept()
   assert "ValueError: something else" in result.stderr
 
 
+@pytest.mark.parametrize("allocation, cause", [
+    ("numpy.empty((10**7, 10**7))", "Unable to allocate 728. TiB"),
+    ("jax.numpy.zeros((10**7, 10**7))", "RESOURCE_EXHAUSTED: Out of memory allocating"),
+])
+def test_running_out_of_memory_is_one_line_and_status_1(allocation, cause):
+  """A model, batch or sample count too large for host or device memory (fuzzing found a
+  90-line traceback for --latent_dim=1000000000)."""
+  script = (f"import jax.numpy, numpy\nfrom gan_jax import cli\n"
+            f"def main(argv):\n  {allocation}\ncli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(f"error: out of memory ({cause}")
+
+
+def test_a_file_that_is_not_inception_weights_gets_advice_that_keeps_it(tmp_path):
+  """The advice converts into a new file, not over the user's (here a text file)."""
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(UsageError, match=r"cannot read Inception weights .*notes.txt' as an .npz "
+                     r"\(\w+: .+\); pass the .npz .* --output=inception_fid.npz`") as error:
+    inception.load_inception(str(tmp_path / "notes.txt"))
+  assert "\n" not in str(error.value)
+
+
 def test_a_ctrl_c_the_command_does_not_handle_is_one_line_and_status_130():
   script = ("from gan_jax import cli\n"
             "def main(argv):\n  raise KeyboardInterrupt\n"
@@ -247,14 +281,27 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
      "error: the real images to score against are too few: 3 (folder:{tmp}/few has 3"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/garbled"],
      "error: --output={tmp}/garbled is a folder; name a file"),
+    ("experiments.evaluate", ["--samples={tmp}/c3.npy"], "error: {tmp}/c3.npy holds 32x32x3 "
+     "images but the real data (mnist) is 28x28x1: pass the --dataset they imitate, with "
+     "--resolution=32 --channels=3"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--resolution=64", "--channels=3"],
+     "error: {tmp}/four.npy holds 28x28x1 images but the real data (mnist) is 64x64x3: pass the "
+     "--dataset they imitate, with --resolution=28 --channels=1"),
+    ("experiments.evaluate", ["--workdir={tmp}/garbled", "--num_samples=1000000000"],
+     "error: --num_samples must be in [1, 100,000] (all the images are held in memory at once), "
+     "got 1000000000"),
     ("experiments.convert_inception_weights", ["--input=x.pth", "--output={tmp}/garbled"],
      "error: --output={tmp}/garbled is a folder; name a file"),
+    ("experiments.convert_inception_weights", ["--input={tmp}/no.pth", "--output={tmp}/w.npz"],
+     "error: --input={tmp}/no.pth is not a file; download pytorch-fid's weights from https://"),
     ("experiments.train_classifier", ["--output={tmp}/c.msgpack", "--epochs=0"],
      "error: --epochs must be positive, got 0"),
     ("experiments.train_classifier", ["--output={tmp}/c.msgpack", "--batch_size=100000"],
      "error: --batch_size must be in [1, 4500] (the training digits), got 100000"),
     ("experiments.train_classifier", ["--output={tmp}/four.npy"],
      "error: --output={tmp}/four.npy exists; pass --overwrite to replace it"),
+    ("experiments.train_classifier", ["--output={tmp}/c.msgpack", "--epochs=1", "--max_shift=28"],
+     "error: --max_shift must be in [0, 28) (the image size), got 28"),
     ("experiments.theory", ["--workdir={tmp}/lab", "--seed=-1"],
      "error: --seed must be in [0, 4294967295], got -1"),
     ("benchmarks.dcgan_throughput", ["--peak_tflops=0"], "error: flag --peak_tflops=0.0: "
@@ -269,6 +316,7 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
 def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   (tmp_path / "junk.npy").write_bytes(b"not an array")
   np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
+  np.save(tmp_path / "c3.npy", np.zeros((4, 32, 32, 3), np.float32))
   (tmp_path / "few").mkdir()
   for i in range(3):
     Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "few" / f"{i}.png")
@@ -280,6 +328,58 @@ def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   last_line = result.stderr.strip().splitlines()[-1]
   assert last_line.startswith(message.format(tmp=tmp_path)), result.stderr[-2000:]
+
+
+def files_in(folder) -> dict:
+  """Every file under ``folder``: its path there and its bytes."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/four.npy"],
+     "error: --output={tmp}/four.npy is not a .json file; the results are JSON: name a new .json "
+     "file with --output"),
+    ("experiments.evaluate", ["--workdir={tmp}/run", "--output={tmp}/run/config.json"],
+     "error: --output={tmp}/run/config.json exists and holds no earlier result of "
+     "experiments.evaluate; name a new .json file with --output"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/notes.json"],
+     "error: --output={tmp}/notes.json exists and holds no earlier result of experiments.evaluate"),
+    ("experiments.train_classifier", ["--output={tmp}/c.json", "--epochs=1"],
+     "error: --output={tmp}/c.json ends in .json, the extension of the accuracy record written "
+     "beside the weights; pass --output={tmp}/c.msgpack"),
+    ("experiments.train_classifier", ["--output={tmp}/notes.msgpack", "--epochs=1"],
+     "error: {tmp}/notes.json (the accuracy record beside --output) exists; pass --overwrite to "
+     "replace it, or name another file"),
+    ("experiments.convert_inception_weights", ["--input={tmp}/four.npy",
+                                                "--output={tmp}/weights.npz"],
+     "error: --output={tmp}/weights.npz exists; pass --overwrite to replace it"),
+])
+def test_commands_refuse_to_write_over_a_file_and_keep_every_file(tmp_path, module, args,
+                                                                   message):
+  """The samples, a run's config.json, a file of the user's: one error line, before any work, and
+  every file stays as it was (none added)."""
+  np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
+  (tmp_path / "notes.json").write_text('{"mine": 1}')
+  (tmp_path / "weights.npz").write_bytes(b"earlier weights")
+  (tmp_path / "run").mkdir()
+  trainer.save_config(str(tmp_path / "run"), trainer.TrainConfig())
+  before = files_in(tmp_path)
+  command = [sys.executable, "-m", module, *[a.format(tmp=tmp_path) for a in args]]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith(message.format(tmp=tmp_path)), result.stderr[-2000:]
+  assert files_in(tmp_path) == before
+
+
+def test_evaluate_writes_over_an_earlier_result_of_its_own(tmp_path):
+  np.save(tmp_path / "s.npy", np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)))
+  (tmp_path / "s.evaluation.json").write_text('{"num_samples": 9, "fid": 1, "real_fid": 1}')
+  result = subprocess.run([sys.executable, "-m", "experiments.evaluate",
+                           f"--samples={tmp_path}/s.npy", "--eval_extractor=mnist_classifier"],
+                          capture_output=True, text=True, cwd=dcgan_runs.ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads((tmp_path / "s.evaluation.json").read_text())["num_samples"] == 64
 
 
 @pytest.mark.parametrize("annotation, flag_type", [(Optional[str], str), (str | None, str),

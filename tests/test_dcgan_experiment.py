@@ -66,12 +66,16 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
   assert [r["step"] for r in evaluation] == [4]
   assert evaluation[0]["fid"] > 10 * evaluation[0]["real_fid"] > 0  # 4 steps: far from data
   assert os.listdir(tmp_path / "best") == ["4"]
-  # the same command again: nothing to do, nothing rewritten or scored twice
+  # the same command again, with other flags that would change only the outputs: nothing to do,
+  # nothing rewritten (config.json still describes the outputs) or scored twice
   rows, mtime = trainer.read_metrics(str(tmp_path)), os.path.getmtime(tmp_path / "final_grid.png")
-  again = trainer.train_and_evaluate(config, str(tmp_path))
+  saved_config = (tmp_path / "config.json").read_text()
+  again = trainer.train_and_evaluate(dataclasses.replace(config, num_final_samples=128),
+                                     str(tmp_path))
   assert again["already_finished"] and again["step"] == 4
   assert trainer.read_metrics(str(tmp_path)) == rows
   assert os.path.getmtime(tmp_path / "final_grid.png") == mtime
+  assert (tmp_path / "config.json").read_text() == saved_config
   # experiments.evaluate: from the checkpoint and from final_samples.npy, the same score
   for args in (["--workdir", str(tmp_path)], ["--samples", str(tmp_path / "final_samples.npy"),
                                                 "--resolution=32"]):
@@ -189,7 +193,16 @@ def test_image_folder_dataset(tmp_path):
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == kept
 
 
-def test_the_real_reference_set_is_one_draw_for_every_seed_and_not_the_data_order(monkeypatch):
+@pytest.mark.parametrize("name", trainer.RUN_FILES)
+def test_a_folder_where_the_run_writes_a_file_is_refused_before_training(tmp_path, name):
+  """Found at start, not after training when the file is written; the folder stays."""
+  (tmp_path / name / "keep").mkdir(parents=True)
+  with pytest.raises(UsageError, match=f"{name} is a folder, where the run writes its {name}"):
+    trainer.prepare_workdir(str(tmp_path), config_from())
+  assert os.listdir(tmp_path) == [name] and os.listdir(tmp_path / name) == ["keep"]
+
+
+def test_the_real_reference_set_is_one_draw_for_every_seed(monkeypatch):
   """FIDs of runs with different --seed (or of outside samples) are scored against the same
   real images, a subset when the dataset is larger than --num_eval_real."""
   monkeypatch.setattr(trainer.evaluation, "Evaluator", lambda images, extractor: images)

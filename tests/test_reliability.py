@@ -142,11 +142,15 @@ def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_pat
                              ("dataset", "tfds:mnist", "mnist"), ("channels", 3, 1)]:
     with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
       trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
-  # without config.json, the checkpoints themselves refuse another model, and stay
-  (workdir / "config.json").unlink()
+  # without config.json, or with one edited, the checkpoints' records still name the flags
   kept, rows = sorted(os.listdir(workdir / "checkpoints")), trainer.read_metrics(str(workdir))
-  with pytest.raises(UsageError, match="checkpoint 40 .* holds another model than the flags"):
-    trainer.train_and_evaluate(config("--g_width=32"), str(workdir))
+  for text in (None, '{"note": "edited by hand"}'):
+    (workdir / "config.json").unlink(missing_ok=True)
+    if text:
+      (workdir / "config.json").write_text(text)
+    for flag, value, saved in [("batch_size", 32, 64), ("seed", 8, 7), ("g_width", 32, 16)]:
+      with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
+        trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == kept
   assert not (workdir / "unreadable_checkpoints").exists()
   assert trainer.read_metrics(str(workdir)) == rows

@@ -29,7 +29,7 @@ import numpy as np
 from flax import traverse_util
 from jax import lax
 
-from gan_jax.errors import UsageError
+from gan_jax.errors import UsageError, first_line
 from gan_jax.metrics.extractor import FeatureExtractor, check_variables
 
 Array = jax.Array
@@ -240,20 +240,24 @@ def load_inception(path: str, batch_size: int = 50) -> FeatureExtractor:
   Raises:
     UsageError: if the file is missing, unreadable or does not hold this network's variables.
   """
-  how_to_get = (f"download {PYTORCH_FID_WEIGHTS_URL} and convert it with `python -m "
-                "experiments.convert_inception_weights "
-                f"--input=pt_inception-2015-12-05-6726825d.pth --output={path}` (needs torch)")
+  def how_to_get(output: str) -> str:
+    return (f"download {PYTORCH_FID_WEIGHTS_URL} and convert it with `python -m "
+            "experiments.convert_inception_weights "
+            f"--input=pt_inception-2015-12-05-6726825d.pth --output={output}` (needs torch)")
+
   try:
     with np.load(path) as npz:
       flat = {name: npz[name] for name in npz.files}
   except FileNotFoundError:
-    raise UsageError(f"Inception weights {path!r} not found; {how_to_get}") from None
+    raise UsageError(f"Inception weights {path!r} not found; {how_to_get(path)}") from None
   except Exception as e:  # not an .npz: numpy and zipfile raise several types
-    raise UsageError(f"cannot read Inception weights {path!r} ({type(e).__name__}); "
-                     f"{how_to_get}") from None
+    cause = first_line(e, 120)
+    raise UsageError(f"cannot read Inception weights {path!r} as an .npz ({type(e).__name__}: "
+                     f"{cause}); pass the .npz made this way: "
+                     f"{how_to_get('inception_fid.npz')}") from None
   variables = traverse_util.unflatten_dict(flat, sep="/")
   check_variables(variables, variables_template(),
-                  f"{path!r} does not hold FID Inception weights", how_to_get)
+                  f"{path!r} does not hold FID Inception weights", how_to_get(path))
   return FeatureExtractor(_apply, jax.tree.map(jnp.asarray, variables), batch_size)
 
 
