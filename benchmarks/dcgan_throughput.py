@@ -21,6 +21,7 @@ torch_images_per_sec and speedup (the reference as shipped), torch_same_malloc_i
 speedup_same_malloc.
 """
 import json
+import math
 import os
 import time
 
@@ -49,8 +50,8 @@ flags.DEFINE_enum("conv_method", "auto", list(layers.METHODS), "How the resampli
 flags.DEFINE_enum("dtype", "float32", list(trainer.DTYPES), "Compute dtype.")
 flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the compute dtype (e.g. "
                    "989 for an H100/H200 in bfloat16, dense), to report model FLOP utilization.")
-flags.register_validator("peak_tflops", lambda peak: peak is None or peak > 0,
-                         message="--peak_tflops must be positive")
+flags.register_validator("peak_tflops", lambda peak: peak is None or 0 < peak < math.inf,
+                         message="--peak_tflops must be a positive number")
 flags.DEFINE_string("torch_python", None, "A Python with torch==2.13.0, to run the reference.")
 flags.DEFINE_string("torch_reference", os.path.join(os.path.dirname(__file__), os.pardir,
                                                     os.pardir, "shared", "bench",

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from gan_jax.errors import UsageError, first_line
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 MAX_PADDING = 4  # pixels of border in all (2 per side) that fit_image adds instead of resizing
@@ -182,6 +182,7 @@ def read_image(path: str) -> np.ndarray:
   """An image file as uint8 ``(H, W)`` (16-bit grayscale, scaled to 8 bits) or ``(H, W, 3)``,
   turned upright as its EXIF orientation says (photos from phones and cameras)."""
   with Image.open(path) as image:
+    image.load()  # a truncated file fails here, as itself, not as unreadable EXIF below
     try:
       image = ImageOps.exif_transpose(image)
     except Exception as e:  # malformed EXIF (PIL raises SyntaxError, ValueError, ...)

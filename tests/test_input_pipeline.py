@@ -88,12 +88,25 @@ def test_fit_image_pads_crops_resizes_and_converts_channels():
 def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
   Image.fromarray(np.full((50, 70, 3), 200, np.uint8)).save(tmp_path / "a.png")
   Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "b.jpg")
+  Image.fromarray(np.full((30, 30), 50, np.uint8)).save(tmp_path / "c.tif")
   (tmp_path / "notes.txt").write_text("not an image")
   source = input_pipeline.make_source(f"folder:{tmp_path}", 16, 3)
-  assert len(source) == 2
-  batch = source[[0, 1]]
-  assert batch.shape == (2, 16, 16, 3)
-  np.testing.assert_allclose(batch[0], 200 / 127.5 - 1, atol=1e-6)
+  assert len(source) == 3
+  batch = source[[0, 1, 2]]
+  assert batch.shape == (3, 16, 16, 3)
+  np.testing.assert_allclose(batch[:, 0, 0, 0], np.array([200, 100, 50]) / 127.5 - 1, atol=1e-6)
+
+
+def test_a_truncated_image_is_one_error_naming_it_without_an_exif_warning(tmp_path, caplog):
+  """Only headers are checked at start: a cut-off file fails when its batch is read."""
+  for name in ("a.png", "b.png"):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        tmp_path / name)
+  (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes()[:2000])
+  source = input_pipeline.make_source(f"folder:{tmp_path}", 32, 3)
+  with pytest.raises(UsageError, match=r"cannot read image .*b.png' \(image file is truncated"):
+    source[[1]]
+  assert "EXIF" not in caplog.text
 
 
 def test_a_folder_batch_decoded_by_threads_is_in_the_order_asked_for(tmp_path):
