@@ -25,9 +25,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.require(FLAGS.input is not None, "pass --input=pt_inception-2015-12-05-6726825d.pth "
               f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
-  cli.require_writable_file(FLAGS.output, "--output")
-  cli.require(FLAGS.overwrite or not os.path.exists(FLAGS.output), f"--output={FLAGS.output} "
+  cli.require(FLAGS.overwrite or not os.path.isfile(FLAGS.output), f"--output={FLAGS.output} "
               "exists; pass --overwrite to replace it, or name another file")
+  cli.require_writable_file(FLAGS.output, "--output")
   cli.require(os.path.isfile(FLAGS.input), f"--input={FLAGS.input} is not a file; download "
               f"pytorch-fid's weights from {inception.PYTORCH_FID_WEIGHTS_URL}")
   try:

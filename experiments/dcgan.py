@@ -6,7 +6,7 @@ the same command to resume it). On a multi-host TPU slice or several processes, 
 """
 from absl import flags, logging
 
-from gan_jax import cli, host_memory, parallel, preemption, trainer
+from gan_jax import cli, distributed, host_memory, preemption, trainer
 
 cli.define_flags(trainer.TrainConfig)
 flags.adopt_module_key_flags(cli)  # --helpshort lists them
@@ -16,21 +16,23 @@ flags.DEFINE_bool("distributed", False, "Join a multi-process job first (jax.dis
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed.")
 flags.DEFINE_integer("num_processes", None, "Processes in the job, for --distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, for --distributed.")
+flags.DEFINE_integer("distributed_timeout_s", distributed.DEFAULT_TIMEOUT_S,
+                     "Seconds the processes of a --distributed job wait for each other to join.")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  given = [f"--{name}" for name in ("coordinator_address", "num_processes", "process_id")
-           if FLAGS[name].present]
+  given = [f"--{name}" for name in ("coordinator_address", "num_processes", "process_id",
+                                    "distributed_timeout_s") if FLAGS[name].present]
   cli.require(FLAGS.distributed or not given, f"{', '.join(given)} without --distributed: each "
               "process would train alone; add --distributed")
   config = cli.config_from_flags(trainer.TrainConfig)
   if config.keep_freed_memory and host_memory.only_cpu_backend():  # before JAX's CPU threads
     host_memory.keep_freed_memory()
   if FLAGS.distributed:
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id)
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           FLAGS.distributed_timeout_s)
   summary = trainer.train_and_evaluate(config, FLAGS.workdir)
   logging.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v
                             for k, v in summary.items()})

@@ -84,14 +84,13 @@ def output_path() -> str:
   """Where the results go; its folder is made and checked before any work. Only a ``.json`` file
   that is new or holds an earlier result is written: never the samples, a run's config.json or
   another file of the user's."""
-  path = cli.require_writable_file(
-      FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
-                       else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json"), "--output")
+  path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
+                          else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
   cli.require(path.endswith(".json"), f"--output={path} is not a .json file; the results are "
               "JSON: name a new .json file with --output")
-  cli.require(not os.path.exists(path) or is_result(path), f"--output={path} exists and holds "
+  cli.require(not os.path.isfile(path) or is_result(path), f"--output={path} exists and holds "
               "no earlier result of experiments.evaluate; name a new .json file with --output")
-  return path
+  return cli.require_writable_file(path, "--output")  # last: it makes the folder
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:

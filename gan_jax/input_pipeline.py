@@ -188,8 +188,16 @@ def read_image(path: str) -> np.ndarray:
     except Exception as e:  # malformed EXIF (PIL raises SyntaxError, ValueError, ...)
       logging.log_first_n(logging.WARNING, "ignoring the unreadable EXIF orientation of %s (%s; "
                           "logged for the first 3 such images)", 3, path, e)
-    if image.mode.startswith("I"):  # 16-bit PNG or TIFF; convert("RGB") would clip at 255
-      return np.round(np.asarray(image, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+    # Wider pixels have no range to scale from but their type's; convert("RGB") would clip.
+    if image.mode == "F":
+      raise UsageError(f"{path} holds floating-point pixels, whose range is unknown; save it "
+                       "with 8 or 16 bits per channel")
+    if image.mode.startswith("I"):  # 16-bit PNG or TIFF
+      pixels = np.asarray(image, np.float64)
+      if pixels.max(initial=0) > 65535:
+        raise UsageError(f"{path} holds pixels over 16 bits; save it with 8 or 16 bits per "
+                         "channel")
+      return np.round(pixels / 257.0).clip(0, 255).astype(np.uint8)
     return np.asarray(image.convert("RGB"))
 
 

@@ -99,19 +99,6 @@ def put_sharded(batch: np.ndarray, devices) -> Array:
   return jax.device_put(shard(batch, len(devices)), sharding)
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None,
-                           num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-  """Joins a multi-process job (``jax.distributed.initialize``) before JAX uses any device.
-
-  On Cloud TPU VMs and under SLURM every argument is found automatically; elsewhere give all
-  three. CPU devices exchange collectives through gloo (JAX's CPU default has none across
-  processes); other platforms are unaffected by that setting.
-  """
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
-
-
 def any_process(flag: bool) -> bool:
   """Whether ``flag`` holds on any process (a collective: every process must call it; just
   ``flag`` in a single process)."""

@@ -265,16 +265,18 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
   require(saved is not None or resumable or not outputs, f"--workdir={workdir} holds "
           f"{' and '.join(outputs)} of another kind of run (it has neither config.json nor "
           "checkpoints of this training loop); use a new --workdir")
-  if resumable:
-    # The checkpoint's own record of the settings comes first: config.json may be lost or edited
-    # (records of older versions lack it).
-    record = checkpointing.Checkpointer(checkpoints, read_only=True).latest_record()
-    fixed = {**(saved or {}), **(record[1].get("fixed_settings", {}) if record else {})}
-    for name in RESUME_FIXED:
-      if name in fixed and fixed[name] != getattr(config, name):
-        raise UsageError(
-            f"--{name}={getattr(config, name)} differs from {fixed[name]} of the run in "
-            f"{workdir}; resume with --{name}={fixed[name]} or use a new --workdir")
+  if saved is not None and resumable:
+    check_resume_settings(config, saved, workdir)
+
+
+def check_resume_settings(config: TrainConfig, settings: dict, workdir: str) -> None:
+  """UsageError naming the first flag of ``RESUME_FIXED`` that differs from its value in
+  ``settings`` (a run's config.json, or a checkpoint's record of them)."""
+  for name in RESUME_FIXED:
+    if name in settings and settings[name] != getattr(config, name):
+      raise UsageError(
+          f"--{name}={getattr(config, name)} differs from {settings[name]} of the run in "
+          f"{workdir}; resume with --{name}={settings[name]} or use a new --workdir")
 
 
 def read_saved_config(workdir: str, advice: str = "restore it, or use a new --workdir"
@@ -566,6 +568,8 @@ class _Run:
       self.start_step, state, record = restored
       position = record["data_position"]
       since_row = record.get("metrics_since_row")  # older checkpoints lack it
+      # config.json may be lost or edited: the checkpoint's own record of the settings holds
+      check_resume_settings(config, record.get("fixed_settings", {}), workdir)
       saved_size = record.get("dataset_size", self.dataset_size)  # older checkpoints lack it
       require(saved_size == self.dataset_size, f"the dataset has {self.dataset_size} images, "
               f"and had {saved_size} when checkpoint {self.start_step} in {workdir} was saved: "
@@ -586,7 +590,9 @@ class _Run:
     self.device_batches = input_pipeline.prefetch(map(to_device, batches))
 
     self.evaluator = build_evaluator(config, source)
-    if self.primary and not self.finished:  # a finished run's flags changed nothing
+    # A finished run's flags changed nothing: its config.json stays, unless it was lost.
+    kept_config = self.finished and os.path.exists(os.path.join(workdir, "config.json"))
+    if self.primary and not kept_config:
       save_config(workdir, config)
     self.sample = sampler(config, models)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)

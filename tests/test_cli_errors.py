@@ -280,7 +280,9 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
                               "--eval_extractor=mnist_classifier"],
      "error: the real images to score against are too few: 3 (folder:{tmp}/few has 3"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/garbled"],
-     "error: --output={tmp}/garbled is a folder; name a file"),
+     "error: --output={tmp}/garbled is not a .json file"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/folder.json"],
+     "error: --output={tmp}/folder.json is a folder; name a file"),
     ("experiments.evaluate", ["--samples={tmp}/c3.npy"], "error: {tmp}/c3.npy holds 32x32x3 "
      "images but the real data (mnist) is 28x28x1: pass the --dataset they imitate, with "
      "--resolution=32 --channels=3"),
@@ -305,7 +307,9 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
     ("experiments.theory", ["--workdir={tmp}/lab", "--seed=-1"],
      "error: --seed must be in [0, 4294967295], got -1"),
     ("benchmarks.dcgan_throughput", ["--peak_tflops=0"], "error: flag --peak_tflops=0.0: "
-     "--peak_tflops must be positive"),
+     "--peak_tflops must be a positive number"),
+    ("benchmarks.dcgan_throughput", ["--peak_tflops=inf"], "error: flag --peak_tflops=inf: "
+     "--peak_tflops must be a positive number"),
     ("benchmarks.dcgan_throughput", ["--resolution=48"], "error: flag --resolution=48: "
      "--resolution must be 32 or 64"),
     ("benchmarks.toy_throughput", ["--torch_python={tmp}/junk.npy"],
@@ -318,6 +322,7 @@ def test_other_commands_print_one_error_line(tmp_path, module, args, message):
   np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
   np.save(tmp_path / "c3.npy", np.zeros((4, 32, 32, 3), np.float32))
   (tmp_path / "few").mkdir()
+  (tmp_path / "folder.json").mkdir()
   for i in range(3):
     Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "few" / f"{i}.png")
   for run, config in (("garbled", "garbage"), ("other_version", '{"old_removed_flag": 1}')):
@@ -344,6 +349,8 @@ def files_in(folder) -> dict:
      "experiments.evaluate; name a new .json file with --output"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/notes.json"],
      "error: --output={tmp}/notes.json exists and holds no earlier result of experiments.evaluate"),
+    ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/new/results.txt"],
+     "error: --output={tmp}/new/results.txt is not a .json file"),
     ("experiments.train_classifier", ["--output={tmp}/c.json", "--epochs=1"],
      "error: --output={tmp}/c.json ends in .json, the extension of the accuracy record written "
      "beside the weights; pass --output={tmp}/c.msgpack"),
@@ -357,19 +364,19 @@ def files_in(folder) -> dict:
 def test_commands_refuse_to_write_over_a_file_and_keep_every_file(tmp_path, module, args,
                                                                    message):
   """The samples, a run's config.json, a file of the user's: one error line, before any work, and
-  every file stays as it was (none added)."""
+  every file stays as it was (none added, and no folder made for a refused output)."""
   np.save(tmp_path / "four.npy", np.zeros((4, 28, 28, 1), np.float32))
   (tmp_path / "notes.json").write_text('{"mine": 1}')
   (tmp_path / "weights.npz").write_bytes(b"earlier weights")
   (tmp_path / "run").mkdir()
   trainer.save_config(str(tmp_path / "run"), trainer.TrainConfig())
-  before = files_in(tmp_path)
+  before, folders = files_in(tmp_path), sorted(tmp_path.rglob("*"))
   command = [sys.executable, "-m", module, *[a.format(tmp=tmp_path) for a in args]]
   result = subprocess.run(command, capture_output=True, text=True, cwd=dcgan_runs.ROOT)
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   last_line = result.stderr.strip().splitlines()[-1]
   assert last_line.startswith(message.format(tmp=tmp_path)), result.stderr[-2000:]
-  assert files_in(tmp_path) == before
+  assert files_in(tmp_path) == before and sorted(tmp_path.rglob("*")) == folders
 
 
 def test_evaluate_writes_over_an_earlier_result_of_its_own(tmp_path):

@@ -76,6 +76,9 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
   assert trainer.read_metrics(str(tmp_path)) == rows
   assert os.path.getmtime(tmp_path / "final_grid.png") == mtime
   assert (tmp_path / "config.json").read_text() == saved_config
+  (tmp_path / "config.json").unlink()  # lost: written again, for experiments.evaluate --workdir
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert json.loads((tmp_path / "config.json").read_text()) == json.loads(saved_config)
   # experiments.evaluate: from the checkpoint and from final_samples.npy, the same score
   for args in (["--workdir", str(tmp_path)], ["--samples", str(tmp_path / "final_samples.npy"),
                                                 "--resolution=32"]):

@@ -109,6 +109,17 @@ def test_a_truncated_image_is_one_error_naming_it_without_an_exif_warning(tmp_pa
   assert "EXIF" not in caplog.text
 
 
+@pytest.mark.parametrize("pixels, message", [
+    (np.full((8, 8), 0.5, np.float32), "holds floating-point pixels, whose range is unknown"),
+    (np.full((8, 8), 70000, np.int32), "holds pixels over 16 bits"),
+])
+def test_tiff_pixels_without_a_known_range_are_refused_not_scaled_wrong(tmp_path, pixels,
+                                                                        message):
+  Image.fromarray(pixels).save(tmp_path / "wide.tif")
+  with pytest.raises(UsageError, match=message):
+    input_pipeline.read_image(str(tmp_path / "wide.tif"))
+
+
 def test_a_folder_batch_decoded_by_threads_is_in_the_order_asked_for(tmp_path):
   rng = np.random.default_rng(0)
   for i in range(24):  # distinct sizes and contents, so any mix-up shows

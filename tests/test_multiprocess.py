@@ -6,6 +6,7 @@ keep global-batch batch norm, so a different layout only reorders float reductio
 reach the same parameters and samples. A signal to one of the processes stops both at one step.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from gan_jax import checkpointing, trainer
+from gan_jax import checkpointing, distributed, trainer
+from gan_jax.errors import UsageError
 from tests import dcgan_runs
 
 ARGS = ["--resolution=28", *dcgan_runs.TINY_RUN, "--num_final_samples=16", "--eval_extractor=none"]
@@ -205,3 +207,81 @@ def test_a_nonfinite_stop_at_a_sample_grid_step_stops_both_processes_with_one_li
   for output in outputs:
     last = output.strip().splitlines()[-1]
     assert last.startswith("error: 1 steps in a row up to step 1 "), output
+
+
+# Without the variables a cluster sets, JAX finds no job to join (JAX_COORDINATOR_ADDRESS stands
+# in for --coordinator_address).
+NO_CLUSTER_ENV = {name: value for name, value in os.environ.items() if not name.startswith(
+    ("SLURM_", "OMPI_", "PMI_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR", "CLOUD_TPU"))}
+
+
+def the_error_line(result: subprocess.CompletedProcess) -> str:
+  """The one ``error:`` line of a finished command, which printed no traceback."""
+  output = result.stdout + result.stderr
+  assert "Traceback" not in output and "Fatal Python error" not in output, output[-3000:]
+  errors = [line for line in output.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, output[-3000:]
+  return errors[0]
+
+
+def test_distributed_without_a_job_to_join_stops_with_one_line(tmp_path):
+  """JAX's own ValueError (no cluster environment to read the settings from), as one line."""
+  result = dcgan_runs.run_command(tmp_path, [*ARGS, "--distributed"], env=NO_CLUSTER_ENV,
+                                  timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert the_error_line(result).startswith(
+      "error: --distributed found no job to join (coordinator_address should be defined.); "
+      "pass --coordinator_address=HOST:PORT (process 0's), --num_processes and --process_id, or "
+      "run under Slurm, Open MPI or on a Cloud TPU pod")
+
+
+@pytest.mark.parametrize("settings, message", [
+    (("127.0.0.1:1234", 2, 5), "--process_id=5 is not below --num_processes=2; give the "
+     "processes the ids 0 to 1"),
+    (("notahost", 1, 0), "--coordinator_address='notahost' is not HOST:PORT; pass process 0's "
+     "host and a free port on it"),
+    (("127.0.0.1:http", None, None), "--coordinator_address='127.0.0.1:http' is not HOST:PORT"),
+    (("127.0.0.1:1234", 0, None), "--num_processes must be at least 1, got 0"),
+    (("127.0.0.1:1234", None, -1), "--process_id must be >= 0, got -1"),
+], ids=["process_id_too_large", "no_port", "port_not_a_number", "no_processes",
+        "negative_process_id"])
+def test_bad_distributed_settings_are_one_usage_error_before_jax_sees_them(settings, message):
+  """JAX's own checks end in tracebacks (an IndexError for an address without a port)."""
+  with pytest.raises(UsageError, match=re.escape(message)):
+    distributed.check_settings(*settings)
+  with pytest.raises(UsageError, match="--distributed_timeout_s must be positive, got 0"):
+    distributed.check_settings(None, None, None, timeout_s=0)
+
+
+def test_a_busy_coordinator_port_is_refused_on_process_0():
+  """jaxlib fails to start its server on a taken port with an exception or a segfault."""
+  with socket.socket(socket.AF_INET6) as taken:
+    taken.bind(("::", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(UsageError, match=re.escape(
+        f"port {port} of --coordinator_address=127.0.0.1:{port} is in use on this host, where "
+        "process 0 runs the coordinator; pick a free port (the same one for every process)")):
+      distributed.check_settings(f"127.0.0.1:{port}", 1, 0)
+    distributed.check_settings(f"127.0.0.1:{port}", 2, 1)  # another process: not its port
+
+
+@pytest.mark.parametrize("process_id, message", [
+    (1, "error: no coordinator answered at --coordinator_address={address} within 5 s "
+     "(--distributed_timeout_s) (Connection refused); start process 0 (--process_id=0)"),
+    (0, "error: the coordinator at {address} is up, but not all 2 processes joined within 5 s "
+     "(--distributed_timeout_s); start every --process_id from 0 to 1"),
+], ids=["no_coordinator", "no_peer"])
+def test_a_job_that_does_not_gather_stops_after_the_timeout_with_one_line(tmp_path, process_id,
+                                                                          message):
+  """Alone, process 1 finds no coordinator and process 0 no peer: both say so at the deadline
+  (JAX itself would wait 300 s, then abort with a C++ stack trace)."""
+  address = f"127.0.0.1:{free_port()}"
+  result = dcgan_runs.run_command(tmp_path, [
+      *ARGS, "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+      f"--process_id={process_id}", "--distributed_timeout_s=5"], env=NO_CLUSTER_ENV,
+      timeout=120)  # a guard against a hang only
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert (f"joining the job at {address} as process {process_id} of 2; waiting up to 5 s for "
+          "all processes to join" in result.stderr)
+  assert the_error_line(result).startswith(message.format(address=address))

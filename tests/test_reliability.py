@@ -78,6 +78,22 @@ def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path):
   assert_same_run(tmp_path, straight, stopped_at=[20])  # its row at 21: the mean of 19 to 21
 
 
+def test_rows_are_the_means_of_the_steps_since_the_previous_row(straight, tmp_path):
+  """The first 6 steps, logged one by one: their means over 1-3 and 4-6 (and for ``nonfinite``,
+  sums) are the rows at 3 and 6 of the run that logs every 3 steps."""
+  trainer.train_and_evaluate(config("--num_steps=6", "--log_every_steps=1"), str(tmp_path))
+  steps, reference = training_rows(tmp_path), training_rows(straight)
+  assert list(steps) == [1, 2, 3, 4, 5, 6]
+  for end in (3, 6):
+    interval = [steps[step] for step in range(end - 2, end + 1)]
+    assert len({row["d_loss"] for row in interval}) == 3  # the steps differ: a mean, not a copy
+    for name, value in reference[end].items():
+      if name != "step":
+        combine = np.sum if name == "nonfinite" else np.mean
+        np.testing.assert_allclose(combine([row[name] for row in interval]), value, rtol=1e-12,
+                                   err_msg=name)
+
+
 def test_time_limit_stops_after_a_step_finishes_the_outputs_and_a_rerun_continues(straight,
                                                                                   tmp_path):
   summary = trainer.train_and_evaluate(config("--max_train_minutes=1e-9"), str(tmp_path))
@@ -142,14 +158,17 @@ def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_pat
                              ("dataset", "tfds:mnist", "mnist"), ("channels", 3, 1)]:
     with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
       trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
-  # without config.json, or with one edited, the checkpoints' records still name the flags
+  # without config.json, or with one edited, the checkpoints' records still name the flags (and
+  # a model of other shapes does not restore)
   kept, rows = sorted(os.listdir(workdir / "checkpoints")), trainer.read_metrics(str(workdir))
   for text in (None, '{"note": "edited by hand"}'):
     (workdir / "config.json").unlink(missing_ok=True)
     if text:
       (workdir / "config.json").write_text(text)
-    for flag, value, saved in [("batch_size", 32, 64), ("seed", 8, 7), ("g_width", 32, 16)]:
-      with pytest.raises(UsageError, match=f"--{flag}={value} differs from {saved}"):
+    for flag, value, message in [("batch_size", 32, "--batch_size=32 differs from 64"),
+                                 ("seed", 8, "--seed=8 differs from 7"),
+                                 ("g_width", 32, "checkpoint 40 .* holds another model")]:
+      with pytest.raises(UsageError, match=message):
         trainer.train_and_evaluate(config(f"--{flag}={value}"), str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == kept
   assert not (workdir / "unreadable_checkpoints").exists()
