@@ -27,9 +27,9 @@ def main(argv):
               f"(download it from {inception.PYTORCH_FID_WEIGHTS_URL})")
   cli.require(FLAGS.overwrite or not os.path.isfile(FLAGS.output), f"--output={FLAGS.output} "
               "exists; pass --overwrite to replace it, or name another file")
-  cli.require_writable_file(FLAGS.output, "--output")
   cli.require(os.path.isfile(FLAGS.input), f"--input={FLAGS.input} is not a file; download "
               f"pytorch-fid's weights from {inception.PYTORCH_FID_WEIGHTS_URL}")
+  cli.require_writable_file(FLAGS.output, "--output")
   try:
     import torch
   except ImportError:

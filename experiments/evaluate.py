@@ -81,16 +81,17 @@ def is_result(path: str) -> bool:
 
 
 def output_path() -> str:
-  """Where the results go; its folder is made and checked before any work. Only a ``.json`` file
-  that is new or holds an earlier result is written: never the samples, a run's config.json or
-  another file of the user's."""
+  """Where the results go (its folder is made later, once the inputs have passed their checks).
+  Only a ``.json`` file that is new or holds an earlier result is written: never the samples, a
+  run's config.json or another file of the user's."""
   path = FLAGS.output or (os.path.join(FLAGS.workdir, "evaluation.json") if FLAGS.workdir
                           else os.path.splitext(FLAGS.samples)[0] + ".evaluation.json")
   cli.require(path.endswith(".json"), f"--output={path} is not a .json file; the results are "
               "JSON: name a new .json file with --output")
   cli.require(not os.path.isfile(path) or is_result(path), f"--output={path} exists and holds "
               "no earlier result of experiments.evaluate; name a new .json file with --output")
-  return cli.require_writable_file(path, "--output")  # last: it makes the folder
+  cli.require(not os.path.isdir(path), f"--output={path} is a folder; name a file")
+  return path
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
@@ -164,6 +165,7 @@ def main(argv):
   cli.require(trainer.resolve_extractor(config) != "none", "no feature extractor for these "
               "images: pass --eval_extractor=mnist_classifier (gray images) or "
               "--inception_weights=PATH")
+  cli.require_writable_file(output, "--output")  # before the scoring, the longest part
   evaluator = trainer.build_evaluator(config, source)
   cli.require(evaluator is not None, f"the real images to score against are too few: "
               f"{min(len(source), config.num_eval_real)} ({config.dataset} has {len(source)}, "

@@ -26,6 +26,10 @@ _JAX_TIMEOUT_MARGIN_S = 30
 def _split_address(address: str, source: str) -> Tuple[str, int]:
   """``(host, port)`` of ``HOST:PORT`` (``[IPv6]:PORT`` too); UsageError naming ``source``."""
   host, colon, port = address.rpartition(":")
+  try:
+    host.strip("[]").encode("idna")  # what the socket layer checks a host name with
+  except UnicodeError:
+    host = ""
   if not (colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
     raise UsageError(f"{source}={address!r} is not HOST:PORT; pass process 0's host and a free "
                      "port on it, e.g. --coordinator_address=10.0.0.1:12345")
@@ -41,14 +45,17 @@ def _require_free_port(coordinator_address: str) -> None:
     try:
       with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        if family == socket.AF_INET6:  # both stacks, as gRPC's socket
+          probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         probe.bind((anywhere, port))
       return
     except OSError as e:
-      if e.errno == errno.EADDRINUSE:
-        raise UsageError(f"port {port} of --coordinator_address={coordinator_address} is in use "
-                         "on this host, where process 0 runs the coordinator; pick a free port "
-                         "(the same one for every process)") from None
-      # else no IPv6 on this host: try IPv4
+      if e.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):  # no IPv6 here: try IPv4
+        continue
+      reason = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror})"
+      raise UsageError(f"port {port} of --coordinator_address={coordinator_address} {reason} "
+                       "on this host, where process 0 runs the coordinator; pick a free port "
+                       "(the same one for every process)") from None
 
 
 def check_settings(coordinator_address: Optional[str], num_processes: Optional[int],
@@ -57,7 +64,7 @@ def check_settings(coordinator_address: Optional[str], num_processes: Optional[i
   own checks end in tracebacks, or in an IndexError for an address without a port)."""
   if coordinator_address is not None:
     _split_address(coordinator_address, "--coordinator_address")
-  elif os.environ.get("JAX_COORDINATOR_ADDRESS"):  # JAX's fallback for the flag
+  elif "JAX_COORDINATOR_ADDRESS" in os.environ:  # JAX's fallback for the flag, even when empty
     _split_address(os.environ["JAX_COORDINATOR_ADDRESS"], "JAX_COORDINATOR_ADDRESS")
   if num_processes is not None and num_processes < 1:
     raise UsageError(f"--num_processes must be at least 1, got {num_processes}; pass the number "
@@ -70,6 +77,7 @@ def check_settings(coordinator_address: Optional[str], num_processes: Optional[i
                      f"give the processes the ids 0 to {num_processes - 1}, one each")
   if timeout_s < 1:
     raise UsageError(f"--distributed_timeout_s must be positive, got {timeout_s}")
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if (process_id == 0 and coordinator_address is not None
       and not os.environ.get("JAX_COORDINATOR_BIND_ADDRESS")):  # else it binds elsewhere
     _require_free_port(coordinator_address)
@@ -102,11 +110,18 @@ def _exit_when_late(seconds: float, message: Callable[[], str]):
   """Runs the ``with`` body; if it has not ended within ``seconds``, prints ``error:
   message()`` (as ``cli.run`` prints an error) and exits with status 1 from a watchdog thread:
   the body is stuck in C++ that Python cannot interrupt, and gives up with a stack trace."""
-  done = threading.Event()
+  done, deciding = threading.Event(), threading.Lock()
 
   def watch():
-    if not done.wait(seconds):
+    if done.wait(seconds):
+      return
+    try:
       line = message()
+    except Exception:  # pylint: disable=broad-except  # the exit must not be lost to it
+      line = f"the job did not gather within {seconds:g} s (--distributed_timeout_s)"
+    with deciding:
+      if done.is_set():  # the body ended while the message was made: it joined after all
+        return
       logging.flush()
       sys.stdout.flush()
       print(f"error: {line}", file=sys.stderr, flush=True)
@@ -116,7 +131,8 @@ def _exit_when_late(seconds: float, message: Callable[[], str]):
   try:
     yield
   finally:
-    done.set()
+    with deciding:
+      done.set()
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,

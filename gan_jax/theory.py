@@ -136,7 +136,7 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   With r = (q - p) / p, each cell is p (r - log(1 + r)), which is never negative, minus q - p;
   the sum of the first terms plus that of p - q is the KL. Summing p log(p / q) itself would
   cancel to noise (or a negative number) when p and q nearly agree: its cells are about as large
-  as the difference of the densities, their sum about its square (``_kl_bracket``).
+  as the difference of the densities, their sum about its square (``_kl_cell``).
 
   Args:
     p: density on the grid, any shape.
@@ -148,22 +148,30 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
     ``inf`` if p has mass where q has none.
   """
   _check_same_shape(p=p, q=q)
-  has_mass = p > 0
+  p, q = jnp.asarray(p), jnp.asarray(q)
+  # below the smallest normal number XLA's CPU log flushes p to 0; such cells hold no KL
+  has_mass = p >= jnp.finfo(p.dtype).tiny
   safe_p = jnp.where(has_mass, p, 1.0)
+  safe_q = jnp.where(has_mass, q, 1.0)
   # where p is 0, p log(p / q) is 0: the first term must then be q, to cancel the second's -q
-  cells = jnp.where(has_mass, safe_p * _kl_bracket((q - p) / safe_p), q)
+  cells = jnp.where(has_mass, _kl_cell(safe_p, safe_q), q)
   return (jnp.sum(cells) + jnp.sum(p - q)) * dx
 
 
-def _kl_bracket(r: Array) -> Array:
-  """r - log(1 + r) for r >= -1 (inf at -1), accurate to a few float32 ulps: below |r| = 0.1
-  by its series r^2/2 - r^3/3 + ... (the closed form would lose the leading r to cancellation)."""
-  small = jnp.abs(r) < 0.1
-  r_small = jnp.where(small, r, 0.0)
-  series = r_small * r_small * (1 / 2 + r_small * (-1 / 3 + r_small * (1 / 4 + r_small * (
-      -1 / 5 + r_small * (1 / 6 + r_small * (-1 / 7 + r_small * (1 / 8 - r_small / 9)))))))
-  r_large = jnp.where(small, 1.0, r)  # keeps the unused branch and its gradient finite
-  return jnp.where(small, series, r_large - jnp.log1p(r_large))
+def _kl_cell(p: Array, q: Array) -> Array:
+  """p (r - log(1 + r)) with r = (q - p) / p, for p > 0 (inf where q is 0), accurate to a few
+  ulps. Where |r| is small, by the series r^2/2 - r^3/3 + ... (the closed form loses its leading
+  terms to cancellation); elsewhere as (q - p) + p (log p - log q), which cannot overflow."""
+  cut = 0.1 if jnp.finfo(p.dtype).eps > 1e-10 else 0.01  # the series' error: about cut^8 / 5
+  small = jnp.abs(q - p) < cut * p
+  # each branch sees 1s where the other is taken, so that its unused gradient stays finite
+  near_p, near_q = jnp.where(small, p, 1.0), jnp.where(small, q, 1.0)
+  far_p, far_q = jnp.where(small, 1.0, p), jnp.where(small, 1.0, q)
+  r = (near_q - near_p) / near_p
+  series = r * r * (1 / 2 + r * (-1 / 3 + r * (1 / 4 + r * (-1 / 5 + r * (1 / 6 + r * (
+      -1 / 7 + r * (1 / 8 - r / 9)))))))
+  return jnp.where(small, near_p * series,
+                   (far_q - far_p) + far_p * (jnp.log(far_p) - jnp.log(far_q)))
 
 
 def js_divergence(p: Array, q: Array, dx: float) -> Array:

@@ -569,7 +569,8 @@ class _Run:
       position = record["data_position"]
       since_row = record.get("metrics_since_row")  # older checkpoints lack it
       # config.json may be lost or edited: the checkpoint's own record of the settings holds
-      check_resume_settings(config, record.get("fixed_settings", {}), workdir)
+      # (agreed: the processes' flags were compared with nothing else then)
+      agreed(lambda: check_resume_settings(config, record.get("fixed_settings", {}), workdir))
       saved_size = record.get("dataset_size", self.dataset_size)  # older checkpoints lack it
       require(saved_size == self.dataset_size, f"the dataset has {self.dataset_size} images, "
               f"and had {saved_size} when checkpoint {self.start_step} in {workdir} was saved: "

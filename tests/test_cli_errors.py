@@ -292,7 +292,7 @@ def test_helpshort_lists_the_experiment_flags(module, flag):
     ("experiments.evaluate", ["--workdir={tmp}/garbled", "--num_samples=1000000000"],
      "error: --num_samples must be in [1, 100,000] (all the images are held in memory at once), "
      "got 1000000000"),
-    ("experiments.convert_inception_weights", ["--input=x.pth", "--output={tmp}/garbled"],
+    ("experiments.convert_inception_weights", ["--input={tmp}/four.npy", "--output={tmp}/garbled"],
      "error: --output={tmp}/garbled is a folder; name a file"),
     ("experiments.convert_inception_weights", ["--input={tmp}/no.pth", "--output={tmp}/w.npz"],
      "error: --input={tmp}/no.pth is not a file; download pytorch-fid's weights from https://"),
@@ -351,6 +351,11 @@ def files_in(folder) -> dict:
      "error: --output={tmp}/notes.json exists and holds no earlier result of experiments.evaluate"),
     ("experiments.evaluate", ["--samples={tmp}/four.npy", "--output={tmp}/new/results.txt"],
      "error: --output={tmp}/new/results.txt is not a .json file"),
+    ("experiments.evaluate", ["--samples={tmp}/missing.npy", "--output={tmp}/new/results.json"],
+     "error: samples file '{tmp}/missing.npy' not found"),
+    ("experiments.convert_inception_weights", ["--input={tmp}/missing.pth",
+                                                "--output={tmp}/new/weights.npz"],
+     "error: --input={tmp}/missing.pth is not a file"),
     ("experiments.train_classifier", ["--output={tmp}/c.json", "--epochs=1"],
      "error: --output={tmp}/c.json ends in .json, the extension of the accuracy record written "
      "beside the weights; pass --output={tmp}/c.msgpack"),

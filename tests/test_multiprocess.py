@@ -241,10 +241,11 @@ def test_distributed_without_a_job_to_join_stops_with_one_line(tmp_path):
     (("notahost", 1, 0), "--coordinator_address='notahost' is not HOST:PORT; pass process 0's "
      "host and a free port on it"),
     (("127.0.0.1:http", None, None), "--coordinator_address='127.0.0.1:http' is not HOST:PORT"),
+    (("node..cluster:1234", 2, 1), "--coordinator_address='node..cluster:1234' is not HOST:PORT"),
     (("127.0.0.1:1234", 0, None), "--num_processes must be at least 1, got 0"),
     (("127.0.0.1:1234", None, -1), "--process_id must be >= 0, got -1"),
-], ids=["process_id_too_large", "no_port", "port_not_a_number", "no_processes",
-        "negative_process_id"])
+], ids=["process_id_too_large", "no_port", "port_not_a_number", "not_a_host_name",
+        "no_processes", "negative_process_id"])
 def test_bad_distributed_settings_are_one_usage_error_before_jax_sees_them(settings, message):
   """JAX's own checks end in tracebacks (an IndexError for an address without a port)."""
   with pytest.raises(UsageError, match=re.escape(message)):
@@ -264,6 +265,44 @@ def test_a_busy_coordinator_port_is_refused_on_process_0():
         "process 0 runs the coordinator; pick a free port (the same one for every process)")):
       distributed.check_settings(f"127.0.0.1:{port}", 1, 0)
     distributed.check_settings(f"127.0.0.1:{port}", 2, 1)  # another process: not its port
+
+
+def test_an_empty_coordinator_address_in_the_environment_is_refused(monkeypatch):
+  """JAX falls back on JAX_COORDINATOR_ADDRESS even when it is empty, then fails on its split."""
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "")
+  with pytest.raises(UsageError, match="JAX_COORDINATOR_ADDRESS='' is not HOST:PORT"):
+    distributed.check_settings(None, 1, 0)
+
+
+# The watchdog of distributed.initialize around a body of BODY_S seconds, whose message takes
+# MESSAGE_S to make (a connection attempt) or fails; it prints what the process saw.
+WATCHDOG_SCRIPT = """
+import sys, time
+from gan_jax import distributed
+body_s, message_s, fails = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "fails"
+def message():
+  time.sleep(message_s)
+  if fails:
+    raise UnicodeError("label empty or too long")
+  return "the job did not gather"
+with distributed._exit_when_late(0.2, message):
+  time.sleep(body_s)
+time.sleep(1.5)  # training goes on
+print("joined")
+"""
+
+
+@pytest.mark.parametrize("body_s, message_s, fails, status, output", [
+    (0.5, 1.0, "no", 0, "joined"),  # joined while the message was made: no false error
+    (3.0, 0.0, "no", 1, "error: the job did not gather"),
+    (3.0, 0.0, "fails", 1, "error: the job did not gather within 0.2 s"),  # the exit still comes
+])
+def test_the_join_watchdog_exits_once_late_and_never_after_a_join(body_s, message_s, fails,
+                                                                   status, output):
+  result = subprocess.run([sys.executable, "-c", WATCHDOG_SCRIPT, str(body_s), str(message_s),
+                           fails], capture_output=True, text=True, cwd=dcgan_runs.ROOT, timeout=60)
+  assert result.returncode == status, result.stderr[-2000:]
+  assert (result.stdout + result.stderr).strip().splitlines()[-1].startswith(output)
 
 
 @pytest.mark.parametrize("process_id, message", [
