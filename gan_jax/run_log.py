@@ -112,13 +112,11 @@ def read_metrics(workdir: str) -> list:
 class IntervalMeans:
   """Per-step metrics gathered between two rows: each row holds their means since the previous
   row, not one step's values. A metric is averaged over the steps where it was finite (NaN if it
-  never was), and ``nonfinite`` is summed (the updates skipped in the interval).
+  never was); ``nonfinite``, always finite, becomes the skipped updates per step.
 
   ``state()`` is plain JSON (floats round-trip exactly), for a checkpoint's record: a run resumed
   from it logs the rows an uninterrupted run would.
   """
-  SUMMED = ("nonfinite",)
-
   def __init__(self, state: Optional[dict] = None):
     state = state or {"sums": {}, "finite_steps": {}}
     self._sums, self._finite_steps = dict(state["sums"]), dict(state["finite_steps"])
@@ -126,14 +124,13 @@ class IntervalMeans:
   def add(self, metrics: Dict[str, float]) -> None:
     """Adds one step's metrics."""
     for name, value in metrics.items():
-      counted = name in self.SUMMED or math.isfinite(value)
+      counted = math.isfinite(value)
       self._sums[name] = self._sums.get(name, 0.0) + (float(value) if counted else 0.0)
       self._finite_steps[name] = self._finite_steps.get(name, 0) + int(counted)
 
   def means(self) -> Dict[str, float]:
-    """The row of the interval so far: means, and sums for ``SUMMED``."""
-    return {name: total if name in self.SUMMED else
-            total / self._finite_steps[name] if self._finite_steps[name] else math.nan
+    """The row of the interval so far."""
+    return {name: total / self._finite_steps[name] if self._finite_steps[name] else math.nan
             for name, total in self._sums.items()}
 
   def reset(self) -> None:

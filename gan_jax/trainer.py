@@ -8,7 +8,7 @@ modules of your own), and writes under ``workdir``:
 * ``checkpoints/<step>/``: orbax checkpoints of the whole state plus the data position; the run
   resumes from the newest one by itself;
 * ``metrics.jsonl``, ``tensorboard/``: a row every ``log_every_steps``, the means over those
-  steps (``nonfinite``: the updates skipped in them), and one at the step the run stopped at,
+  steps (``nonfinite``: the updates skipped per step), and one at the step the run stopped at,
   over the steps so far of its interval;
 * ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
 * ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``,
