@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from gan_jax import checkpointing, distributed, trainer
 from gan_jax.errors import UsageError
@@ -167,6 +168,31 @@ def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_ea
                        "every process stopped"]
   assert len(errors[1]) == 1 and "is not the folder process 0 writes to" in errors[1][0]
   assert not (tmp_path / "host0" / "checkpoints" / "2").exists()
+
+
+@pytest.mark.slow
+def test_hosts_that_read_different_datasets_stop_both_processes_with_one_line_each(tmp_path):
+  """Process 1's host holds one image more (a lagging copy): every global batch slices one
+  shuffled order of the data, which the processes would no longer share."""
+  for host, count in (("host0", 8), ("host1", 9)):
+    (tmp_path / host).mkdir()
+    for i in range(count):
+      Image.fromarray(np.full((28, 28), 20 * i, np.uint8)).save(tmp_path / host / f"{i}.png")
+  address = f"127.0.0.1:{free_port()}"
+  processes = [dcgan_runs.start_command(tmp_path / "run", ARGS + [
+      f"--dataset=folder:{tmp_path / f'host{i}'}", "--distributed",
+      f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
+      env=devices_env(2)) for i in range(2)]
+  for process in processes:
+    process.wait(timeout=120)  # a guard against a hang only
+  errors = [[line for line in dcgan_runs.output(p).splitlines() if line.startswith("error:")]
+            for p in processes]
+  assert [p.returncode for p in processes] == [2, 2]
+  assert errors[0] == ["error: process 1 failed a start-up check (its error line says which); "
+                       "every process stopped"]
+  assert errors[1] == ["error: process 1 reads 9 images, process 0 8: every host must read the "
+                       "same dataset (sync the image folder, or prepare the same TFDS version on "
+                       "each host)"]
 
 
 # experiments.dcgan with every step reported non-finite (its update kept)
