@@ -41,7 +41,6 @@ flags.DEFINE_string("output", None, "A .json file for the results, new or an ear
 FLAGS = flags.FLAGS
 REPORTED = ("fid", "kid", "inception_score", "precision", "recall", "density", "coverage")
 RESULT_KEYS = ("num_samples", "fid", "real_fid")  # what marks a file as an earlier result
-MAX_SAMPLES = 100_000  # as experiments.vanilla_gan's --num_samples
 
 
 def run_config() -> trainer.TrainConfig:
@@ -90,8 +89,7 @@ def output_path() -> str:
               "JSON: name a new .json file with --output")
   cli.require(not os.path.isfile(path) or is_result(path), f"--output={path} exists and holds "
               "no earlier result of experiments.evaluate; name a new .json file with --output")
-  cli.require(not os.path.isdir(path), f"--output={path} is a folder; name a file")
-  return path
+  return cli.require_file_path(path, "--output")
 
 
 def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]]:
@@ -150,9 +148,10 @@ def check_flags() -> None:
                 f"{'them' if len(given) > 1 else 'it'} with --workdir")
   cli.require(not (FLAGS.samples and FLAGS.use_final_samples), "--use_final_samples picks a "
               "run's final_samples.npy; with --samples pass that file itself")
-  cli.require(FLAGS.num_samples is None or 0 < FLAGS.num_samples <= MAX_SAMPLES,
-              f"--num_samples must be in [1, {MAX_SAMPLES:,}] (all the images are held in memory "
-              f"at once), got {FLAGS.num_samples}")
+  most = trainer.MAX_FINAL_SAMPLES  # as many as a run may draw
+  cli.require(FLAGS.num_samples is None or 0 < FLAGS.num_samples <= most,
+              f"--num_samples must be in [1, {most:,}] (all the images are held in memory at "
+              f"once), got {FLAGS.num_samples}")
 
 
 def main(argv):

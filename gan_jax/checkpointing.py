@@ -25,7 +25,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from gan_jax import parallel, run_log
-from gan_jax.errors import RunError, UsageError
+from gan_jax.errors import RunError, UsageError, first_line
 
 # How tensorstore, which writes the arrays, reports a full disk or a folder it may not write to:
 # as a ValueError carrying the status code.
@@ -164,8 +164,7 @@ class Checkpointer:
       # Several processes agree, so that all restore one step: a checkpoint that one of them
       # cannot read (a damaged file, a flaky mount) is skipped by all, and moved aside by one.
       if parallel.any_process(error is not None):
-        first_line = str(error).splitlines()[0][:200] if str(error) else ""
-        reason = (f"{type(error).__name__}: {first_line}" if error is not None
+        reason = (f"{type(error).__name__}: {first_line(error, 200)}" if error is not None
                   else "another process could not read it")
         where = ("left it in place" if self.read_only
                  else f"moved it to {self._move_aside(step)}" if jax.process_index() == 0

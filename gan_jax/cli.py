@@ -166,11 +166,18 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
                      "can write to") from None
 
 
-def require_writable_file(path: str, flag: str) -> str:
-  """Checks before any work that the file ``flag`` names can be written: ``path`` is not a
-  folder, and its folder is made and writable (``make_writable_dir``); UsageError otherwise."""
+def require_file_path(path: str, flag: str) -> str:
+  """Checks, without touching the disk, that ``flag`` names a file: ``path`` is given and is
+  not a folder; UsageError otherwise."""
   require(path, f"{flag} names no file")
   require(not os.path.isdir(path), f"{flag}={path} is a folder; name a file")
+  return path
+
+
+def require_writable_file(path: str, flag: str) -> str:
+  """Checks before any work that the file ``flag`` names can be written: ``require_file_path``,
+  and its folder is made and writable (``make_writable_dir``); UsageError otherwise."""
+  require_file_path(path, flag)
   make_writable_dir(os.path.dirname(path) or ".", flag)
   return path
 

@@ -151,12 +151,12 @@ def test_an_unreadable_newest_checkpoint_is_skipped_by_both_processes(tmp_path):
   assert checkpointing.saved_steps(tmp_path / "checkpoints")[-1] == 6
 
 
-@pytest.mark.slow
-def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_each(tmp_path):
-  """Process 1's --workdir is another folder (its host lacks the mount): it says so, and
-  process 0 does not wait for it in a collective but names it."""
+def process_1_fails_a_start_up_check(workdirs, args) -> list:
+  """Runs processes 0 and 1 of a job, process i in ``workdirs[i]`` with ``args[i]``, where
+  process 1 fails a start-up check: both stop with status 2, and process 0's one error line names
+  process 1 rather than waiting for it in a collective. Returns process 1's error lines."""
   address = f"127.0.0.1:{free_port()}"
-  processes = [dcgan_runs.start_command(tmp_path / f"host{i}", ARGS + [
+  processes = [dcgan_runs.start_command(workdirs[i], ARGS + args[i] + [
       "--distributed", f"--coordinator_address={address}", "--num_processes=2",
       f"--process_id={i}"], env=devices_env(2)) for i in range(2)]
   for process in processes:
@@ -166,7 +166,14 @@ def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_ea
   assert [p.returncode for p in processes] == [2, 2]
   assert errors[0] == ["error: process 1 failed a start-up check (its error line says which); "
                        "every process stopped"]
-  assert len(errors[1]) == 1 and "is not the folder process 0 writes to" in errors[1][0]
+  return errors[1]
+
+
+@pytest.mark.slow
+def test_a_host_without_the_shared_workdir_stops_both_processes_with_one_line_each(tmp_path):
+  """Process 1's --workdir is another folder (its host lacks the mount): it says so."""
+  errors = process_1_fails_a_start_up_check([tmp_path / "host0", tmp_path / "host1"], [[], []])
+  assert len(errors) == 1 and "is not the folder process 0 writes to" in errors[0]
   assert not (tmp_path / "host0" / "checkpoints" / "2").exists()
 
 
@@ -178,21 +185,11 @@ def test_hosts_that_read_different_datasets_stop_both_processes_with_one_line_ea
     (tmp_path / host).mkdir()
     for i in range(count):
       Image.fromarray(np.full((28, 28), 20 * i, np.uint8)).save(tmp_path / host / f"{i}.png")
-  address = f"127.0.0.1:{free_port()}"
-  processes = [dcgan_runs.start_command(tmp_path / "run", ARGS + [
-      f"--dataset=folder:{tmp_path / f'host{i}'}", "--distributed",
-      f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
-      env=devices_env(2)) for i in range(2)]
-  for process in processes:
-    process.wait(timeout=120)  # a guard against a hang only
-  errors = [[line for line in dcgan_runs.output(p).splitlines() if line.startswith("error:")]
-            for p in processes]
-  assert [p.returncode for p in processes] == [2, 2]
-  assert errors[0] == ["error: process 1 failed a start-up check (its error line says which); "
-                       "every process stopped"]
-  assert errors[1] == ["error: process 1 reads 9 images, process 0 8: every host must read the "
-                       "same dataset (sync the image folder, or prepare the same TFDS version on "
-                       "each host)"]
+  errors = process_1_fails_a_start_up_check(
+      [tmp_path / "run"] * 2, [[f"--dataset=folder:{tmp_path / f'host{i}'}"] for i in range(2)])
+  assert errors == ["error: process 1 reads 9 images, process 0 8: every host must read the "
+                    "same dataset (sync the image folder, or prepare the same TFDS version on "
+                    "each host)"]
 
 
 # experiments.dcgan with every step reported non-finite (its update kept)
