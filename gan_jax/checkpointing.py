@@ -8,9 +8,10 @@ A checkpoint that still cannot be read (disk corruption, a partial copy) is move
 ``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
 nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep`` and those
 that ``replace`` replaces (the single slot of a run's best checkpoint). A readable
-checkpoint of another model (its arrays have other shapes) is not corrupt: it is left in place and
-the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation of someone's
-run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where it is.
+checkpoint of another model (arrays of other names or shapes) is not corrupt: it is left in
+place and the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation
+of someone's run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where
+it is.
 """
 import contextlib
 import errno
@@ -18,6 +19,7 @@ import os
 import shutil
 from typing import Any, Optional, Tuple
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -147,15 +149,15 @@ class Checkpointer:
       target: a state with the structure, shapes and dtypes to restore into.
 
     Raises:
-      UsageError: if the newest readable checkpoint holds arrays of other shapes than ``target``
-        (another model or optimizer); it is left where it is.
+      UsageError: if the newest readable checkpoint holds arrays of other names or shapes than
+        ``target`` (another model or optimizer); it is left where it is.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in reversed(self.all_steps()):
       error = None
       try:
-        stored = _shapes(self._manager.item_metadata(step)["state"].tree)
-        other_model = stored != _shapes(abstract)
+        stored = _leaf_shapes(self._manager.item_metadata(step)["state"].tree)
+        other_model = stored != _leaf_shapes(flax.serialization.to_state_dict(abstract))
         if not other_model:
           restored = self._manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
@@ -177,8 +179,8 @@ class Checkpointer:
         continue
       if other_model:
         raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "
-                         f"flags build (its arrays have other shapes); use the flags it was "
-                         f"trained with or a new --workdir")
+                         f"flags build (its arrays have other names or shapes); use the flags "
+                         f"and the gan_jax version it was trained with, or a new --workdir")
       return step, restored.state, run_log.nan_for_null(restored.record)
     return None
 
@@ -213,7 +215,10 @@ def saved_steps(directory: str) -> list:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
-def _shapes(tree: PyTree) -> list:
-  """The sorted shapes of a tree's leaves (arrays, shape-dtype structs or orbax metadata)."""
-  return sorted(tuple(getattr(leaf, "shape", np.shape(leaf)))
-                for leaf in jax.tree_util.tree_leaves(tree))
+def _leaf_shapes(tree: PyTree) -> dict:
+  """``{path: shape}`` of a tree's leaves (arrays, shape-dtype structs or orbax metadata), each
+  path the tuple of its keys as strings: for orbax's metadata as for flax's state dict of the
+  tree it saved. A renamed layer of the same shapes is another model too."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {tuple(str(getattr(key, "key", getattr(key, "idx", key))) for key in path):
+          tuple(getattr(leaf, "shape", np.shape(leaf))) for path, leaf in leaves}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gan_jax import checkpointing
-from gan_jax.cli import RunError
+from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
 STATE = {"w": np.ones(3, np.float32)}
@@ -93,6 +93,24 @@ def test_a_read_only_restore_skips_an_unreadable_checkpoint_and_leaves_it_in_pla
   reader.close()
   assert step == record["data_position"] == 1
   np.testing.assert_array_equal(state["w"], np.ones(3))
+  assert tree_contents(tmp_path) == before
+
+
+def test_a_checkpoint_whose_layers_have_other_names_is_another_model_left_in_place(tmp_path):
+  """A layer renamed between versions, with the same shapes (gan_jax once renamed the
+  discriminator's Conv_0 to WholeImageConv_0), must not pass for corruption: that would move the
+  run's checkpoints aside and start it again from step 0."""
+  old = {"D": {"Conv_0": {"kernel": np.ones((4, 4, 8, 1), np.float32)},
+               "Dense_0": {"kernel": np.ones(3, np.float32)}}}
+  new = {"D": {"WholeImageConv_0": old["D"]["Conv_0"], "Dense_0": old["D"]["Dense_0"]}}
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  checkpoints.save(5, old, {"data_position": 5}, wait=True)
+  before = tree_contents(tmp_path)
+  with pytest.raises(UsageError, match="checkpoint 5 in .* holds another model .* other names "
+                                       "or shapes"):
+    checkpoints.restore_latest(new)
+  assert checkpoints.restore_latest(old)[0] == 5
+  checkpoints.close()
   assert tree_contents(tmp_path) == before
 
 
