@@ -1,4 +1,4 @@
-"""What both benchmarks share: checks of their flags, the machine's description, and child
+"""What the benchmarks share: checks of their flags, the machine's description, and child
 processes whose last output line is a JSON result (the PyTorch references, a part measured in a
 fresh process)."""
 import json

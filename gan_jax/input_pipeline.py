@@ -18,7 +18,8 @@ Datasets (``--dataset``):
 Images are fitted to the resolution the same way everywhere: a square image up to 4 pixels
 smaller, by an even number, is padded with the background value -1 (MNIST 28 -> 32, as in the
 PyTorch reference); otherwise the central square crop is resized (bilinear, antialiased).
-Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``.
+Channels are converted (RGB -> luminance, gray -> RGB) to ``channels``. Folder and TFDS images
+are decoded on threads, a batch at a time; ``cached`` keeps them once decoded (``CachedSource``).
 """
 import concurrent.futures
 import contextlib
@@ -26,7 +27,7 @@ import functools
 import os
 import queue
 import threading
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from absl import logging
@@ -164,8 +165,11 @@ class TfdsSource:
     return len(self._source)
 
   def __getitem__(self, indices) -> np.ndarray:
-    return np.stack([fit_image(np.asarray(self._source[int(i)][self._image_key]),
-                               self.resolution, self.channels) for i in indices])
+    return _fit_each(self._fit, indices)
+
+  def _fit(self, index: int) -> np.ndarray:
+    return fit_image(np.asarray(self._source[index][self._image_key]), self.resolution,
+                     self.channels)
 
 
 def _opens_as_image(path: str) -> bool:
@@ -225,7 +229,7 @@ class FolderSource:
     return len(self.files)
 
   def __getitem__(self, indices) -> np.ndarray:
-    return np.stack(list(_decoders().map(self._fit, [int(i) for i in indices])))
+    return _fit_each(self._fit, indices)
 
   def _fit(self, index: int) -> np.ndarray:
     try:
@@ -237,11 +241,21 @@ class FolderSource:
 
 @functools.cache
 def _decoders() -> concurrent.futures.ThreadPoolExecutor:
-  """Threads that decode the images of a batch at once, in order: PIL releases the GIL while it
-  decodes and resizes, so a batch of photos can take several cores (a 178x218 JPEG fitted to
-  64x64 takes about 0.7 ms of one)."""
-  return concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1),
-                                               thread_name_prefix="decode")
+  """Threads that decode the images of a batch at once, in order: PIL (and OpenCV, which TFDS
+  prefers) release the GIL while they decode and resize, so a batch of photos can take several
+  cores (a 178x218 JPEG fitted to 64x64 takes about 0.7 ms of one)."""
+  return concurrent.futures.ThreadPoolExecutor(decoding_threads(), thread_name_prefix="decode")
+
+
+def decoding_threads() -> int:
+  """How many threads decode a batch: one per core, up to 8."""
+  return min(8, os.cpu_count() or 1)
+
+
+def _fit_each(fit: Callable[[int], np.ndarray], indices) -> np.ndarray:
+  """``(n, resolution, resolution, channels)``: ``fit(i)`` for each of the n ``indices``, in
+  order, run by the decoding threads."""
+  return np.stack(list(_decoders().map(fit, [int(i) for i in indices])))
 
 
 def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional[str] = None,
@@ -255,6 +269,52 @@ def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional
     return FolderSource(dataset[7:], resolution, channels)
   raise UsageError(f"unknown --dataset={dataset!r}; use mnist, tfds:NAME (e.g. tfds:cifar10) "
                    "or folder:PATH")
+
+
+_UINT8_TO_FLOAT = np.arange(256, dtype=np.float32) / 127.5 - 1.0  # as fit_image computes them
+
+
+class CachedSource:
+  """A decoding source (folder or TFDS) that keeps every image after its first read, so that
+  epochs after the first skip decoding. Kept as uint8, a quarter of float32 and exact: a fitted
+  image holds only values k / 127.5 - 1 for integers k in [0, 255], which convert back to the
+  same float32 numbers."""
+
+  def __init__(self, source):
+    self.source = source
+    self._images = None  # (N, resolution, resolution, channels) uint8, made at the first read
+    self._cached = np.zeros(len(source), bool)
+    self._lock = threading.Lock()  # the batch prefetch and the evaluator may read at once
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    indices = np.asarray(indices, np.int64)
+    with self._lock:
+      missing = np.unique(indices[~self._cached[indices]])
+      if len(missing):
+        images = self.source[missing]
+        if self._images is None:
+          self._images = np.zeros((len(self),) + images.shape[1:], np.uint8)
+        self._images[missing] = np.round((images + 1.0) * 127.5)
+        self._cached[missing] = True
+      return _UINT8_TO_FLOAT[self._images[indices]]
+
+
+def cached(source, resolution: int, channels: int, budget_gib: float):
+  """``source`` as a ``CachedSource`` if it decodes images on each read and its images take at
+  most ``budget_gib`` GiB of memory as uint8; otherwise ``source`` itself."""
+  if not isinstance(source, (FolderSource, TfdsSource)):
+    return source  # in memory already
+  gib = len(source) * resolution * resolution * channels / 2**30
+  if gib > budget_gib:
+    logging.info("not caching the decoded images: they would take %.2f GiB, over "
+                 "--data_cache_gib=%g", gib, budget_gib)
+    return source
+  logging.info("caching the decoded images in host memory as they are read (%.2f GiB in all)",
+               gib)
+  return CachedSource(source)
 
 
 class BatchIterator:

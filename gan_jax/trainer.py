@@ -63,6 +63,9 @@ class TrainConfig:
   """One DCGAN experiment; every field is a flag of ``experiments.dcgan``."""
   dataset: str = field("mnist", "mnist (embedded, offline), tfds:NAME or folder:PATH.")
   data_dir: Optional[str] = field(None, "TFDS data_dir holding prepared datasets.")
+  data_cache_gib: float = field(4.0, "Keep the images of a folder or TFDS dataset in host "
+                                "memory once decoded (as uint8), so that later epochs skip "
+                                "decoding, if they take at most this many GiB (0: never).")
   resolution: int = field(32, "Image size: 28, 32 or 64.")
   channels: int = field(1, "Image channels: 1 or 3.")
   latent_dim: int = field(100, "Size of the generator's noise vector.")
@@ -133,6 +136,8 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
+  require(config.data_cache_gib >= 0,
+          f"--data_cache_gib must be >= 0 (0: no cache), got {config.data_cache_gib}")
   validate_data(config)
   require_one_of(config, "dtype", tuple(DTYPES))
   require_one_of(config, "conv_method", layers.METHODS)
@@ -352,11 +357,14 @@ def resolve_extractor(config: TrainConfig) -> str:
 
 def scoring_setup(config: TrainConfig, dataset_size: int) -> dict:
   """What a FID depends on besides the generator: the features (and the SHA-256 of Inception's
-  weights file) and the sample counts (of real images: at most the ``dataset_size``). FIDs
-  scored with different setups do not compare."""
+  weights file), the sample counts (of real images: at most the ``dataset_size``) and which real
+  images (all, or the subset drawn with ``REAL_SUBSET_SEED``). FIDs scored with different setups
+  do not compare."""
   name = resolve_extractor(config)
+  num_eval_real = min(dataset_size, config.num_eval_real)
   setup = {"extractor": name, "num_final_samples": config.num_final_samples,
-           "num_eval_real": min(dataset_size, config.num_eval_real)}
+           "num_eval_real": num_eval_real,
+           "real_subset": "all" if num_eval_real == dataset_size else "one draw per dataset"}
   if name == "inception":
     with open(config.inception_weights, "rb") as f:
       setup["weights_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
@@ -539,7 +547,8 @@ class _Run:
                                           config.data_dir)
       require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
               f"than --batch_size={config.batch_size}; lower --batch_size")
-      return source
+      return input_pipeline.cached(source, config.resolution, config.channels,
+                                   config.data_cache_gib)
     source = agreed(start_up_checks)
     if jax.process_count() > 1:
       agreed(lambda: check_same_dataset(source))
@@ -577,6 +586,11 @@ class _Run:
               "the data order would change; restore the dataset (replace unreadable files "
               "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
+    if self.finished:  # its outputs stand: nothing to build for training or scoring
+      if self.primary and not os.path.exists(os.path.join(workdir, "config.json")):
+        save_config(workdir, config)  # lost: from these flags, whose resume settings held
+      self.log = self.best = None
+      return
 
     raw_step = train_step.make_train_step(generator, discriminator,
                                           train_step.StepConfig.of(config), axis_name)
@@ -591,9 +605,7 @@ class _Run:
     self.device_batches = input_pipeline.prefetch(map(to_device, batches))
 
     self.evaluator = build_evaluator(config, source)
-    # A finished run's flags changed nothing: its config.json stays, unless it was lost.
-    kept_config = self.finished and os.path.exists(os.path.join(workdir, "config.json"))
-    if self.primary and not kept_config:
+    if self.primary:
       save_config(workdir, config)
     self.sample = sampler(config, models)
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -607,9 +619,12 @@ class _Run:
     best = self.best.latest_record() if self.best else None
     self.scoring = scoring_setup(config, self.dataset_size) if self.best else {}
     self.best_fid = best[1]["fid"] if best else np.inf
-    # records of older versions lack some of the setup's keys: those are not compared
-    changed = {k: (best[1][k], v) for k, v in self.scoring.items()
-               if best and k in best[1] and best[1][k] != v}
+    # Records of older versions lack some of the setup's keys: those are not compared, but for
+    # the real subset, which they drew with --seed.
+    legacy = {"real_subset": "all" if self.scoring.get("real_subset") == "all"
+              else "drawn with --seed"}
+    saved = {**legacy, **best[1]} if best else {}
+    changed = {k: (saved[k], v) for k, v in self.scoring.items() if k in saved and saved[k] != v}
     if changed:
       logging.warning("best/ holds checkpoint %d, scored with %s; this run scores with %s, "
                       "whose FIDs do not compare: its next score replaces it", best[0],

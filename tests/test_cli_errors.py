@@ -30,6 +30,7 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--batch_size=6"], "not divisible by the 4 devices; use a multiple of 4"),
     (["--num_steps=-1"], "--num_steps must be >= 0"),
     (["--max_train_minutes=-1"], "--max_train_minutes must be >= 0"),
+    (["--data_cache_gib=-1"], "--data_cache_gib must be >= 0"),
     (["--resolution=48"], "--resolution must be one of 28, 32, 64"),
     (["--loss=wgan"], "--loss must be one of"),
     (["--d_norm=group"], "--d_norm must be one of batch, layer, spectral, none"),

@@ -55,7 +55,7 @@ def assert_outputs(workdir, config, n_logged_rows=2):
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
 
 
-def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
+def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path, monkeypatch):
   config = config_from("dcgan_mnist.flags")
   assert config.dataset == "mnist" and jax.local_device_count() == 4  # the pmap path
   summary = trainer.train_and_evaluate(config, str(tmp_path))
@@ -70,8 +70,10 @@ def test_default_flagfile_on_embedded_mnist_writes_every_output(tmp_path):
   # nothing rewritten (config.json still describes the outputs) or scored twice
   rows, mtime = trainer.read_metrics(str(tmp_path)), os.path.getmtime(tmp_path / "final_grid.png")
   saved_config = (tmp_path / "config.json").read_text()
-  again = trainer.train_and_evaluate(dataclasses.replace(config, num_final_samples=128),
-                                     str(tmp_path))
+  with monkeypatch.context() as patched:  # nor is the real data's reference built for nothing
+    patched.setattr(trainer, "build_evaluator", lambda *_: pytest.fail("evaluator built"))
+    again = trainer.train_and_evaluate(dataclasses.replace(config, num_final_samples=128),
+                                       str(tmp_path))
   assert again["already_finished"] and again["step"] == 4
   assert trainer.read_metrics(str(tmp_path)) == rows
   assert os.path.getmtime(tmp_path / "final_grid.png") == mtime
@@ -260,6 +262,32 @@ def test_best_checkpoint_restarts_when_a_resume_scores_with_another_setup(tmp_pa
   assert {k: record[k] for k in changed} == changed
   assert record.get("weights_sha256") == (hashlib.sha256(weights.read_bytes()).hexdigest()
                                           if "extractor" in changed else None)
+
+
+@pytest.mark.parametrize("num_eval_real, best, real_subset", [
+    (400, (4, 4.5), "one draw per dataset"),  # replaced
+    (5000, (2, 3.0), None),  # the older version's record stands
+])
+def test_a_best_checkpoint_of_an_older_version_compares_only_on_all_the_real_images(
+    tmp_path, monkeypatch, num_eval_real, best, real_subset):
+  """Versions that recorded no real subset drew it with --seed: their best/ gives way to the
+  first new score when the FIDs use a subset of the real images (400 of MNIST's 5,000), and
+  stands when they use all of them."""
+  scripted_fids = iter([3.0, 4.5])  # step 2 (the older version), step 4
+  monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
+      lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
+  config = config_from(None, "--eval_every_steps=2", "--num_steps=2", "--resolution=28",
+                       "--sample_every_steps=0", f"--num_eval_real={num_eval_real}")
+  setup = trainer.scoring_setup
+  with monkeypatch.context() as older_version:
+    older_version.setattr(trainer, "scoring_setup", lambda *args: {
+        k: v for k, v in setup(*args).items() if k != "real_subset"})
+    trainer.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(dataclasses.replace(config, num_steps=4), str(tmp_path))
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), read_only=True)
+  step, record = checkpoints.latest_record()
+  checkpoints.close()
+  assert (step, record["fid"]) == best and record.get("real_subset") == real_subset
 
 
 @pytest.mark.parametrize("resumed_fids, best", [

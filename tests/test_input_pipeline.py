@@ -1,4 +1,6 @@
 """The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
+import io
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -131,6 +133,53 @@ def test_a_folder_batch_decoded_by_threads_is_in_the_order_asked_for(tmp_path):
   np.testing.assert_array_equal(source[order], np.stack(one_by_one))
 
 
+class CountingSource:
+  """A source that notes the images it is asked for."""
+
+  def __init__(self, source):
+    self.source, self.decoded = source, []
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, indices):
+    self.decoded.extend(indices)
+    return self.source[indices]
+
+
+@pytest.mark.parametrize("resolution, channels", [(16, 3), (16, 1), (32, 3)])
+def test_the_decoded_image_cache_returns_the_same_floats_and_decodes_each_image_once(
+    tmp_path, resolution, channels):
+  """Resized, converted to gray, or padded (28 -> 32): the uint8 cache gives back bitwise the
+  images a decoding source gives, and a second epoch decodes nothing."""
+  rng = np.random.default_rng(1)
+  for i in range(10):
+    size = 28 if resolution == 32 else 20 + i
+    Image.fromarray(rng.integers(0, 256, (size, 28, 3), np.uint8)).save(tmp_path / f"{i}.png")
+  source = input_pipeline.make_source(f"folder:{tmp_path}", resolution, channels)
+  counted = CountingSource(source)
+  cache = input_pipeline.CachedSource(counted)
+  first = [7, 2, 7, 0]  # a repeat within a batch is decoded once
+  np.testing.assert_array_equal(cache[first], source[first])
+  assert sorted(counted.decoded) == [0, 2, 7]
+  order = rng.permutation(10)
+  np.testing.assert_array_equal(cache[order], source[order])
+  assert sorted(counted.decoded) == list(range(10))
+  np.testing.assert_array_equal(cache[order[::-1]], source[order[::-1]])
+  assert len(counted.decoded) == 10  # the second epoch came from memory
+
+
+def test_only_decoding_sources_within_the_budget_are_cached(tmp_path):
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+  folder = input_pipeline.make_source(f"folder:{tmp_path}", 32, 3)
+  assert isinstance(input_pipeline.cached(folder, 32, 3, budget_gib=3 * 2**10 / 2**30),
+                    input_pipeline.CachedSource)  # 32 * 32 * 3 bytes: exactly the budget
+  assert input_pipeline.cached(folder, 32, 3, budget_gib=3071 / 2**30) is folder
+  assert input_pipeline.cached(folder, 32, 3, budget_gib=0.0) is folder
+  in_memory = input_pipeline.mnist_source(32, 1)
+  assert input_pipeline.cached(in_memory, 32, 1, budget_gib=100.0) is in_memory
+
+
 @pytest.mark.parametrize("dataset, message", [
     ("imagenet", "unknown --dataset"),
     ("folder:/no/such/folder", "does not exist"),
@@ -202,6 +251,46 @@ def test_tfds_source_reads_the_images_it_is_asked_for_padded_and_scaled():
   images[:, 2:30, 2:30] = -1.0
   assert np.all(images == -1.0)
   assert expected.std() > 0.1  # the mock images are not blank
+
+
+class PhotoDataset(tfds.core.GeneratorBasedBuilder):
+  """12 RGB photos of 24x20 pixels, stored as PNG, each with its number (TFDS shuffles them)."""
+  VERSION = tfds.core.Version("1.0.0")
+  code_path = None  # no checksums file beside it to look for (nothing is downloaded)
+
+  @staticmethod
+  def photo(i: int) -> np.ndarray:
+    return np.random.default_rng(i).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {"image": tfds.features.Image(shape=(24, 20, 3), encoding_format="png"),
+         "number": tfds.features.Scalar(np.int64)}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(12):
+      png = io.BytesIO()
+      Image.fromarray(self.photo(i)).save(png, "PNG")
+      png.seek(0)  # encoded already: TFDS needs no TensorFlow then
+      yield i, {"image": png, "number": i}
+
+
+def test_tfds_source_reads_a_prepared_array_record_dataset_in_the_order_asked(tmp_path):
+  """Real files, as `tfds build --file_format=array_record` prepares them, read from --data_dir
+  by the decoding threads: each photo comes back fitted as fit_image fits it (center crop 20x20,
+  resized to 16), at its place in the batch."""
+  PhotoDataset(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  source = input_pipeline.make_source("tfds:photo_dataset", 16, 3, data_dir=str(tmp_path))
+  order = [5, 0, 11, 3, 5, 7, 1, 2, 9, 10, 4, 6, 8]
+  records = tfds.data_source("photo_dataset", split="train", data_dir=str(tmp_path))
+  numbers = [int(records[i]["number"]) for i in order]
+  expected = np.stack([input_pipeline.fit_image(PhotoDataset.photo(n), 16, 3) for n in numbers])
+  assert len(source) == 12 and sorted(set(numbers)) == list(range(12))
+  np.testing.assert_array_equal(source[order], expected)
+  assert np.abs(expected[0] - expected[1]).mean() > 0.1  # the photos differ
 
 
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
