@@ -29,12 +29,13 @@ def main(argv):
               "exists; pass --overwrite to replace it, or name another file")
   cli.require(os.path.isfile(FLAGS.input), f"--input={FLAGS.input} is not a file; download "
               f"pytorch-fid's weights from {inception.PYTORCH_FID_WEIGHTS_URL}")
-  cli.require_writable_file(FLAGS.output, "--output")
+  cli.require_file_path(FLAGS.output, "--output")
   try:
     import torch
   except ImportError:
     raise cli.UsageError("reading the .pth file needs torch; `pip install torch` (the CPU build "
                          "is enough) and run this again") from None
+  cli.require_writable_file(FLAGS.output, "--output")  # makes its folder: torch is there
   try:
     state_dict = torch.load(FLAGS.input, map_location="cpu", weights_only=True)
   except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # unreadable, not a .pth

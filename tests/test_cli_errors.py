@@ -385,6 +385,20 @@ def test_commands_refuse_to_write_over_a_file_and_keep_every_file(tmp_path, modu
   assert files_in(tmp_path) == before and sorted(tmp_path.rglob("*")) == folders
 
 
+def test_converting_inception_weights_without_torch_makes_no_output_folder(tmp_path):
+  (tmp_path / "hide" / "torch").mkdir(parents=True)  # torch, installed or not, fails to import
+  (tmp_path / "hide" / "torch" / "__init__.py").write_text("raise ImportError('hidden')")
+  (tmp_path / "weights.pth").write_bytes(b"pytorch-fid's weights")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.convert_inception_weights",
+       f"--input={tmp_path}/weights.pth", f"--output={tmp_path}/new/w.npz"],
+      capture_output=True, text=True, cwd=dcgan_runs.ROOT,
+      env=dict(os.environ, PYTHONPATH=f"{tmp_path / 'hide'}{os.pathsep}{dcgan_runs.ROOT}"))
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+      "error: reading the .pth file needs torch; `pip install torch`"), result.stderr[-2000:]
+  assert not (tmp_path / "new").exists()
+
+
 def test_evaluate_writes_over_an_earlier_result_of_its_own(tmp_path):
   np.save(tmp_path / "s.npy", np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)))
   (tmp_path / "s.evaluation.json").write_text('{"num_samples": 9, "fid": 1, "real_fid": 1}')
