@@ -61,13 +61,15 @@ def test_spectral_norm_divides_each_kernel_by_its_largest_singular_value():
 
 def test_every_layer_product_asks_for_full_float32_precision():
   """On TPUs and recent GPUs a default-precision float32 product rounds its operands (bfloat16,
-  TF32), which would blur the toy modes (std 0.01); the players' layers ask for HIGHEST. (The
-  power iteration of spectral norm, an estimate, keeps flax's default.)"""
+  TF32), which would blur the toy modes (std 0.01); the players' layers ask for HIGHEST, and so
+  does the power iteration of spectral norm, whose estimate of sigma rescales every weight."""
   z = jnp.zeros((4, 2))
   precisions = []
-  for model in (mlp.MLPGenerator(latent_dim=2, output_dim=2), mlp.MLPDiscriminator()):
+  for model in (mlp.MLPGenerator(latent_dim=2, output_dim=2), mlp.MLPDiscriminator(),
+                mlp.MLPDiscriminator(spectral_norm=True)):
     variables = model.init(jax.random.PRNGKey(0), z)
-    program = jax.make_jaxpr(lambda v: model.apply(v, z))(variables)
+    program = jax.make_jaxpr(lambda v: model.apply(v, z, mutable=["batch_stats"]))(variables)
     precisions += [eqn.params["precision"] for eqn in program.jaxpr.eqns
                    if eqn.primitive.name == "dot_general"]
-  assert precisions == [(jax.lax.Precision.HIGHEST,) * 2] * 8
+  # 4 layers each; each spectral norm adds 2 products to its vector and 2 to sigma
+  assert precisions == [(jax.lax.Precision.HIGHEST,) * 2] * (8 + 4 * 5)

@@ -85,8 +85,9 @@ class MLPDiscriminator(nn.Module):
 
   def _dense(self, features: int, x: Array, train: bool) -> Array:
     layer = _dense(features)
-    if self.spectral_norm:
-      return nn.SpectralNorm(layer)(x, update_stats=train)
+    if self.spectral_norm:  # its power iteration in full float32 too, as the layer's product
+      with jax.default_matmul_precision("highest"):
+        return nn.SpectralNorm(layer)(x, update_stats=train)
     return layer(x)
 
   @nn.compact
