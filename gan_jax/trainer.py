@@ -572,7 +572,13 @@ class _Run:
     self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                   config.keep_checkpoints)
     self.start_step, position, since_row = 0, 0, None
-    restored = self.checkpoints.restore_latest(state)
+    try:
+      restored = self.checkpoints.restore_latest(state)
+    except UsageError:  # another model: the newest record may name the flag that made it
+      newest = self.checkpoints.latest_record()
+      check_resume_settings(config, newest[1].get("fixed_settings", {}) if newest else {},
+                            workdir)
+      raise
     if restored is not None:
       self.start_step, state, record = restored
       position = record["data_position"]
