@@ -53,7 +53,10 @@ def border(size: int, resolution: int) -> Optional[int]:
 def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
   """One uint8 image ``(H, W)`` or ``(H, W, C)`` -> float32 ``(resolution, resolution, channels)``
   in [-1, 1]: a square image a few pixels smaller is padded with -1 (MNIST 28 -> 32), any other
-  one center-cropped to a square and resized bilinearly."""
+  one center-cropped to a square and resized bilinearly. Every value is k / 127.5 - 1 for an
+  integer k in [0, 255] (``CachedSource`` relies on it)."""
+  if image.dtype != np.uint8:
+    raise TypeError(f"fit_image takes uint8 pixels, got {image.dtype} (see to_uint8)")
   if image.ndim == 2:
     image = image[:, :, None]
   if image.shape[-1] == 4:
@@ -159,7 +162,8 @@ class TfdsSource:
     if image_key not in features:
       raise UsageError(f"TFDS dataset {name!r} has no {image_key!r} feature (its features: "
                        f"{', '.join(features.keys())}); choose an image dataset")
-    self._image_key, self.resolution, self.channels = image_key, resolution, channels
+    self._name, self._image_key = name, image_key
+    self.resolution, self.channels = resolution, channels
 
   def __len__(self) -> int:
     return len(self._source)
@@ -168,8 +172,9 @@ class TfdsSource:
     return _fit_each(self._fit, indices)
 
   def _fit(self, index: int) -> np.ndarray:
-    return fit_image(np.asarray(self._source[index][self._image_key]), self.resolution,
-                     self.channels)
+    pixels = to_uint8(np.asarray(self._source[index][self._image_key]),
+                      f"image {index} of TFDS dataset {self._name!r}")
+    return fit_image(pixels, self.resolution, self.channels)
 
 
 def _opens_as_image(path: str) -> bool:
@@ -192,17 +197,24 @@ def read_image(path: str) -> np.ndarray:
     except Exception as e:  # malformed EXIF (PIL raises SyntaxError, ValueError, ...)
       logging.log_first_n(logging.WARNING, "ignoring the unreadable EXIF orientation of %s (%s; "
                           "logged for the first 3 such images)", 3, path, e)
-    # Wider pixels have no range to scale from but their type's; convert("RGB") would clip.
-    if image.mode == "F":
-      raise UsageError(f"{path} holds floating-point pixels, whose range is unknown; save it "
-                       "with 8 or 16 bits per channel")
-    if image.mode.startswith("I"):  # 16-bit PNG or TIFF
-      pixels = np.asarray(image, np.float64)
-      if pixels.max(initial=0) > 65535:
-        raise UsageError(f"{path} holds pixels over 16 bits; save it with 8 or 16 bits per "
-                         "channel")
-      return np.round(pixels / 257.0).clip(0, 255).astype(np.uint8)
+    if image.mode == "F" or image.mode.startswith("I"):  # convert("RGB") would clip them
+      return to_uint8(np.asarray(image), path)
     return np.asarray(image.convert("RGB"))
+
+
+def to_uint8(pixels: np.ndarray, name: str) -> np.ndarray:
+  """Decoded pixels as uint8: 16-bit values scaled by 1/257 (65535 -> 255). UsageError naming
+  the image ``name`` for floating-point or wider pixels, which have no known range to scale
+  from."""
+  if pixels.dtype == np.uint8:
+    return pixels
+  if np.issubdtype(pixels.dtype, np.floating):
+    raise UsageError(f"{name} holds floating-point pixels, whose range is unknown; save it "
+                     "with 8 or 16 bits per channel")
+  if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
+    raise UsageError(f"{name} holds pixels outside 16 bits (0-65535); save it with 8 or 16 bits "
+                     "per channel")
+  return np.round(pixels / 257.0).astype(np.uint8)
 
 
 class FolderSource:

@@ -547,8 +547,7 @@ class _Run:
                                           config.data_dir)
       require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
               f"than --batch_size={config.batch_size}; lower --batch_size")
-      return input_pipeline.cached(source, config.resolution, config.channels,
-                                   config.data_cache_gib)
+      return source
     source = agreed(start_up_checks)
     if jax.process_count() > 1:
       agreed(lambda: check_same_dataset(source))
@@ -556,6 +555,8 @@ class _Run:
       if self.primary:  # every process has read it (the agreement is a collective after that)
         with contextlib.suppress(OSError):  # a leftover token harms nothing; a lone exit would
           os.remove(os.path.join(workdir, SHARED_CHECK_FILE))
+    source = input_pipeline.cached(source, config.resolution, config.channels,
+                                   config.data_cache_gib)
 
     self.use_pmap = len(self.devices) * jax.process_count() > 1
     axis_name = parallel.AXIS_NAME if self.use_pmap else None
@@ -626,10 +627,12 @@ class _Run:
     self.scoring = scoring_setup(config, self.dataset_size) if self.best else {}
     self.best_fid = best[1]["fid"] if best else np.inf
     # Records of older versions lack some of the setup's keys: those are not compared, but for
-    # the real subset, which they drew with --seed.
-    legacy = {"real_subset": "all" if self.scoring.get("real_subset") == "all"
-              else "drawn with --seed"}
-    saved = {**legacy, **best[1]} if best else {}
+    # the real subset. Versions that record fixed_settings draw it as now; earlier ones drew a
+    # subset with --seed (a few drew it as now without fixed_settings: the safe side).
+    saved = dict(best[1]) if best else {}
+    if not {"real_subset", "fixed_settings"} & saved.keys() and self.scoring.get(
+        "real_subset", "all") != "all":
+      saved["real_subset"] = "drawn with --seed"
     changed = {k: (saved[k], v) for k, v in self.scoring.items() if k in saved and saved[k] != v}
     if changed:
       logging.warning("best/ holds checkpoint %d, scored with %s; this run scores with %s, "

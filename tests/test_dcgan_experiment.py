@@ -264,24 +264,28 @@ def test_best_checkpoint_restarts_when_a_resume_scores_with_another_setup(tmp_pa
                                           if "extractor" in changed else None)
 
 
-@pytest.mark.parametrize("num_eval_real, best, real_subset", [
-    (400, (4, 4.5), "one draw per dataset"),  # replaced
-    (5000, (2, 3.0), None),  # the older version's record stands
+@pytest.mark.parametrize("num_eval_real, older_record, best, real_subset", [
+    (400, ("real_subset", "fixed_settings"), (4, 4.5), "one draw per dataset"),  # replaced
+    (5000, ("real_subset", "fixed_settings"), (2, 3.0), None),  # stands
+    (400, ("real_subset",), (2, 3.0), None),  # stands: drawn as now
 ])
-def test_a_best_checkpoint_of_an_older_version_compares_only_on_all_the_real_images(
-    tmp_path, monkeypatch, num_eval_real, best, real_subset):
-  """Versions that recorded no real subset drew it with --seed: their best/ gives way to the
-  first new score when the FIDs use a subset of the real images (400 of MNIST's 5,000), and
-  stands when they use all of them."""
+def test_a_best_checkpoint_of_an_older_version_compares_only_on_the_same_real_images(
+    tmp_path, monkeypatch, num_eval_real, older_record, best, real_subset):
+  """Versions that recorded neither the real subset nor fixed_settings drew the subset with
+  --seed: their best/ gives way to the first new score when the FIDs use a subset of the real
+  images (400 of MNIST's 5,000), and stands when they use all of them. Later versions drew it as
+  now."""
   scripted_fids = iter([3.0, 4.5])  # step 2 (the older version), step 4
   monkeypatch.setattr(trainer, "build_evaluator", lambda config, source: (
       lambda samples: {"fid": next(scripted_fids), "real_fid": 0.0}))
   config = config_from(None, "--eval_every_steps=2", "--num_steps=2", "--resolution=28",
                        "--sample_every_steps=0", f"--num_eval_real={num_eval_real}")
-  setup = trainer.scoring_setup
+  setup, record = trainer.scoring_setup, trainer._Run.record
   with monkeypatch.context() as older_version:
     older_version.setattr(trainer, "scoring_setup", lambda *args: {
-        k: v for k, v in setup(*args).items() if k != "real_subset"})
+        k: v for k, v in setup(*args).items() if k not in older_record})
+    older_version.setattr(trainer._Run, "record", lambda *args: {
+        k: v for k, v in record(*args).items() if k not in older_record})
     trainer.train_and_evaluate(config, str(tmp_path))
   trainer.train_and_evaluate(dataclasses.replace(config, num_steps=4), str(tmp_path))
   checkpoints = checkpointing.Checkpointer(str(tmp_path / "best"), read_only=True)

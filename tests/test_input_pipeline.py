@@ -113,7 +113,7 @@ def test_a_truncated_image_is_one_error_naming_it_without_an_exif_warning(tmp_pa
 
 @pytest.mark.parametrize("pixels, message", [
     (np.full((8, 8), 0.5, np.float32), "holds floating-point pixels, whose range is unknown"),
-    (np.full((8, 8), 70000, np.int32), "holds pixels over 16 bits"),
+    (np.full((8, 8), 70000, np.int32), "holds pixels outside 16 bits"),
 ])
 def test_tiff_pixels_without_a_known_range_are_refused_not_scaled_wrong(tmp_path, pixels,
                                                                         message):
@@ -291,6 +291,26 @@ def test_tfds_source_reads_a_prepared_array_record_dataset_in_the_order_asked(tm
   assert len(source) == 12 and sorted(set(numbers)) == list(range(12))
   np.testing.assert_array_equal(source[order], expected)
   assert np.abs(expected[0] - expected[1]).mean() > 0.1  # the photos differ
+
+
+@pytest.mark.parametrize("pixels, expected", [
+    (np.array([[0, 257 * 64, 32768, 65535]], np.uint16), [0, 64, 128, 255]),
+    (np.array([[0.5]], np.float32), "image 3 of TFDS dataset 'mnist' holds floating-point"),
+    (np.array([[-1, 0]], np.int32), "image 3 of TFDS dataset 'mnist' holds pixels outside 16"),
+])
+def test_tfds_pixels_of_other_types_are_scaled_as_in_folders_or_refused(monkeypatch, pixels,
+                                                                         expected):
+  """A TFDS image feature may decode to uint16 (with OpenCV): scaled to 8 bits by 1/257 as a
+  16-bit file is, not taken for 8-bit values up to 65535 (or wrapped around by the cache)."""
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = input_pipeline.make_source("tfds:mnist", 4, 1)
+  monkeypatch.setattr(source, "_source", [{"image": pixels[:, :, None].repeat(4, axis=0)}] * 4)
+  if isinstance(expected, str):
+    with pytest.raises(UsageError, match=expected):
+      source[[3]]
+  else:
+    np.testing.assert_array_equal(input_pipeline.CachedSource(source)[[3]][0, 0, :, 0],
+                                  np.array(expected, np.float32) / 127.5 - 1)
 
 
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
