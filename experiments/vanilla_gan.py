@@ -46,7 +46,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from gan_jax import (cli, distributions, input_pipeline, parallel, plotting, train_state,
-                     train_step)
+                     train_step, workdir_lock)
 from gan_jax.cli import RunError, field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
@@ -413,6 +413,13 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
   start_time = time.time()
   validate(config)
   cli.make_writable_dir(workdir)
+  with workdir_lock.hold(workdir):
+    return _train(config, workdir, devices, stop, start_time)
+
+
+def _train(config: VanillaConfig, workdir: str, devices: Optional[List[jax.Device]],
+           stop: Optional[Preemption], start_time: float) -> dict:
+  """``train_and_evaluate`` in its workdir, locked."""
   # No checkpoints to resume from: another run's outputs would be overwritten, and its sample
   # pictures left beside the new ones.
   require(not os.path.exists(os.path.join(workdir, "metrics.jsonl")),

@@ -29,10 +29,13 @@ flags.DEFINE_bool("verbose", False, "Show full tracebacks for errors.")
 
 class _QuietLibraries:
   """Drops INFO lines of libraries that narrate their work (orbax's every save, JAX's backend
-  probing); their warnings and errors still show."""
+  probing); their warnings and errors still show, but orbax's without their tracebacks: a save
+  that failed (a full disk, a folder made read-only) is told once, by the run's error line."""
   NARRATORS = ("/orbax/", "/jax/_src/")
 
   def filter(self, record) -> bool:
+    if "/orbax/" in record.pathname:
+      record.exc_info, record.exc_text = None, None
     return record.levelno > std_logging.INFO or not any(
         part in record.pathname for part in self.NARRATORS)
 
@@ -154,6 +157,9 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
   local folder named ``gs:``."""
   require("://" not in os.fspath(path), f"{flag}={path} is a URL; the run writes its files "
           "with ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
+  require(not os.path.islink(path) or os.path.exists(path), f"{flag}={path} is a link to "
+          f"{os.readlink(path) if os.path.islink(path) else ''}, which does not exist; create "
+          "that folder or mend the link")
   try:
     os.makedirs(path, exist_ok=True)
     # one name per host and process: processes of one run may probe a shared folder at once

@@ -20,7 +20,9 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 from absl import logging
-from tensorboardX import SummaryWriter
+from tensorboardX import summary as tensorboard_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from gan_jax.errors import RunError, UsageError
 
@@ -158,33 +160,35 @@ class RunLog:
     self._last_time, self._last_step = time.time(), start_step
     if write:
       self._path = os.path.join(workdir, "metrics.jsonl")
+      self._events_path = os.path.join(workdir, "tensorboard")
       kept = [row for row in read_metrics(workdir) if row["step"] <= start_step]
-      with self._appending():
+      with self._appending(self._path):
         _replace_file(self._path, "".join(to_json(row) + "\n" for row in kept))
         self._file = open(self._path, "a")
-      # Events of steps after start_step (an interrupted attempt's) are dropped by TensorBoard.
-      # The suffix keeps a restart within the same second from overwriting the earlier file.
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                        purge_step=start_step + 1,
-                                        filename_suffix=f".{os.getpid()}.{start_step}")
+      with self._appending(self._events_path):
+        # The suffix keeps a restart within the same second from overwriting the earlier file.
+        self._tensorboard = TensorBoardFile(self._events_path, purge_step=start_step + 1,
+                                            suffix=f".{os.getpid()}.{start_step}")
 
   @contextlib.contextmanager
-  def _appending(self):
+  def _appending(self, path: str):
     try:
       yield
     except OSError as e:
-      raise RunError(f"could not write {self._path} ({e}); {self._after_failure}") from e
+      raise RunError(f"could not write {path} ({e}); {self._after_failure}") from e
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     """One metrics row and its TensorBoard scalars."""
     if not self.write_files:
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with self._appending():
+    with self._appending(self._path):
       self._file.write(to_json(row) + "\n")
       self._file.flush()
-    for name, value in scalars.items():
-      self._tensorboard.add_scalar(name, float(value), step)
+    with self._appending(self._events_path):
+      for name, value in scalars.items():
+        self._tensorboard.add(step, tensorboard_summary.scalar(name, float(value)))
+      self._tensorboard.flush()
 
   def restart_clock(self, step: int) -> None:
     """Measures the next rate from ``step`` on, now: called once the first step has compiled,
@@ -221,9 +225,41 @@ class RunLog:
   def image(self, step: int, name: str, picture: np.ndarray) -> None:
     """A uint8 picture ``(H, W, C)`` as a TensorBoard image."""
     if self.write_files:
-      self._tensorboard.add_image(name, picture, step, dataformats="HWC")
+      with self._appending(self._events_path):
+        self._tensorboard.add(step, tensorboard_summary.image(name, picture, dataformats="HWC"))
+        self._tensorboard.flush()
 
   def close(self) -> None:
     if self.write_files:
-      self._file.close()
-      self._tensorboard.close()
+      with self._appending(self._path):
+        self._file.close()
+      with self._appending(self._events_path):
+        self._tensorboard.close()
+
+
+class TensorBoardFile:
+  """An event file of TensorBoard, written in the calling thread, so that a failed write (a full
+  disk) raises there. (tensorboardX's ``SummaryWriter`` writes from a thread of its own, which
+  dies on a full disk; its next writes then wait for it forever.)
+
+  Args:
+    folder: where the file goes (created if missing).
+    purge_step: TensorBoard drops the events of this step and later ones from earlier files (an
+      interrupted attempt's, which a resumed run logs again).
+    suffix: the end of the file's name.
+  """
+
+  def __init__(self, folder: str, purge_step: int, suffix: str):
+    os.makedirs(folder, exist_ok=True)
+    self._events = EventsWriter(os.path.join(folder, "events"), suffix)
+    self.add(purge_step, session_log=SessionLog(status=SessionLog.START))
+
+  def add(self, step: int, summary=None, **fields) -> None:
+    """One event of ``step``: a tensorboardX ``summary``, or other fields of ``Event``."""
+    self._events.write_event(Event(wall_time=time.time(), step=step, summary=summary, **fields))
+
+  def flush(self) -> None:
+    self._events.flush()
+
+  def close(self) -> None:
+    self._events.close()

@@ -36,7 +36,8 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from gan_jax import checkpointing, input_pipeline, parallel, plotting, train_state, train_step
+from gan_jax import (checkpointing, input_pipeline, parallel, plotting, train_state, train_step,
+                     workdir_lock)
 from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require,
                          require_gan_settings, require_one_of, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
@@ -523,18 +524,25 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
     A summary: steps trained, wall time, steps/s, final metrics and evaluation, and
     ``preempted``: the name of the signal that stopped the run early, or None.
   """
-  with Preemption() as preemption:  # from the start: a signal while setting up is kept too
-    run = _Run(config, workdir, models)
+  # From the start: a signal while setting up is kept too; the workdir's lock, once taken, is
+  # held until the run is closed or fails.
+  with Preemption() as preemption, contextlib.ExitStack() as held:
+    run = _Run(config, workdir, models, held)
     try:
-      return run.train(preemption)
-    finally:
-      run.close()
+      summary = run.train(preemption)
+    except BaseException:
+      with contextlib.suppress(Exception):  # the first failure (a full disk) is the one to tell
+        run.close()
+      raise
+    run.close()
+    return summary
 
 
 class _Run:
   """One run's state and outputs; ``train`` is the loop."""
 
-  def __init__(self, config: TrainConfig, workdir: str, models: ModelBuilder):
+  def __init__(self, config: TrainConfig, workdir: str, models: ModelBuilder,
+               held: contextlib.ExitStack):
     self.config, self.workdir = config, workdir
     self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
@@ -543,6 +551,8 @@ class _Run:
     def start_up_checks():
       validate(config, len(self.devices) * jax.process_count())
       prepare_workdir(workdir, config)
+      if self.primary:  # a process of another job, on process 0's workdir, is refused with it
+        held.enter_context(workdir_lock.hold(workdir))
       source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
                                           config.data_dir)
       require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
@@ -630,7 +640,7 @@ class _Run:
     # the real subset. Versions that record fixed_settings draw it as now; earlier ones drew a
     # subset with --seed (a few drew it as now without fixed_settings: the safe side).
     saved = dict(best[1]) if best else {}
-    if not {"real_subset", "fixed_settings"} & saved.keys() and self.scoring.get(
+    if best and not {"real_subset", "fixed_settings"} & saved.keys() and self.scoring.get(
         "real_subset", "all") != "all":
       saved["real_subset"] = "drawn with --seed"
     changed = {k: (saved[k], v) for k, v in self.scoring.items() if k in saved and saved[k] != v}

@@ -1,6 +1,7 @@
 """Bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback."""
 import dataclasses
 import json
+import logging as std_logging
 import os
 import re
 import subprocess
@@ -119,6 +120,29 @@ def test_unwritable_workdir_is_a_usage_error(tmp_path):
   blocker.write_text("")
   with pytest.raises(UsageError, match=r"cannot write to .*run' \(--workdir: "):
     trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(blocker / "run"))
+
+
+def test_orbax_errors_show_without_their_tracebacks_and_its_info_lines_not_at_all():
+  try:
+    raise OSError(28, "No space left on device")
+  except OSError:
+    failure = sys.exc_info()
+  record = lambda level, path: std_logging.LogRecord("absl", level, path, 1, "save failed", (),
+                                                     failure)
+  quiet = cli._QuietLibraries()
+  orbax_error = record(std_logging.ERROR, "/site-packages/orbax/checkpoint/future.py")
+  assert quiet.filter(orbax_error) and orbax_error.exc_info is None
+  assert not quiet.filter(record(std_logging.INFO, "/site-packages/orbax/checkpoint/x.py"))
+  own_error = record(std_logging.ERROR, "/gan_jax/trainer.py")
+  assert quiet.filter(own_error) and own_error.exc_info == failure
+
+
+def test_a_workdir_linked_to_a_missing_folder_is_named_as_such(tmp_path):
+  (tmp_path / "run").symlink_to(tmp_path / "gone")
+  with pytest.raises(UsageError, match=re.escape(
+      f"--workdir={tmp_path}/run is a link to {tmp_path}/gone, which does not exist; create "
+      "that folder or mend the link")):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(tmp_path / "run"))
 
 
 def test_a_url_workdir_is_refused_not_taken_for_a_local_folder(tmp_path, monkeypatch):

@@ -268,6 +268,7 @@ def test_best_checkpoint_restarts_when_a_resume_scores_with_another_setup(tmp_pa
     (400, ("real_subset", "fixed_settings"), (4, 4.5), "one draw per dataset"),  # replaced
     (5000, ("real_subset", "fixed_settings"), (2, 3.0), None),  # stands
     (400, ("real_subset",), (2, 3.0), None),  # stands: drawn as now
+    (400, (), (2, 3.0), "one draw per dataset"),  # this version's
 ])
 def test_a_best_checkpoint_of_an_older_version_compares_only_on_the_same_real_images(
     tmp_path, monkeypatch, num_eval_real, older_record, best, real_subset):

@@ -10,12 +10,13 @@ import random
 import re
 import shutil
 import signal
+import socket
 import time
 
 import numpy as np
 import pytest
 
-from gan_jax import preemption, trainer
+from gan_jax import preemption, trainer, workdir_lock
 from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
@@ -175,6 +176,28 @@ def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_pat
   summary = trainer.train_and_evaluate(config("--num_steps=41", "--log_every_steps=5"),
                                        str(workdir))
   assert summary["start_step"] == 40 and summary["step"] == 41
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_and_changes_nothing(straight, tmp_path):
+  """A command launched twice, or a job restarted while its old process lives, would delete the
+  first run's checkpoints (orbax replaces a step folder it does not know): the lock the first run
+  holds refuses the second with one line, as a command and as a library call."""
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  contents = lambda: {str(p): p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+  with workdir_lock.hold(str(workdir)):  # the first run, still alive
+    before = contents()
+    result = dcgan_runs.run_command(workdir, ARGV + ["--num_steps=50"])
+    holder = f"process {os.getpid()} on {socket.gethostname()}"
+    with pytest.raises(UsageError, match=re.escape(f"is in use by another run ({holder})")):
+      trainer.train_and_evaluate(config("--num_steps=50"), str(workdir))
+    assert contents() == before
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: --workdir={workdir} is in use by another run ({holder}); wait for it to end or "
+      "stop it, or use a new --workdir")
+  # once the first run has ended, the same command resumes
+  assert trainer.train_and_evaluate(config("--num_steps=41"), str(workdir))["start_step"] == 40
 
 
 def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoints(straight,

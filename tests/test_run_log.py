@@ -116,6 +116,26 @@ def test_a_full_disk_while_logging_is_a_run_error_saying_what_to_do(tmp_path):
   log.close()
 
 
+def test_a_full_disk_under_the_tensorboard_events_is_a_run_error_not_a_hang(tmp_path,
+                                                                            monkeypatch):
+  """tensorboardX's own writer thread died on a full disk, and the next writes waited for it
+  forever; the events are written in the caller's thread, which gets the error."""
+  log = run_log.RunLog(str(tmp_path), 0, 10, after_failure="resume as the trainer says")
+  log.write(1, {"d_loss": 1.0})
+
+  def full_disk(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(log._tensorboard._events, "write_event", full_disk)
+  for _ in range(20):  # more than tensorboardX's queue of 10
+    with pytest.raises(RunError, match=r"could not write .*tensorboard \(.*No space left on "
+                                       r"device\); resume as the trainer says$"):
+      log.write(2, {f"metric_{i}": 1.0 for i in range(3)})
+  assert [row["step"] for row in run_log.read_metrics(str(tmp_path))] == [1] + [2] * 20
+  monkeypatch.undo()
+  log.close()
+
+
 def test_write_json_keeps_the_old_file_when_the_write_fails(tmp_path):
   path = tmp_path / "config.json"
   run_log.write_json(str(path), {"a": 1})

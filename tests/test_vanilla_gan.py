@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import cli, distributions, parallel, preemption
+from gan_jax import cli, distributions, parallel, preemption, workdir_lock
 from gan_jax.metrics import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,10 +117,15 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path, monkeypa
   assert together["per_seed"][1] == pytest.approx(alone["per_seed"][0], nan_ok=True)
   # and the seeds differ from each other.
   assert np.max(np.abs(samples_together[0] - samples_together[1])) > 0.01
-  # a run keeps no checkpoints to resume from: a second one in its workdir is refused
+  # a run keeps no checkpoints to resume from: a second one in its workdir is refused, and one
+  # while another is under way there (before that one has written anything)
   with pytest.raises(cli.UsageError, match="holds another run"):
     vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one",
                                    jax.devices()[:1])
+  (tmp_path / "new").mkdir()
+  with workdir_lock.hold(str(tmp_path / "new")), pytest.raises(
+      cli.UsageError, match=f"--workdir={tmp_path / 'new'} is in use by another run"):
+    vanilla_gan.train_and_evaluate(small_config(), tmp_path / "new", jax.devices()[:1])
   np.testing.assert_array_equal(np.load(tmp_path / "one" / "final_samples.npy"), samples_alone)
 
 
