@@ -1,5 +1,5 @@
 """A feature network behind one interface: images in, features and class probabilities out."""
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -32,24 +32,31 @@ def check_variables(variables: Any, template: Any, problem: str, remedy: str) ->
 class FeatureExtractor:
   """Runs a jitted network over images in fixed-size batches, returning numpy arrays.
 
-  The last batch is padded to ``batch_size``, so each image shape compiles once. Computation
-  uses JAX's default device; results are deterministic for a given device and input.
+  The last batch is padded to ``batch_size``, so each image shape compiles once. Each batch is
+  split over ``devices`` (the weights on each), so a machine with several GPUs or TPU chips
+  extracts on all of them; results are deterministic for given devices and input.
 
   Args:
     apply_fn: pure function of ``(variables, images)``, see :data:`ApplyFn`; it maps any image
       size and channel count it accepts to the network's input itself.
     variables: the network's weights (a pytree), passed to ``apply_fn``.
-    batch_size: images per network call.
+    batch_size: images per network call, rounded up to a multiple of the device count.
+    devices: where to run (default: this process's devices).
   """
 
-  def __init__(self, apply_fn: ApplyFn, variables: Any, batch_size: int = 200):
+  def __init__(self, apply_fn: ApplyFn, variables: Any, batch_size: int = 200,
+               devices: Optional[Sequence[jax.Device]] = None):
     def run(variables, images):
       features, logits = apply_fn(variables, images)
       return features, jax.nn.softmax(logits, axis=-1)
 
+    self.devices = list(devices or jax.local_devices())
+    mesh = jax.sharding.Mesh(np.array(self.devices), ("images",))
+    self._batches = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images"))
     self._run = jax.jit(run)
-    self.variables = variables
-    self.batch_size = batch_size
+    self.variables = jax.device_put(variables, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
+    self.batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
 
   def __call__(self, images) -> Tuple[np.ndarray, np.ndarray]:
     """Features and class probabilities of images.
@@ -74,7 +81,8 @@ class FeatureExtractor:
     for start in range(0, len(images), self.batch_size):
       batch = images[start:start + self.batch_size]
       padded = np.pad(batch, ((0, self.batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
-      batch_features, batch_probabilities = self._run(self.variables, padded)
+      batch_features, batch_probabilities = self._run(self.variables,
+                                                      jax.device_put(padded, self._batches))
       features.append(np.asarray(batch_features)[:len(batch)])
       probabilities.append(np.asarray(batch_probabilities)[:len(batch)])
     return np.concatenate(features), np.concatenate(probabilities)
