@@ -157,8 +157,9 @@ def make_writable_dir(path: Union[str, os.PathLike], flag: str = "--workdir") ->
   local folder named ``gs:``."""
   require("://" not in os.fspath(path), f"{flag}={path} is a URL; the run writes its files "
           "with ordinary file I/O: mount the bucket (gcsfuse, say) and pass the mounted path")
-  require(not os.path.islink(path) or os.path.exists(path), f"{flag}={path} is a link to "
-          f"{os.readlink(path) if os.path.islink(path) else ''}, which does not exist; create "
+  link = os.path.normpath(path)  # without a trailing slash, which would follow the link
+  require(not os.path.islink(link) or os.path.exists(link), f"{flag}={path} is a link to "
+          f"{os.readlink(link) if os.path.islink(link) else ''}, which does not exist; create "
           "that folder or mend the link")
   try:
     os.makedirs(path, exist_ok=True)

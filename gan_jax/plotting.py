@@ -1,5 +1,7 @@
 """Pictures written to the workdir: image grids and training curves."""
+import io
 import math
+import os
 from typing import Dict, Optional, Sequence
 
 import matplotlib
@@ -8,6 +10,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from gan_jax import run_log  # noqa: E402
 
 
 # The panels of a GAN's training curves: panel title -> the metrics drawn in it.
@@ -38,7 +42,20 @@ def save_image_grid(images: np.ndarray, path: str, columns: Optional[int] = None
   picture = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
   if scale > 1:
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-  picture.save(path)
+  buffer = io.BytesIO()
+  picture.save(buffer, format="PNG")
+  run_log.write_file(path, buffer.getvalue())
+
+
+def _save_figure(fig, path: str) -> None:
+  """Writes ``fig`` (in the format of the file's extension) whole or not at all, as every file
+  of a run is (a full disk is then the run's one error line), and closes it."""
+  buffer = io.BytesIO()
+  try:
+    fig.savefig(buffer, format=os.path.splitext(path)[1][1:] or "png", dpi=100)
+  finally:
+    plt.close(fig)
+  run_log.write_file(path, buffer.getvalue())
 
 
 def _marker(points: int) -> Optional[str]:
@@ -61,8 +78,7 @@ def plot_curves(rows: Sequence[Dict[str, float]], groups: Dict[str, Sequence[str
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def _panel_grid(num_panels: int, panel_size: float, columns: Optional[int] = None):
@@ -100,8 +116,7 @@ def plot_samples_over_modes(samples: np.ndarray, means: np.ndarray, stds: np.nda
     if titles is not None:
       ax.set_title(titles[i], fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def plot_seed_curves(steps: np.ndarray, curves: Dict[str, np.ndarray],
@@ -126,8 +141,7 @@ def plot_seed_curves(steps: np.ndarray, curves: Dict[str, np.ndarray],
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def plot_discriminator_fits(x: np.ndarray, panels: Sequence[dict], path: str) -> None:
@@ -155,8 +169,7 @@ def plot_discriminator_fits(x: np.ndarray, panels: Sequence[dict], path: str) ->
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7, loc="upper left")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, path: str,
@@ -189,5 +202,4 @@ def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, pa
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)

@@ -843,9 +843,12 @@ class _Run:
     return summary
 
   def close(self) -> None:
-    for closable in (self.log, self.checkpoints, self.best):
-      if closable is not None:
-        closable.close()
+    """Closes the log and both checkpointers (waiting for their saves), each one even if
+    another fails."""
+    with contextlib.ExitStack() as closing:
+      for closable in (self.best, self.checkpoints, self.log):  # closed last to first
+        if closable is not None:
+          closing.callback(closable.close)
 
 
 def curve_panels(rows: list) -> dict:

@@ -14,9 +14,9 @@ from absl import flags
 from PIL import Image
 
 from benchmarks import commands
-from gan_jax import cli, trainer
+from gan_jax import checkpointing, cli, run_log, trainer
 from gan_jax.metrics import inception
-from gan_jax.cli import UsageError
+from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
 TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--resolution=28"]
@@ -115,6 +115,23 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tmp_pa
   assert (tmp_path / "new").is_dir()
 
 
+def test_a_log_that_fails_to_close_still_lets_the_checkpoints_finish(tmp_path, monkeypatch):
+  """Closing a run waits for its checkpoint saves, even when the log before them fails to close
+  (a full disk): a library caller's next run must not meet a save still under way."""
+  closed = []
+  close = checkpointing.Checkpointer.close
+
+  def failing_close(self):
+    raise RunError("could not write metrics.jsonl (full disk)")
+
+  monkeypatch.setattr(run_log.RunLog, "close", failing_close)
+  monkeypatch.setattr(checkpointing.Checkpointer, "close",
+                      lambda self: closed.append(os.path.basename(self.directory)) or close(self))
+  with pytest.raises(RunError, match="could not write metrics.jsonl"):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(tmp_path / "run"))
+  assert sorted(closed) == ["best", "checkpoints"]
+
+
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -137,12 +154,13 @@ def test_orbax_errors_show_without_their_tracebacks_and_its_info_lines_not_at_al
   assert quiet.filter(own_error) and own_error.exc_info == failure
 
 
-def test_a_workdir_linked_to_a_missing_folder_is_named_as_such(tmp_path):
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_a_workdir_linked_to_a_missing_folder_is_named_as_such(tmp_path, slash):
   (tmp_path / "run").symlink_to(tmp_path / "gone")
   with pytest.raises(UsageError, match=re.escape(
-      f"--workdir={tmp_path}/run is a link to {tmp_path}/gone, which does not exist; create "
-      "that folder or mend the link")):
-    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(tmp_path / "run"))
+      f"--workdir={tmp_path}/run{slash} is a link to {tmp_path}/gone, which does not exist; "
+      "create that folder or mend the link")):
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), f"{tmp_path}/run{slash}")
 
 
 def test_a_url_workdir_is_refused_not_taken_for_a_local_folder(tmp_path, monkeypatch):

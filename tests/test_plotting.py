@@ -1,9 +1,13 @@
 """Pictures: the grid's pixels and layout, curves that show single points, one row per seed."""
+import errno
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import plotting, trainer
+from gan_jax import plotting, run_log, trainer
+from gan_jax.errors import RunError
 
 
 def test_image_grid_places_each_image_scaled_to_uint8_between_white_padding():
@@ -59,3 +63,20 @@ def test_curves_show_fid_over_training_once_a_run_was_scored_twice():
   assert panels["FID (lower is better)"] == ("fid", "real_fid")
   assert {k: v for k, v in panels.items() if k in plotting.TRAINING_CURVES} == \
       plotting.TRAINING_CURVES
+
+
+def test_a_picture_that_cannot_be_written_is_a_run_error(tmp_path, monkeypatch):
+  """A full disk while a sample grid or the curves are written is the run's one error line (it
+  was a traceback from inside PIL). Pictures are written whole or not at all, as every file of a
+  run (``run_log.write_file``)."""
+  def full_disk(path, content):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(run_log, "_replace_file", full_disk)
+  for draw, name in [
+      (lambda path: plotting.save_image_grid(np.zeros((4, 8, 8, 1)), path), "grid.png"),
+      (lambda path: plotting.plot_curves([{"step": 1, "d_loss": 1.0}], {"losses": ("d_loss",)},
+                                         path), "curves.png")]:
+    with pytest.raises(RunError, match=f"could not write .*{name} .*No space left on device"):
+      draw(str(tmp_path / name))
+    assert not (tmp_path / name).exists()
