@@ -41,7 +41,8 @@ def test_batches_split_over_the_devices_give_the_features_of_one_device(mnist):
   convolutions of 25 and of 100 images differently)."""
   images = mnist[0][:250, :, :, None] / 127.5 - 1.0
   four = mnist_classifier.load_mnist_classifier(batch_size=98)
-  one = FeatureExtractor(mnist_classifier._apply, four.variables, devices=jax.devices()[:1])
+  one = FeatureExtractor(mnist_classifier._apply, four.variables,
+                         devices=np.array(jax.devices()[:1]))  # a mesh's array is taken too
   assert len(four.devices) == 4 and four.batch_size == 100
   for a, b in zip(four(images), one(images)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

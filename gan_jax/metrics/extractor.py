@@ -50,7 +50,7 @@ class FeatureExtractor:
       features, logits = apply_fn(variables, images)
       return features, jax.nn.softmax(logits, axis=-1)
 
-    self.devices = list(devices or jax.local_devices())
+    self.devices = jax.local_devices() if devices is None else list(np.ravel(devices))
     mesh = jax.sharding.Mesh(np.array(self.devices), ("images",))
     self._batches = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images"))
     self._run = jax.jit(run)
