@@ -6,9 +6,10 @@ threads, and then again from the cache of decoded images (`input_pipeline.Cached
 serves every epoch after the first. Compare the rates with a train step's images/s
 (`benchmarks.dcgan_throughput`) to see whether the first epoch keeps an accelerator waiting.
 
-The last line printed is one JSON object: decoded_ms_per_batch and cached_ms_per_batch (the best
-round), their images_per_sec, the dataset's size, batch_size, resolution, channels, the
-decoding threads and host (CPU model, cores, JAX version).
+Each round prints one JSON line; the last line is one JSON object: decoded_ms_per_batch and
+cached_ms_per_batch (the best round), decoded_images_per_sec and cached_images_per_sec, dataset
+and its size (images), batch_size, resolution, channels, decoding_threads and host (CPU model,
+cores, JAX version).
 """
 import json
 import time

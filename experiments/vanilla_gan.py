@@ -30,7 +30,8 @@ Writes to ``--workdir``:
   filled its last seed block, trained and discarded), the ``steps`` done (fewer when a signal
   stopped the run: ``stopped_by``), skipped updates per seed, wall time, and for the mixtures
   the PacGAN mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with
-  their mean and std.
+  their mean and std;
+* ``.lock``: held while the run lives (``gan_jax.workdir_lock``).
 """
 import dataclasses
 import os

@@ -13,7 +13,8 @@ Datasets (``--dataset``):
   ``tfds:NAME``    any TFDS image dataset prepared in ``--data_dir`` (``tfds:mnist``,
                    ``tfds:cifar10``, ``tfds:celeb_a``), read with ``tfds.data_source`` (random
                    access over array_record files, no TensorFlow needed).
-  ``folder:PATH``  every image file under PATH (png, jpg, jpeg, bmp, gif, webp), recursively.
+  ``folder:PATH``  every image file under PATH (png, jpg, jpeg, bmp, gif, webp, tif, tiff),
+                   recursively.
 
 Images are fitted to the resolution the same way everywhere: a square image up to 4 pixels
 smaller, by an even number, is padded with the background value -1 (MNIST 28 -> 32, as in the

@@ -12,7 +12,8 @@ modules of your own), and writes under ``workdir``:
   over the steps so far of its interval;
 * ``samples/step_XXXXXX.png``: the generator in eval mode on a fixed batch of latents;
 * ``final_samples.npy`` (float32 ``(N, H, W, C)`` in [-1, 1]), ``final_grid.png``,
-  ``interpolation.png`` (walks between fixed latents), ``curves.png``.
+  ``interpolation.png`` (walks between fixed latents), ``curves.png``;
+* ``.lock``: held by process 0 while the run lives (``workdir_lock``).
 
 SIGTERM (a preempted VM) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and
 returns normally, with the signal's name as the summary's ``preempted``
