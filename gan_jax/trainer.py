@@ -397,6 +397,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
                     "--inception_weights for Inception features)", config.dataset)
   extractor = (mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                else inception.load_inception(config.inception_weights))
+  if jax.process_count() > 1:  # every process scores the same images: each takes a share
+    extractor = extractor.on(jax.devices())
   count = min(len(source), config.num_eval_real)
   needed = 2 * evaluation.MetricOptions().minimum_samples
   if count < needed:

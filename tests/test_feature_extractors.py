@@ -36,16 +36,19 @@ def test_extractor_batches_pad_and_return_softmax():
 
 
 def test_batches_split_over_the_devices_give_the_features_of_one_device(mnist):
-  """The MNIST classifier on the 4 CPU devices of the tests (each image on one of them) and on
-  one: the same features and probabilities, but for float32 round-off (XLA blocks the
-  convolutions of 25 and of 100 images differently)."""
+  """The MNIST classifier on the 4 CPU devices of the tests (each image on one of them), on two
+  and on one: the same features and probabilities, but for float32 round-off (XLA blocks the
+  convolutions of 25 and of 100 images differently). Two processes share the work the same way
+  (tests/test_multiprocess.py)."""
   images = mnist[0][:250, :, :, None] / 127.5 - 1.0
   four = mnist_classifier.load_mnist_classifier(batch_size=98)
   one = FeatureExtractor(mnist_classifier._apply, four.variables,
                          devices=np.array(jax.devices()[:1]))  # a mesh's array is taken too
-  assert len(four.devices) == 4 and four.batch_size == 100
-  for a, b in zip(four(images), one(images)):
+  two = four.on(jax.devices()[2:])
+  assert len(four.devices) == 4 and four.batch_size == 100 and two.batch_size == 98
+  for a, b, c in zip(four(images), one(images), two(images)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(c, b, rtol=1e-4, atol=1e-5)
 
 
 # --- MNIST classifier -------------------------------------------------------------------------

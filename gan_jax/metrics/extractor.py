@@ -3,6 +3,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from gan_jax.errors import UsageError
 
@@ -34,7 +35,9 @@ class FeatureExtractor:
 
   The last batch is padded to ``batch_size``, so each image shape compiles once. Each batch is
   split over ``devices`` (the weights on each), so a machine with several GPUs or TPU chips
-  extracts on all of them; results are deterministic for given devices and input.
+  extracts on all of them; results are deterministic for given devices and input. With devices
+  of several processes (``on(jax.devices())``) a call is a collective: every process must make
+  it, with the same images, and gets all the results.
 
   Args:
     apply_fn: pure function of ``(variables, images)``, see :data:`ApplyFn`; it maps any image
@@ -50,13 +53,20 @@ class FeatureExtractor:
       features, logits = apply_fn(variables, images)
       return features, jax.nn.softmax(logits, axis=-1)
 
+    self._apply_fn, self._batch_size = apply_fn, batch_size
     self.devices = jax.local_devices() if devices is None else list(np.ravel(devices))
     mesh = jax.sharding.Mesh(np.array(self.devices), ("images",))
     self._batches = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images"))
     self._run = jax.jit(run)
-    self.variables = jax.device_put(variables, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec()))
+    self.variables = jax.tree.map(
+        lambda x: _place(np.asarray(x), jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec())), variables)
     self.batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
+
+  def on(self, devices: Sequence[jax.Device]) -> "FeatureExtractor":
+    """The same network and weights, run on ``devices``."""
+    replicated = jax.tree.map(lambda x: x.addressable_data(0), self.variables)
+    return FeatureExtractor(self._apply_fn, replicated, self._batch_size, devices)
 
   def __call__(self, images) -> Tuple[np.ndarray, np.ndarray]:
     """Features and class probabilities of images.
@@ -82,11 +92,25 @@ class FeatureExtractor:
       batch = images[start:start + self.batch_size]
       padded = np.pad(batch, ((0, self.batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
       batch_features, batch_probabilities = self._run(self.variables,
-                                                      jax.device_put(padded, self._batches))
-      features.append(np.asarray(batch_features)[:len(batch)])
-      probabilities.append(np.asarray(batch_probabilities)[:len(batch)])
+                                                      _place(padded, self._batches))
+      features.append(_gathered(batch_features)[:len(batch)])
+      probabilities.append(_gathered(batch_probabilities)[:len(batch)])
     return np.concatenate(features), np.concatenate(probabilities)
 
   def features(self, images) -> np.ndarray:
     """``(N, D)`` float32 features of images ``(N, H, W, C)`` in [-1, 1]."""
     return self(images)[0]
+
+
+def _place(array: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """``array``, held whole by this process, as a JAX array laid out by ``sharding``, which may
+  span devices of other processes (each then places its own slices)."""
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _gathered(array: jax.Array) -> np.ndarray:
+  """The whole of ``array`` on the host, gathered from the other processes where it spans
+  them."""
+  if array.is_fully_addressable:
+    return np.asarray(array)
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
