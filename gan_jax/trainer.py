@@ -395,8 +395,9 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
     logging.warning("scoring %s with the features of an MNIST digit classifier: the scores rank "
                     "runs on this data but compare with no published figure (pass "
                     "--inception_weights for Inception features)", config.dataset)
-  extractor = (mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
-               else inception.load_inception(config.inception_weights))
+  # agreed: a host whose weights file fails to load must not leave the others in a collective
+  extractor = agreed(lambda: mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
+                     else inception.load_inception(config.inception_weights))
   if jax.process_count() > 1:  # every process scores the same images: each takes a share
     extractor = extractor.on(jax.devices())
   count = min(len(source), config.num_eval_real)
