@@ -375,23 +375,40 @@ class BatchIterator:
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs ``iterator`` in a background thread, ``size`` items ahead (decoding overlaps compute)."""
+  """Runs ``iterator`` in a background thread, ``size`` items ahead (decoding overlaps compute).
+  Closing the generator (or dropping it) ends the thread once the item under way is made: a
+  thread left waiting to hand over its items would keep them, and the dataset, forever."""
   items: queue.Queue = queue.Queue(maxsize=size)
+  stopped = threading.Event()
   sentinel = object()
+
+  def hand_over(item) -> bool:
+    while not stopped.is_set():
+      try:
+        items.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def produce():
     try:
       for item in iterator:
-        items.put(item)
+        if not hand_over(item):
+          return
     except BaseException as e:  # re-raised in the consumer
-      items.put(e)
-    items.put(sentinel)
-
-  threading.Thread(target=produce, daemon=True).start()
-  while True:
-    item = items.get()
-    if item is sentinel:
+      hand_over(e)
       return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
+    hand_over(sentinel)
+
+  threading.Thread(target=produce, daemon=True, name="prefetch").start()
+  try:
+    while True:
+      item = items.get()
+      if item is sentinel:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stopped.set()

@@ -847,10 +847,11 @@ class _Run:
     return summary
 
   def close(self) -> None:
-    """Closes the log and both checkpointers (waiting for their saves), each one even if
-    another fails."""
+    """Ends the batch thread and closes the log and both checkpointers (waiting for their
+    saves), each one even if another fails."""
     with contextlib.ExitStack() as closing:
-      for closable in (self.best, self.checkpoints, self.log):  # closed last to first
+      for closable in (self.best, self.checkpoints, self.log,  # closed last to first
+                       getattr(self, "device_batches", None)):  # its thread ends
         if closable is not None:
           closing.callback(closable.close)
 

@@ -1,5 +1,7 @@
 """The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
 import io
+import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -337,6 +339,26 @@ def test_prefetch_yields_in_order_then_raises_the_producers_error_in_the_consume
     for item in input_pipeline.prefetch(decoded(), size=2):
       received.append(item)
   assert received == list(range(5))
+
+
+def test_closing_a_prefetch_ends_its_thread_and_lets_go_of_the_source():
+  """Each run's batch thread used to wait forever to hand over its next batches, holding them
+  and the dataset: in a process that trains many runs (the tests, a notebook), memory grew."""
+  produced = []
+
+  def endless():
+    for i in itertools.count():
+      produced.append(i)
+      yield i
+
+  before = {t for t in threading.enumerate() if t.name == "prefetch"}
+  batches = input_pipeline.prefetch(endless(), size=2)
+  assert next(batches) == 0
+  batches.close()
+  for thread in {t for t in threading.enumerate() if t.name == "prefetch"} - before:
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+  assert len(produced) <= 4  # the one taken, 2 waiting, and the one under way
 
 
 def test_a_data_dir_tfds_cannot_read_without_a_package_names_the_package(monkeypatch):
