@@ -376,8 +376,9 @@ class BatchIterator:
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
   """Runs ``iterator`` in a background thread, ``size`` items ahead (decoding overlaps compute).
-  Closing the generator (or dropping it) ends the thread once the item under way is made: a
-  thread left waiting to hand over its items would keep them, and the dataset, forever."""
+  Closing the generator (or dropping it) ends the thread once the item under way is made, and
+  waits for it: a thread left waiting to hand over its items would keep them, and the dataset,
+  forever."""
   items: queue.Queue = queue.Queue(maxsize=size)
   stopped = threading.Event()
   sentinel = object()
@@ -401,7 +402,8 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       return
     hand_over(sentinel)
 
-  threading.Thread(target=produce, daemon=True, name="prefetch").start()
+  producer = threading.Thread(target=produce, daemon=True, name="prefetch")
+  producer.start()
   try:
     while True:
       item = items.get()
@@ -412,3 +414,4 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       yield item
   finally:
     stopped.set()
+    producer.join()  # not left putting a batch on the devices while the interpreter exits
