@@ -91,10 +91,10 @@ class FeatureExtractor:
     for start in range(0, len(images), self.batch_size):
       batch = images[start:start + self.batch_size]
       padded = np.pad(batch, ((0, self.batch_size - len(batch)), (0, 0), (0, 0), (0, 0)))
-      batch_features, batch_probabilities = self._run(self.variables,
-                                                      _place(padded, self._batches))
-      features.append(_gathered(batch_features)[:len(batch)])
-      probabilities.append(_gathered(batch_probabilities)[:len(batch)])
+      batch_features, batch_probabilities = _gathered(
+          self._run(self.variables, _place(padded, self._batches)))
+      features.append(batch_features[:len(batch)])
+      probabilities.append(batch_probabilities[:len(batch)])
     return np.concatenate(features), np.concatenate(probabilities)
 
   def features(self, images) -> np.ndarray:
@@ -108,9 +108,10 @@ def _place(array: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def _gathered(array: jax.Array) -> np.ndarray:
-  """The whole of ``array`` on the host, gathered from the other processes where it spans
-  them."""
-  if array.is_fully_addressable:
-    return np.asarray(array)
-  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+def _gathered(arrays: Tuple[jax.Array, ...]) -> Tuple[np.ndarray, ...]:
+  """The whole of each array on the host, gathered in one collective from the other processes
+  where they span them."""
+  if all(array.is_fully_addressable for array in arrays):
+    return tuple(np.asarray(array) for array in arrays)
+  return tuple(np.asarray(array)
+               for array in multihost_utils.process_allgather(arrays, tiled=True))
