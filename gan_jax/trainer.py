@@ -610,7 +610,7 @@ class _Run:
     if self.finished:  # its outputs stand: nothing to build for training or scoring
       if self.primary and not os.path.exists(os.path.join(workdir, "config.json")):
         save_config(workdir, config)  # lost: from these flags, whose resume settings held
-      self.log = self.best = None
+      self.log = self.best = self.device_batches = None
       return
 
     raw_step = train_step.make_train_step(generator, discriminator,
@@ -851,7 +851,7 @@ class _Run:
     saves), each one even if another fails."""
     with contextlib.ExitStack() as closing:
       for closable in (self.best, self.checkpoints, self.log,  # closed last to first
-                       getattr(self, "device_batches", None)):  # its thread ends
+                       self.device_batches):  # its thread ends
         if closable is not None:
           closing.callback(closable.close)
 
