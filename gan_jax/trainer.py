@@ -203,18 +203,37 @@ def agreed(check: Callable[[], T]) -> T:
   return result
 
 
+def _here_and_on_process_0(values) -> Tuple[np.ndarray, np.ndarray]:
+  """This process's int32 ``values`` and process 0's (a collective)."""
+  seen = multihost_utils.process_allgather(np.int32(values))  # (processes, len(values))
+  return seen[jax.process_index()], seen[0]
+
+
 def check_same_dataset(source) -> None:
   """Every process must read the same images: each global batch is a slice of one permutation
   of them. UsageError on a process whose ``source`` differs from process 0's in size or, for an
   image folder, in its file names (a collective)."""
   names = zlib.crc32("\n".join(getattr(source, "files", ())).encode()) % 2**31
-  seen = multihost_utils.process_allgather(np.int32([len(source), names]))  # (processes, 2)
-  here, first = seen[jax.process_index()], seen[0]
+  here, first = _here_and_on_process_0([len(source), names])
   what = (f"{here[0]} images, process 0 {first[0]}" if here[0] != first[0] else
           f"other file names than process 0 ({here[0]} images each)")
   require(np.array_equal(here, first), f"process {jax.process_index()} reads {what}: every host "
           "must read the same dataset (sync the image folder, or prepare the same TFDS version "
           "on each host)")
+
+
+def check_same_weights(variables, source: str) -> None:
+  """Every process must score with the same feature network, or each would score its share of
+  the samples with its own. UsageError on a process whose ``variables`` (numpy or replicated
+  arrays) differ from process 0's in any byte; ``source`` names where they came from (a
+  collective)."""
+  checksum = 0
+  for leaf in jax.tree.leaves(variables):
+    checksum = zlib.crc32(np.ascontiguousarray(leaf).tobytes(), checksum)
+  here, first = _here_and_on_process_0([checksum % 2**31])
+  require(np.array_equal(here, first), f"process {jax.process_index()} loaded other weights "
+          f"from {source} than process 0: every host must score with the same feature network "
+          "(copy process 0's file to every host)")
 
 
 SHARED_CHECK_FILE = ".shared_workdir_check"
@@ -399,6 +418,9 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
   extractor = agreed(lambda: mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                      else inception.load_inception(config.inception_weights))
   if jax.process_count() > 1:  # every process scores the same images: each takes a share
+    source_of_weights = ("the packaged MNIST classifier" if name == "mnist_classifier" else
+                         f"--inception_weights={config.inception_weights}")
+    agreed(lambda: check_same_weights(extractor.variables, source_of_weights))
     extractor = extractor.on(jax.devices())
   count = min(len(source), config.num_eval_real)
   needed = 2 * evaluation.MetricOptions().minimum_samples

@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -285,3 +286,29 @@ def test_processes_refuse_to_start_on_different_datasets(monkeypatch, files, err
   else:
     with pytest.raises(UsageError, match=re.escape(error) + ": every host must read the same"):
       trainer.check_same_dataset(Folder(files))
+
+
+@pytest.mark.parametrize("change", [None, "one weight", "a transposed kernel"])
+def test_processes_refuse_to_score_with_different_feature_weights(monkeypatch, change):
+  """Process 1 against process 0's gathered checksum (the gather stubbed): hosts with other
+  weight files at the same path would each score their share of the samples with their own."""
+  weights = {"conv": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+             "dense": {"bias": np.ones(3, np.float32)}}
+  gathered = []
+  monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
+                      lambda here: gathered.append(here) or np.stack([here, here]))
+  monkeypatch.setattr(trainer.jax, "process_index", lambda: 0)
+  trainer.check_same_weights(weights, "--inception_weights=w.npz")
+  monkeypatch.setattr(trainer.jax, "process_index", lambda: 1)
+  monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
+                      lambda here: np.stack([gathered[0], here]))
+  if change == "one weight":
+    weights["conv"]["kernel"][1, 2] = np.nextafter(np.float32(5), np.float32(6))
+  elif change == "a transposed kernel":
+    weights["conv"]["kernel"] = weights["conv"]["kernel"].T.copy()
+  if change is None:
+    trainer.check_same_weights(jax.device_put(weights), "--inception_weights=w.npz")
+  else:
+    with pytest.raises(UsageError, match=re.escape(
+        "process 1 loaded other weights from --inception_weights=w.npz than process 0")):
+      trainer.check_same_weights(weights, "--inception_weights=w.npz")
