@@ -2,16 +2,12 @@
 import io
 import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from gan_jax import run_log  # noqa: E402
+from gan_jax import run_log
 
 
 # The panels of a GAN's training curves: panel title -> the metrics drawn in it.
@@ -47,14 +43,20 @@ def save_image_grid(images: np.ndarray, path: str, columns: Optional[int] = None
   run_log.write_file(path, buffer.getvalue())
 
 
+def _figure(rows: int, columns: int, figsize: Tuple[float, float]):
+  """A new figure and its axes ``(rows, columns)``. Built from matplotlib's ``Figure``, not
+  pyplot: no global backend or figure list to change in the caller's process (a notebook keeps
+  its own), and matplotlib loads at the first picture, not with every command's imports."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots(rows, columns, squeeze=False)
+
+
 def _save_figure(fig, path: str) -> None:
   """Writes ``fig`` (in the format of the file's extension) whole or not at all, as every file
-  of a run is (a full disk is then the run's one error line), and closes it."""
+  of a run is (a full disk is then the run's one error line)."""
   buffer = io.BytesIO()
-  try:
-    fig.savefig(buffer, format=os.path.splitext(path)[1][1:] or "png", dpi=100)
-  finally:
-    plt.close(fig)
+  fig.savefig(buffer, format=os.path.splitext(path)[1][1:] or "png", dpi=100)
   run_log.write_file(path, buffer.getvalue())
 
 
@@ -66,7 +68,7 @@ def _marker(points: int) -> Optional[str]:
 def plot_curves(rows: Sequence[Dict[str, float]], groups: Dict[str, Sequence[str]], path: str,
                 x_key: str = "step") -> None:
   """One panel per group of metrics against ``x_key``; ``rows`` as in ``metrics.jsonl``."""
-  fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+  fig, axes = _figure(1, len(groups), figsize=(5 * len(groups), 3.5))
   for ax, (title, keys) in zip(axes[0], groups.items()):
     for key in keys:
       points = [(r[x_key], r[key]) for r in rows if key in r]
@@ -85,8 +87,7 @@ def _panel_grid(num_panels: int, panel_size: float, columns: Optional[int] = Non
   """A figure with ``num_panels`` axes in rows of ``columns``; unused axes are hidden."""
   columns = columns or min(num_panels, 5)
   rows = math.ceil(num_panels / columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns, panel_size * rows),
-                           squeeze=False)
+  fig, axes = _figure(rows, columns, figsize=(panel_size * columns, panel_size * rows))
   for ax in axes.flat[num_panels:]:
     ax.set_visible(False)
   return fig, axes.flat[:num_panels]
@@ -99,14 +100,15 @@ def plot_samples_over_modes(samples: np.ndarray, means: np.ndarray, stds: np.nda
   Each mode is drawn as a circle of radius ``threshold * std``: the samples inside are the
   high-quality ones of the mode metrics.
   """
+  from matplotlib import patches
   samples = np.asarray(samples)
   lo, hi = means.min(axis=0), means.max(axis=0)
   margin = 0.25 * float(np.max(hi - lo))
   fig, axes = _panel_grid(len(samples), 3.2)
   for i, (ax, points) in enumerate(zip(axes, samples)):
     for centre, std in zip(means, stds):
-      ax.add_patch(plt.Circle(centre, threshold * std, fill=False, color="tab:red",
-                              linewidth=0.6, zorder=1))
+      ax.add_patch(patches.Circle(centre, threshold * std, fill=False, color="tab:red",
+                                  linewidth=0.6, zorder=1))
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.3, color="tab:blue", linewidths=0,
                zorder=2)
     ax.set_xlim(lo[0] - margin, hi[0] + margin)
@@ -129,9 +131,9 @@ def plot_seed_curves(steps: np.ndarray, curves: Dict[str, np.ndarray],
     groups: panel title -> names of the metrics drawn in it (one colour each).
     path: PNG file to write.
   """
-  fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+  fig, axes = _figure(1, len(groups), figsize=(5 * len(groups), 3.5))
   for ax, (title, keys) in zip(axes[0], groups.items()):
-    for colour, key in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], keys):
+    for colour, key in zip([f"C{i}" for i in range(len(keys))], keys):  # the colour cycle
       values = np.asarray(curves[key])
       ax.plot(steps, values, color=colour, linewidth=0.7, alpha=0.6, marker=_marker(len(steps)),
               markersize=3)
@@ -183,7 +185,8 @@ def plot_saturation(runs: Dict[str, Dict[str, np.ndarray]], data_mean: float, pa
     path: PNG file to write.
     frozen_steps: the first steps, in which the generator did not move (shaded).
   """
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  fig, axes = _figure(1, 3, figsize=(15, 4))
+  axes = axes[0]
   for ax in axes[1:]:
     if frozen_steps:
       ax.axvspan(0, frozen_steps, color="0.85", label="generator frozen")
