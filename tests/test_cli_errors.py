@@ -128,7 +128,9 @@ def test_a_log_that_fails_to_close_still_lets_the_checkpoints_finish(tmp_path, m
   monkeypatch.setattr(checkpointing.Checkpointer, "close",
                       lambda self: closed.append(os.path.basename(self.directory)) or close(self))
   with pytest.raises(RunError, match="could not write metrics.jsonl"):
-    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY), str(tmp_path / "run"))
+    trainer.train_and_evaluate(dcgan_runs.config_from(None, *TINY, "--num_final_samples=24",
+                                                      "--num_eval_real=200"),
+                               str(tmp_path / "run"))
   assert sorted(closed) == ["best", "checkpoints"]
 
 
