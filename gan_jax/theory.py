@@ -12,6 +12,8 @@ The identities below hold for densities that integrate to one on the grid:
 * V(D*, G) = -log 4 + 2 JSD(p_data || p_g), so training G against D* minimizes the JSD;
 * 0 <= JSD <= log 2, with 0 iff the densities match and log 2 iff their supports are disjoint.
 """
+from typing import Tuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,13 +22,16 @@ Array = jax.Array
 LOG2 = float(np.log(2.0))
 
 
-def _check_same_shape(**arrays: Array) -> None:
-  """Raises ValueError unless the arrays, values on one grid, have one shape (numpy would
-  broadcast a ``(n,)`` and an ``(n, 1)`` density into an ``(n, n)`` grid without a word)."""
-  shapes = {name: jnp.shape(a) for name, a in arrays.items()}
+def _same_shape_arrays(**arrays: Array) -> Tuple[Array, ...]:
+  """The arrays (values on one grid, also given as lists) as jax arrays, in order; ValueError
+  unless they have one shape (numpy would broadcast a ``(n,)`` and an ``(n, 1)`` density into an
+  ``(n, n)`` grid without a word)."""
+  arrays = {name: jnp.asarray(a) for name, a in arrays.items()}
+  shapes = {name: a.shape for name, a in arrays.items()}
   if len(set(shapes.values())) > 1:
     raise ValueError("values on one grid must have one shape, got " + ", ".join(
         f"{name} {shape}" for name, shape in shapes.items()))
+  return tuple(arrays.values())
 
 
 def _both_positive(p: Array, q: Array):
@@ -57,7 +62,7 @@ def optimal_logits(p_data: Array, p_g: Array) -> Array:
   Returns:
     Logits, same shape.
   """
-  _check_same_shape(p_data=p_data, p_g=p_g)
+  p_data, p_g = _same_shape_arrays(p_data=p_data, p_g=p_g)
   both, p, q = _both_positive(p_data, p_g)
   one_sided = jnp.where(p_data > 0, jnp.inf, jnp.where(p_g > 0, -jnp.inf, 0.0))
   return jnp.where(both, jnp.log(p) - jnp.log(q), one_sided)
@@ -75,7 +80,7 @@ def optimal_discriminator(p_data: Array, p_g: Array) -> Array:
   Returns:
     D*, same shape, values in [0, 1].
   """
-  _check_same_shape(p_data=p_data, p_g=p_g)
+  p_data, p_g = _same_shape_arrays(p_data=p_data, p_g=p_g)
   both, p, q = _both_positive(p_data, p_g)
   return jnp.where(both, _share(p, q), jnp.where(p_data > 0, 1.0, jnp.where(p_g > 0, 0.0, 0.5)))
 
@@ -145,10 +150,12 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
 
   Returns:
     Scalar >= 0 for normalized densities (up to the rounding of their masses' difference);
-    ``inf`` if p has mass where q has none.
+    ``inf`` if p has mass where q has none. A q that underflowed to 0 where p did not counts as
+    none, as in ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13
+    standard deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End
+    the grid where q is still a normal number, or compute in float64 (``jax_enable_x64``).
   """
-  _check_same_shape(p=p, q=q)
-  p, q = jnp.asarray(p), jnp.asarray(q)
+  p, q = _same_shape_arrays(p=p, q=q)
   # below the smallest normal number XLA's CPU log flushes p to 0; such cells hold no KL
   has_mass = p >= jnp.finfo(p.dtype).tiny
   safe_p = jnp.where(has_mass, p, 1.0)
@@ -190,7 +197,7 @@ def js_divergence(p: Array, q: Array, dx: float) -> Array:
   Returns:
     Scalar in [0, log 2] for normalized densities; symmetric in p and q.
   """
-  _check_same_shape(p=p, q=q)
+  p, q = _same_shape_arrays(p=p, q=q)
   both, safe_p, safe_q = _both_positive(p, q)
   # where one density vanishes, r = +-1 and the bracket is 2 log 2; the quarter is taken after
   # the sum, so that cells near float32's smallest normal number do not flush to 0 first
@@ -235,7 +242,7 @@ def value(d: Array, p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar <= 0; ``-inf`` if D is 0 where the data has mass (or 1 where p_g has mass).
   """
-  _check_same_shape(d=d, p_data=p_data, p_g=p_g)
+  d, p_data, p_g = _same_shape_arrays(d=d, p_data=p_data, p_g=p_g)
   safe = lambda p, x: jnp.log(jnp.where(p > 0, x, 1.0))  # no 0 / 0 in the gradient where p is 0
   return jnp.sum(_times_log(p_data, safe(p_data, d)) + _times_log(p_g, safe(p_g, 1.0 - d))) * dx
 
@@ -253,7 +260,7 @@ def value_of_logits(logits: Array, p_data: Array, p_g: Array, dx: float) -> Arra
   Returns:
     Scalar <= 0; ``-inf`` if a logit is -inf where the data has mass (or +inf where p_g has).
   """
-  _check_same_shape(logits=logits, p_data=p_data, p_g=p_g)
+  logits, p_data, p_g = _same_shape_arrays(logits=logits, p_data=p_data, p_g=p_g)
   return jnp.sum(_times_log(p_data, jax.nn.log_sigmoid(logits))
                  + _times_log(p_g, jax.nn.log_sigmoid(-logits))) * dx
 
@@ -271,7 +278,7 @@ def optimal_value(p_data: Array, p_g: Array, dx: float) -> Array:
   Returns:
     Scalar in [-log 4, 0].
   """
-  _check_same_shape(p_data=p_data, p_g=p_g)
+  p_data, p_g = _same_shape_arrays(p_data=p_data, p_g=p_g)
   both, p, q = _both_positive(p_data, p_g)
   # where one density vanishes, D* is 0 or 1 and the cell adds p log 1 = 0
   return jnp.sum(jnp.where(both, _optimal_value_cell(p, q), 0.0)) * dx

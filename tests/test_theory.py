@@ -238,6 +238,17 @@ def test_densities_of_different_shapes_are_refused_not_broadcast(function, argum
     function(*values)
 
 
+@pytest.mark.parametrize("function, arguments", [
+    (theory.js_divergence, 2), (theory.kl_divergence, 2), (theory.optimal_discriminator, 2),
+    (theory.optimal_logits, 2), (theory.value, 3), (theory.value_of_logits, 3),
+    (theory.optimal_value, 2)])
+def test_densities_given_as_lists_give_what_arrays_give(function, arguments):
+  grids = ([0.2, 0.5, 0.3], [0.6, 0.1, 0.3], [0.4, 0.7, 0.5])[:arguments]
+  extra = (0.5,) if function not in (theory.optimal_discriminator, theory.optimal_logits) else ()
+  np.testing.assert_array_equal(function(*grids, *extra),
+                                function(*map(jnp.asarray, grids), *extra))
+
+
 @pytest.mark.parametrize("p, q", [(5.0, 2e-38), (2e-38, 3e-38), (1e-25, 2e-25), (1.0, 3.0)])
 def test_gradients_in_the_densities_equal_their_closed_forms_down_to_the_smallest_normal_float(
     p, q):
