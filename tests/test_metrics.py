@@ -104,6 +104,43 @@ def test_frechet_distance_rejects_bad_input():
     metrics.frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
 
 
+def test_fid_of_one_dimensional_features_is_the_closed_form():
+  """D = 1: (mu1 - mu2)^2 + (s1 - s2)^2 for standard deviations s (np.cov gives a 0-d array)."""
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(size=(100, 1)), 2 + 3 * rng.normal(size=(100, 1))
+  assert metrics.feature_statistics(a)[1].shape == (1, 1)
+  s_a, s_b = np.std(a, ddof=1), np.std(b, ddof=1)
+  np.testing.assert_allclose(metrics.fid_from_features(a, b),
+                             (a.mean() - b.mean()) ** 2 + (s_a - s_b) ** 2, rtol=1e-12)
+
+
+def test_frechet_distance_takes_bfloat16_covariances_at_their_rounding():
+  """Covariances stored in bfloat16 (eps 2^-8) have rounding-negative eigenvalues near -4e-3
+  of the largest: within bfloat16's tolerance, not float64's."""
+  mu, sigma = metrics.feature_statistics(np.random.default_rng(0).normal(size=(30, 64)))
+  rounded = np.asarray(jnp.asarray(sigma, jnp.bfloat16))
+  assert np.linalg.eigvalsh(rounded.astype(np.float64)).min() < -1e-3
+  assert metrics.frechet_distance(mu, rounded, mu, rounded) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("metric", [
+    metrics.fid_from_features, metrics.kernel_distance, metrics.precision_recall,
+    metrics.density_coverage, lambda a, b: metrics.frechet_distance(
+        *metrics.feature_statistics(b), a.mean(axis=0), np.cov(a, rowvar=False))])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the test's own np.cov of inf
+def test_features_with_nan_or_inf_are_refused_not_scored(metric, bad):
+  """20 of 200 rows NaN: nearest-neighbour metrics would give plausible numbers (NaN distances
+  compare as false), FID a linear-algebra failure, KID NaN."""
+  rng = np.random.default_rng(0)
+  real, fake = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
+  fake[:20] = bad
+  with pytest.raises(ValueError, match="hold NaN or inf"):
+    metric(fake, real)
+  with pytest.raises(ValueError, match="hold NaN or inf"):
+    metric(real, fake)
+
+
 # --- Kernel distance --------------------------------------------------------------------------
 
 
@@ -210,6 +247,19 @@ def test_inception_score_rejects_too_few_samples():
     metrics.inception_score(np.full((5, 2), 0.5), num_splits=10)
 
 
+@pytest.mark.parametrize("transform", [
+    lambda p: 1.2 * p,             # scaled: one-hot rows would score 15.9 of at most K = 10
+    lambda p: p[:, :9],            # a class column dropped
+    lambda p: np.log(p + 1e-12),   # log-probabilities
+    lambda p: np.where(p > 0.5, np.nan, p),
+])
+def test_inception_score_refuses_rows_that_are_not_probabilities(transform):
+  probs = np.random.default_rng(0).dirichlet(np.full(10, 0.2), size=1000)
+  metrics.inception_score(probs)  # accepted as given
+  with pytest.raises(ValueError, match="probabilities|NaN"):
+    metrics.inception_score(transform(probs))
+
+
 # --- Precision, recall, density, coverage -----------------------------------------------------
 
 
@@ -264,6 +314,18 @@ def test_manifold_metrics_reject_bad_input():
     metrics.density_coverage(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
   with pytest.raises(ValueError, match="no fake features"):
     metrics.density_coverage(np.random.default_rng(0).normal(size=(50, 2)), np.zeros((0, 2)))
+
+
+def test_manifold_metrics_do_not_see_an_offset_shared_by_both_sets():
+  """The metrics are translation-invariant: features 1e6 from the origin with a spread of 0.01
+  score as at the origin (uncentred, |x|^2 + |y|^2 - 2 x.y cancelled to (1.0, 1.0), (0.0, 0.0))."""
+  rng = np.random.default_rng(3)
+  real, fake = 0.01 * rng.normal(size=(300, 16)), 0.01 * rng.normal(0.3, 1.0, size=(300, 16))
+  at_origin = metrics.precision_recall(real, fake) + metrics.density_coverage(real, fake)
+  assert 0.05 < min(at_origin) and max(at_origin) < 0.99
+  far = metrics.precision_recall(real + 1e6, fake + 1e6) + metrics.density_coverage(
+      real + 1e6, fake + 1e6)
+  np.testing.assert_allclose(far, at_origin, atol=0.01)
 
 
 # --- evaluate ---------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, "GANs Trained by a Two Time-Scale Update Rule
 Converge to a Local Nash Equilibrium", NeurIPS 2017.
 """
+import ml_dtypes
 import numpy as np
+
+from gan_jax.metrics._checks import require_finite
 
 
 def feature_statistics(features) -> tuple:
@@ -19,7 +22,8 @@ def feature_statistics(features) -> tuple:
   features = np.asarray(features, np.float64)
   if features.ndim != 2 or len(features) < 2:
     raise ValueError(f"features must be (N, D) with N >= 2, got shape {features.shape}")
-  return features.mean(axis=0), np.cov(features, rowvar=False)
+  require_finite(features, "features")
+  return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))  # (1, 1) at D = 1
 
 
 def _symmetric(matrix: np.ndarray) -> np.ndarray:
@@ -27,9 +31,13 @@ def _symmetric(matrix: np.ndarray) -> np.ndarray:
 
 
 def _input_eps(matrix) -> float:
-  """The round-off unit of the precision ``matrix`` was given in (float64 for integers)."""
+  """The round-off unit of the precision ``matrix`` was given in, also bfloat16 (float64 for
+  integers)."""
   dtype = np.asarray(matrix).dtype
-  return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+  try:
+    return float(ml_dtypes.finfo(dtype).eps)
+  except ValueError:  # not a floating type
+    return float(np.finfo(np.float64).eps)
 
 
 def _check_psd(eigenvalues: np.ndarray, name: str, eps: float) -> None:
@@ -72,7 +80,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     The distance, a Python float >= 0 (the FID when the statistics are of Inception features).
 
   Raises:
-    ValueError: on mismatched shapes or a covariance with clearly negative eigenvalues.
+    ValueError: on mismatched shapes, NaN or inf, or a covariance with clearly negative
+      eigenvalues.
   """
   eps1, eps2 = _input_eps(sigma1), _input_eps(sigma2)
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
@@ -81,6 +90,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
     raise ValueError(f"expected means (D,) and covariances (D, D), got {mu1.shape}, "
                      f"{sigma1.shape}, {mu2.shape}, {sigma2.shape}")
+  for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+    require_finite(value, name)
   w1, v1 = np.linalg.eigh(_symmetric(sigma1))
   _check_psd(w1, "sigma1", eps1)
   _check_psd(np.linalg.eigvalsh(_symmetric(sigma2)), "sigma2", eps2)

@@ -6,6 +6,7 @@ NeurIPS 2016.
 import numpy as np
 from scipy import special
 
+from gan_jax.metrics._checks import require_finite
 from gan_jax.metrics._types import MeanStd
 
 
@@ -27,12 +28,19 @@ def inception_score(class_probs, num_splits: int = 10) -> MeanStd:
     ``MeanStd(mean, std)`` of the per-split scores, Python floats.
 
   Raises:
-    ValueError: on probabilities that are not ``(N, K)`` with N >= num_splits.
+    ValueError: on probabilities that are not ``(N, K)`` with N >= num_splits, not finite, or
+      not rows of probabilities (negative, or summing to other than 1 by more than 1e-3).
   """
   probs = np.asarray(class_probs, np.float64)
   if probs.ndim != 2 or not 1 <= num_splits <= len(probs):
     raise ValueError(f"class_probs must be (N, K) with N >= num_splits={num_splits}, got shape "
                      f"{probs.shape}")
+  require_finite(probs, "class_probs")
+  row_sums = probs.sum(axis=1)
+  if probs.min() < 0 or np.abs(row_sums - 1).max() > 1e-3:
+    raise ValueError(f"class_probs must be probabilities: >= 0, rows summing to 1; got values "
+                     f"down to {probs.min():.3g} and row sums in [{row_sums.min():.4g}, "
+                     f"{row_sums.max():.4g}] (pass softmax(logits), not logits)")
   bounds = np.arange(1, num_splits) * len(probs) // num_splits
   scores = []
   for part in np.split(probs, bounds):

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from gan_jax.metrics import _blocks
+from gan_jax.metrics._checks import require_finite
 from gan_jax.metrics._types import MeanStd
 
 
@@ -101,13 +102,15 @@ def kernel_distance(features_a, features_b, num_subsets: Optional[int] = None,
     the subsets; with ``num_subsets=None`` the full-set estimate and 0.0.
 
   Raises:
-    ValueError: on feature arrays that are not ``(N, D)`` with the same D and N >= 2, fewer than
-      one subset, or subsets larger than a set.
+    ValueError: on feature arrays that are not ``(N, D)`` with the same D and N >= 2, or hold NaN
+      or inf, fewer than one subset, or subsets larger than a set.
   """
   a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
     raise ValueError(f"expected features (m, D) and (n, D) with m, n >= 2, got {a.shape} and "
                      f"{b.shape}")
+  require_finite(a, "features_a")
+  require_finite(b, "features_b")
   if num_subsets is None:
     return MeanStd(_unbiased_mmd2(a, b), 0.0)
   if num_subsets < 1:

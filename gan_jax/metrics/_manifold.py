@@ -14,6 +14,7 @@ from typing import Iterator, Tuple
 import numpy as np
 
 from gan_jax.metrics import _blocks
+from gan_jax.metrics._checks import require_finite
 
 
 def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
@@ -23,7 +24,12 @@ def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
                      f"and {fake.shape}")
   if not len(fake):
     raise ValueError("no fake features: the metrics need at least one")
-  return real, fake
+  require_finite(real, "real features")
+  require_finite(fake, "fake features")
+  # The metrics are translation-invariant; centred, the distances |x|^2 + |y|^2 - 2 x.y lose
+  # nothing to cancellation when features share an offset much larger than their spread.
+  centre = real.mean(axis=0)
+  return real - centre, fake - centre
 
 
 def _distance_blocks(x: np.ndarray, y: np.ndarray) -> Iterator[Tuple[slice, np.ndarray]]:
@@ -72,6 +78,9 @@ def precision_recall(real, fake, k: int = 3) -> Tuple[float, float]:
 
   Returns:
     ``(precision, recall)``, Python floats in [0, 1].
+
+  Raises:
+    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
   """
   real, fake = _as_feature_pair(real, fake)
   precision = _fraction_inside(fake, real, _knn_radii(real, k))
@@ -95,6 +104,9 @@ def density_coverage(real, fake, k: int = 5) -> Tuple[float, float]:
 
   Returns:
     ``(density, coverage)``, Python floats.
+
+  Raises:
+    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
   """
   real, fake = _as_feature_pair(real, fake)
   radii = _knn_radii(real, k)
