@@ -53,7 +53,7 @@ def border(size: int, resolution: int) -> Optional[int]:
 
 
 def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-  """One uint8 image ``(H, W)`` or ``(H, W, C)`` -> float32 ``(resolution, resolution, channels)``
+  """One uint8 image ``(H, W)`` or ``(H, W, C)``, C = 1 to 4 -> float32 ``(resolution, resolution, channels)``
   in [-1, 1]: a square image a few pixels smaller is padded with -1 (MNIST 28 -> 32), any other
   one center-cropped to a square and resized bilinearly. Every value is k / 127.5 - 1 for an
   integer k in [0, 255] (``CachedSource`` relies on it)."""
@@ -61,8 +61,11 @@ def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     raise TypeError(f"fit_image takes uint8 pixels, got {image.dtype} (see to_uint8)")
   if image.ndim == 2:
     image = image[:, :, None]
-  if image.shape[-1] == 4:
-    image = image[:, :, :3]
+  if image.shape[-1] in (2, 4):  # gray or RGB with alpha: the alpha is dropped
+    image = image[:, :, :-1]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise UsageError(f"an image of shape {image.shape}: the models take gray, RGB, or either "
+                     "with alpha (H, W, 1-4 channels)")
   if image.shape[-1] == 3 and channels == 1:
     image = np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[:, :, None]
   elif image.shape[-1] == 1 and channels == 3:
@@ -346,6 +349,8 @@ class BatchIterator:
 
   def __init__(self, source, global_batch_size: int, seed: int, process_index: int = 0,
                process_count: int = 1, position: int = 0):
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
     if global_batch_size % process_count:
       raise UsageError(f"batch size {global_batch_size} is not divisible by the "
                        f"{process_count} processes")

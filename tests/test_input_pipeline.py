@@ -59,6 +59,8 @@ def test_process_slices_concatenate_to_the_global_batch():
   for _ in range(6):
     assert ids(next(whole)) == sum((ids(next(part)) for part in parts), [])
   assert parts[0].local_batch_size == 4
+  with pytest.raises(ValueError, match=r"process_index=3 must be in \[0, 3\)"):
+    input_pipeline.BatchIterator(IndexSource(50), 12, seed=2, process_index=3, process_count=3)
 
 
 def test_mnist_is_embedded_real_and_balanced():
@@ -91,6 +93,15 @@ def test_fit_image_pads_crops_resizes_and_converts_channels():
   # a thin margin is padded, a wide one resized: a white 32x32 image fills a 64x64 frame
   np.testing.assert_array_equal(input_pipeline.fit_image(np.full((32, 32, 3), 255, np.uint8),
                                                          64, 3), np.ones((64, 64, 3)))
+  # an alpha channel is dropped (gray + alpha, RGBA); other channel counts are refused
+  gray_alpha = np.stack([np.full((28, 28), 255, np.uint8), np.zeros((28, 28), np.uint8)], -1)
+  np.testing.assert_array_equal(input_pipeline.fit_image(gray_alpha, 32, 1),
+                                input_pipeline.fit_image(gray, 32, 1))
+  rgba = np.concatenate([rgb, np.zeros((60, 40, 1), np.uint8)], -1)
+  np.testing.assert_array_equal(input_pipeline.fit_image(rgba, 32, 3),
+                                input_pipeline.fit_image(rgb, 32, 3))
+  with pytest.raises(UsageError, match=r"an image of shape \(28, 28, 5\)"):
+    input_pipeline.fit_image(np.zeros((28, 28, 5), np.uint8), 32, 1)
 
 
 def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
