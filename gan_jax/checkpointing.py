@@ -5,9 +5,11 @@ step, root key) and a small JSON record with the data iterator position, so a re
 exactly what the interrupted one would have done. Orbax writes each step into a temporary folder
 and renames it when complete, so a crash mid-save never leaves a half checkpoint behind.
 A checkpoint that still cannot be read (disk corruption, a partial copy) is moved aside to
-``workdir/unreadable_checkpoints/`` with one log line, and the run resumes from the previous one:
-nothing is deleted but the oldest of the run's own checkpoints beyond ``max_to_keep`` and those
-that ``replace`` replaces (the single slot of a run's best checkpoint). A readable
+``workdir/unreadable_checkpoints/`` with one log line once an older one is read, and the run
+resumes from that; when none can be read, or a read fails for a reason outside the checkpoint
+(memory, permissions, an I/O error of the mount), nothing is moved and the restore stops with a
+``RunError``. Nothing is deleted but the oldest of the run's own checkpoints beyond
+``max_to_keep`` and those that ``replace`` replaces (the single slot of a run's best checkpoint). A readable
 checkpoint of another model (arrays of other names or shapes) is not corrupt: it is left in
 place and the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation
 of someone's run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where
@@ -151,8 +153,11 @@ class Checkpointer:
     Raises:
       UsageError: if the newest readable checkpoint holds arrays of other names or shapes than
         ``target`` (another model or optimizer); it is left where it is.
+      RunError: if checkpoints exist and none can be read, or a read failed for a reason
+        outside the checkpoint (``_outside_the_checkpoint``); nothing is moved.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    unreadable = []  # (step, reason), newest first: set aside once an older one is read
     for step in reversed(self.all_steps()):
       error = None
       try:
@@ -164,25 +169,42 @@ class Checkpointer:
       except Exception as e:  # any failure to read means: try the previous checkpoint
         error = e
       # Several processes agree, so that all restore one step: a checkpoint that one of them
-      # cannot read (a damaged file, a flaky mount) is skipped by all, and moved aside by one.
+      # cannot read (a damaged file, a flaky mount) is skipped by all, and set aside by one.
       if parallel.any_process(error is not None):
         reason = (f"{type(error).__name__}: {first_line(error, 200)}" if error is not None
                   else "another process could not read it")
-        where = ("left it in place" if self.read_only
-                 else f"moved it to {self._move_aside(step)}" if jax.process_index() == 0
-                 else "process 0 moves it aside")
-        if not self.read_only and jax.process_count() > 1:  # all forget it, once it is moved
-          multihost_utils.sync_global_devices(f"gan_jax: checkpoint {step} moved aside")
-          self._manager.reload()
-        logging.warning("checkpoint %d is unreadable (%s); %s and trying the previous one", step,
-                        reason, where)
+        if parallel.any_process(error is not None and _outside_the_checkpoint(error)):
+          raise RunError(f"could not read checkpoint {step} in {self.directory} ({reason}): the "
+                         "file system or the memory failed, not (as far as can be told) the "
+                         "checkpoint; nothing was moved: fix that and run the same command")
+        unreadable.append((step, reason))
         continue
       if other_model:
         raise UsageError(f"checkpoint {step} in {self.directory} holds another model than the "
                          f"flags build (its arrays have other names or shapes); use the flags "
                          f"and the gan_jax version it was trained with, or a new --workdir")
+      self._set_aside(unreadable)
       return step, restored.state, run_log.nan_for_null(restored.record)
+    if unreadable:  # a run that would start again from step 0: that is for the user to decide
+      newest, reason = unreadable[0]
+      raise RunError(f"none of the {len(unreadable)} checkpoint(s) in {self.directory} can be "
+                     f"read (the newest, {newest}: {reason}); nothing was moved. If they are "
+                     "damaged, move the folder away to train again from step 0")
     return None
+
+  def _set_aside(self, unreadable) -> None:
+    """Moves the checkpoints ``(step, reason)`` that could not be read to
+    ``unreadable_checkpoints/`` (process 0; a read-only checkpointer leaves them), with a log
+    line each: the run's next saves must not meet them."""
+    for step, reason in unreadable:
+      where = ("left it in place" if self.read_only
+               else f"moved it to {self._move_aside(step)}" if jax.process_index() == 0
+               else "process 0 moves it aside")
+      logging.warning("checkpoint %d is unreadable (%s); %s and read an older one", step,
+                      reason, where)
+    if unreadable and not self.read_only and jax.process_count() > 1:  # all forget them
+      multihost_utils.sync_global_devices("gan_jax: unreadable checkpoints moved aside")
+      self._manager.reload()
 
   def latest_record(self) -> Optional[Tuple[int, dict]]:
     """``(step, record)`` of the newest checkpoint whose record is readable, without its state;
@@ -208,6 +230,16 @@ class Checkpointer:
   def close(self) -> None:
     self.wait()
     self._manager.close()
+
+
+def _outside_the_checkpoint(error: Exception) -> bool:
+  """Whether a failure to read a checkpoint comes from its surroundings (memory, permissions,
+  an I/O error or stale handle of a network mount), not from damaged or missing files: a
+  checkpoint set aside for it would be lost to a run that starts again from an older one."""
+  if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+    return False
+  return isinstance(error, (OSError, MemoryError)) or any(
+      code in str(error) for code in _STORAGE_ERRORS + ("UNAVAILABLE", "DEADLINE_EXCEEDED"))
 
 
 def saved_steps(directory: str) -> list:

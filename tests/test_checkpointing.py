@@ -96,6 +96,58 @@ def test_a_read_only_restore_skips_an_unreadable_checkpoint_and_leaves_it_in_pla
   assert tree_contents(tmp_path) == before
 
 
+def saved_steps_1_to_3(directory) -> checkpointing.Checkpointer:
+  checkpoints = checkpointing.Checkpointer(str(directory))
+  for step in (1, 2, 3):
+    checkpoints.save(step, {"w": np.full(3, step, np.float32)}, {"data_position": step})
+  checkpoints.close()
+  return checkpointing.Checkpointer(str(directory))
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ESTALE, "Stale file handle"), OSError(errno.EIO, "Input/output error"),
+    PermissionError(errno.EACCES, "Permission denied"), MemoryError(),
+    ValueError("UNAVAILABLE: Error reading local file"),
+])
+def test_a_read_failing_outside_the_checkpoint_stops_and_moves_nothing(tmp_path, monkeypatch,
+                                                                       error):
+  """A flaky network mount or low memory fails every read alike: setting the checkpoints aside
+  for it would restart the run from step 0 (and cut metrics.jsonl back) with exit status 0."""
+  checkpoints = saved_steps_1_to_3(tmp_path / "checkpoints")
+  before = tree_contents(tmp_path)
+
+  def failing_restore(*args, **kwargs):
+    raise error
+
+  monkeypatch.setattr(checkpoints._manager, "restore", failing_restore)
+  with pytest.raises(RunError, match=r"could not read checkpoint 3 in .* the file system or the "
+                                     r"memory failed, .* nothing was moved"):
+    checkpoints.restore_latest(STATE)
+  checkpoints.close()
+  assert tree_contents(tmp_path) == before
+
+
+def test_damaged_checkpoints_are_set_aside_only_once_an_older_one_is_read(tmp_path):
+  checkpoints = saved_steps_1_to_3(tmp_path / "checkpoints")
+  for step in (2, 3):
+    dcgan_runs.damage(tmp_path / "checkpoints" / str(step))
+  step, state, _ = checkpoints.restore_latest(STATE)
+  assert step == 1 and checkpoints.all_steps() == [1]
+  np.testing.assert_array_equal(state["w"], np.ones(3))
+  assert sorted(p.name for p in (tmp_path / "unreadable_checkpoints").iterdir()) == ["2", "3"]
+  checkpoints.close()
+  # none readable: the run would start from step 0; nothing moves, the restore stops
+  checkpoints = saved_steps_1_to_3(tmp_path / "other")
+  for step in (1, 2, 3):
+    dcgan_runs.damage(tmp_path / "other" / str(step))
+  before = tree_contents(tmp_path)
+  with pytest.raises(RunError, match=r"none of the 3 checkpoint\(s\) in .*other can be read "
+                                     r"\(the newest, 3: .*nothing was moved"):
+    checkpoints.restore_latest(STATE)
+  checkpoints.close()
+  assert tree_contents(tmp_path) == before
+
+
 def test_a_checkpoint_whose_layers_have_other_names_is_another_model_left_in_place(tmp_path):
   """A layer renamed between versions, with the same shapes (gan_jax once renamed the
   discriminator's Conv_0 to WholeImageConv_0), must not pass for corruption: that would move the
