@@ -153,8 +153,9 @@ class Checkpointer:
     Raises:
       UsageError: if the newest readable checkpoint holds arrays of other names or shapes than
         ``target`` (another model or optimizer); it is left where it is.
-      RunError: if checkpoints exist and none can be read, or a read failed for a reason
-        outside the checkpoint (``_outside_the_checkpoint``); nothing is moved.
+      RunError: if checkpoints exist and none can be read (unless ``read_only``: None), or a
+        read failed for a reason outside the checkpoint (``_outside_the_checkpoint``); nothing
+        is moved.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     unreadable = []  # (step, reason), newest first: set aside once an older one is read
@@ -185,11 +186,13 @@ class Checkpointer:
                          f"and the gan_jax version it was trained with, or a new --workdir")
       self._set_aside(unreadable)
       return step, restored.state, run_log.nan_for_null(restored.record)
-    if unreadable:  # a run that would start again from step 0: that is for the user to decide
+    if unreadable and not self.read_only:  # a run would start again from step 0: the user's
+      # decision (a read-only reader, which moves nothing anyway, reports None)
       newest, reason = unreadable[0]
       raise RunError(f"none of the {len(unreadable)} checkpoint(s) in {self.directory} can be "
                      f"read (the newest, {newest}: {reason}); nothing was moved. If they are "
                      "damaged, move the folder away to train again from step 0")
+    self._set_aside(unreadable)  # read-only: each named, left in place
     return None
 
   def _set_aside(self, unreadable) -> None:
@@ -200,8 +203,7 @@ class Checkpointer:
       where = ("left it in place" if self.read_only
                else f"moved it to {self._move_aside(step)}" if jax.process_index() == 0
                else "process 0 moves it aside")
-      logging.warning("checkpoint %d is unreadable (%s); %s and read an older one", step,
-                      reason, where)
+      logging.warning("checkpoint %d is unreadable (%s); %s", step, reason, where)
     if unreadable and not self.read_only and jax.process_count() > 1:  # all forget them
       multihost_utils.sync_global_devices("gan_jax: unreadable checkpoints moved aside")
       self._manager.reload()

@@ -66,14 +66,17 @@ def jit_step(step_fn: Callable) -> Callable:
   return jax.jit(step_fn, donate_argnums=(0,))
 
 
-def pmap_step(step_fn: Callable, axis_name: str = AXIS_NAME) -> Callable:
-  """``jax.pmap`` over local devices with the replicated state donated."""
-  return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,))
+def pmap_step(step_fn: Callable, axis_name: str = AXIS_NAME,
+              devices: Optional[Sequence[jax.Device]] = None) -> Callable:
+  """``jax.pmap`` over ``devices`` (default: all local devices; a subset in one process only)
+  with the replicated state donated."""
+  return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,), devices=devices)
 
 
-def replicate(tree: PyTree) -> PyTree:
-  """Copies ``tree`` to every local device (leading axis = local device count)."""
-  return flax.jax_utils.replicate(tree)
+def replicate(tree: PyTree, devices: Optional[Sequence[jax.Device]] = None) -> PyTree:
+  """Copies ``tree`` to each of ``devices`` (default: every local device); leading axis: their
+  count."""
+  return flax.jax_utils.replicate(tree, devices)
 
 
 def unreplicate(tree: PyTree) -> PyTree:

@@ -78,6 +78,10 @@ class TrainConfig:
                       "(every layer's weights, as in SNGAN) or none; --gradient_penalty and "
                       "--r1_penalty need one other than batch.")
   batch_size: int = field(64, "Global batch size over all devices and processes.")
+  num_devices: int = field(0, "Train on the first N local devices (0: all of them; one "
+                           "process only). A resumed run keeps its --batch_size, which must "
+                           "divide over them: fewer devices resume a run on a machine with "
+                           "another count.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
   max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes (0: "
                                    "no limit) and finish as at --num_steps (samples, scores); "
@@ -134,7 +138,8 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}")
   require(config.batch_size % device_count == 0,
           f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
-          f"use a multiple of {device_count}")
+          f"use a multiple of {device_count}, or fewer devices with --num_devices (a resumed "
+          "run keeps its --batch_size)")
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
@@ -182,6 +187,18 @@ def validate_extractor(config: TrainConfig) -> None:
   require(config.eval_extractor != "inception" or config.inception_weights,
           "--eval_extractor=inception needs --inception_weights=FILE.npz (see "
           "experiments/convert_inception_weights.py)")
+
+
+def training_devices(config: TrainConfig) -> list:
+  """This process's devices that train: the first ``num_devices``, or all (0). UsageError for a
+  count out of range, or set in a job of several processes (each trains on all of its own)."""
+  available = jax.local_devices()
+  require(0 <= config.num_devices <= len(available), f"--num_devices={config.num_devices} must "
+          f"be in [0, {len(available)}] (0: all {len(available)} {jax.default_backend()} "
+          "devices)")
+  require(config.num_devices == 0 or jax.process_count() == 1, "--num_devices is for a run of "
+          "one process; a job of several trains on all their devices: drop it")
+  return available[:config.num_devices or None]
 
 
 def agreed(check: Callable[[], T]) -> T:
@@ -422,6 +439,8 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
                          f"--inception_weights={config.inception_weights}")
     agreed(lambda: check_same_weights(extractor.variables, source_of_weights))
     extractor = extractor.on(jax.devices())
+  elif config.num_devices:  # the run's devices (of those here: experiments.evaluate reads them)
+    extractor = extractor.on(jax.local_devices()[:config.num_devices])
   count = min(len(source), config.num_eval_real)
   needed = 2 * evaluation.MetricOptions().minimum_samples
   if count < needed:
@@ -570,11 +589,11 @@ class _Run:
   def __init__(self, config: TrainConfig, workdir: str, models: ModelBuilder,
                held: contextlib.ExitStack):
     self.config, self.workdir = config, workdir
-    self.devices = jax.local_devices()
     # With several processes, process 0 writes the files; all take part in checkpoints.
     self.primary = jax.process_index() == 0
 
     def start_up_checks():
+      self.devices = training_devices(config)
       validate(config, len(self.devices) * jax.process_count())
       prepare_workdir(workdir, config)
       if self.primary:  # a process of another job, on process 0's workdir, is refused with it
@@ -629,6 +648,12 @@ class _Run:
               "the data order would change; restore the dataset (replace unreadable files "
               "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
+      devices, saved_devices = len(self.devices) * jax.process_count(), record.get("devices")
+      if saved_devices not in (None, devices):  # older checkpoints lack it
+        logging.warning("checkpoint %d was written by a run on %d devices, this one trains on "
+                        "%d: it goes on with the same data and noise, equal up to the rounding "
+                        "of the float sums over devices, not bitwise", self.start_step,
+                        saved_devices, devices)
     if self.finished:  # its outputs stand: nothing to build for training or scoring
       if self.primary and not os.path.exists(os.path.join(workdir, "config.json")):
         save_config(workdir, config)  # lost: from these flags, whose resume settings held
@@ -638,7 +663,9 @@ class _Run:
     raw_step = train_step.make_train_step(generator, discriminator,
                                           train_step.StepConfig.of(config), axis_name)
     if self.use_pmap:
-      self.step_fn, self.state = parallel.pmap_step(raw_step), parallel.replicate(state)
+      subset = self.devices if config.num_devices else None  # pmap takes them in one process
+      self.step_fn = parallel.pmap_step(raw_step, devices=subset)
+      self.state = parallel.replicate(state, subset)
       to_device = lambda batch: parallel.put_sharded(batch, self.devices)
     else:
       self.step_fn, self.state, to_device = parallel.jit_step(raw_step), state, jax.device_put
@@ -703,9 +730,10 @@ class _Run:
 
   def record(self, step: int) -> dict:
     """What a checkpoint of ``step`` records besides the state: the batches consumed, the
-    dataset's size, which fixes the data order, the metrics since the last row, and the settings
-    a resume must keep."""
+    dataset's size, which fixes the data order, the devices that trained, the metrics since the
+    last row, and the settings a resume must keep."""
     return {"data_position": step, "dataset_size": self.dataset_size,
+            "devices": len(self.devices) * jax.process_count(),
             "metrics_since_row": self.interval.state(),
             "fixed_settings": {name: getattr(self.config, name) for name in RESUME_FIXED}}
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from gan_jax import preemption, trainer, workdir_lock
+from gan_jax import checkpointing, preemption, trainer, workdir_lock
 from gan_jax.cli import RunError, UsageError
 from tests import dcgan_runs
 
@@ -150,6 +150,25 @@ def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(
   assert (workdir / "unreadable_checkpoints" / "40").is_dir()  # moved aside, not deleted
   assert (workdir / "notes.txt").read_text() == "mine"
   assert (workdir / "checkpoints" / "README.txt").read_text() == "also mine"
+
+
+def test_num_devices_moves_a_run_to_a_device_count_its_batch_does_not_divide(tmp_path, caplog):
+  """A run of batch 6 trained on 2 of the 4 devices cannot resume on all 4 (its batch size is
+  fixed); --num_devices=3 resumes it, and the move is recorded and logged."""
+  workdir, six = str(tmp_path), ("--batch_size=6", "--num_steps=10")
+  trainer.train_and_evaluate(config(*six, "--num_devices=2"), workdir)
+  checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+  assert checkpoints.latest_record()[1]["devices"] == 2
+  checkpoints.close()
+  longer = ("--batch_size=6", "--num_steps=20")
+  with pytest.raises(UsageError, match=r"--batch_size=6 is not divisible by the 4 devices; use a "
+                                       r"multiple of 4, or fewer devices with --num_devices"):
+    trainer.train_and_evaluate(config(*longer), workdir)
+  with pytest.raises(UsageError, match=r"--num_devices=5 must be in \[0, 4\]"):
+    trainer.train_and_evaluate(config(*longer, "--num_devices=5"), workdir)
+  summary = trainer.train_and_evaluate(config(*longer, "--num_devices=3"), workdir)
+  assert (summary["start_step"], summary["step"]) == (10, 20)
+  assert "written by a run on 2 devices, this one trains on 3" in caplog.text
 
 
 def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_path):
