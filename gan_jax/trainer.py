@@ -310,6 +310,10 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
           "checkpoints of this training loop); use a new --workdir")
   if saved is not None and resumable:
     check_resume_settings(config, saved, workdir)
+    changed = [f"--{name} {saved[name]} -> {value}" for name, value in
+               dataclasses.asdict(config).items() if name in saved and saved[name] != value]
+    if changed:  # allowed (the model and data stay), but a run's history should say so
+      logging.info("flags changed since the run's config.json: %s", ", ".join(changed))
 
 
 def check_resume_settings(config: TrainConfig, settings: dict, workdir: str) -> None:

@@ -5,6 +5,7 @@ must be stopped from outside (SIGKILL, SIGTERM) are commands; the others run in 
 see the same 4 CPU devices (tests/conftest.py sets XLA_FLAGS, which the commands inherit), so all
 compile the same program, and "equal" below means bitwise equal.
 """
+import logging
 import os
 import random
 import re
@@ -166,9 +167,12 @@ def test_num_devices_moves_a_run_to_a_device_count_its_batch_does_not_divide(tmp
     trainer.train_and_evaluate(config(*longer), workdir)
   with pytest.raises(UsageError, match=r"--num_devices=5 must be in \[0, 4\]"):
     trainer.train_and_evaluate(config(*longer, "--num_devices=5"), workdir)
+  caplog.set_level(logging.INFO, logger="absl")
   summary = trainer.train_and_evaluate(config(*longer, "--num_devices=3"), workdir)
   assert (summary["start_step"], summary["step"]) == (10, 20)
   assert "written by a run on 2 devices, this one trains on 3" in caplog.text
+  assert ("flags changed since the run's config.json: --num_devices 2 -> 3, --num_steps 10 -> 20"
+          in caplog.text)
 
 
 def test_changing_model_or_data_flags_on_resume_names_the_flag(straight, tmp_path):
