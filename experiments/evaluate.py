@@ -160,7 +160,7 @@ def main(argv):
   output = output_path()
   samples, step = load_samples(config)
   source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
-                                      config.data_dir)
+                                      config.data_dir, config.split, config.image_feature)
   cli.require(trainer.resolve_extractor(config) != "none", "no feature extractor for these "
               "images: pass --eval_extractor=mnist_classifier (gray images) or "
               "--inception_weights=PATH")

@@ -140,37 +140,59 @@ def _log_only_on_success():
 
 
 class TfdsSource:
-  """A TFDS image dataset read by random access (``tfds.data_source``)."""
+  """A TFDS image dataset read by random access (``tfds.data_source``).
+
+  ``name`` is TFDS's NAME[/CONFIG][:VERSION]; a dataset of several configs must name one. ``split`` is
+  TFDS's split syntax (``train``, ``train+validation``, ``train[:90%]``). ``image_key`` names
+  the image feature; empty: ``image``, or the dataset's only image feature. Images stored as 0
+  and 1 (binarized digits) are read as 0 and 255.
+  """
 
   def __init__(self, name: str, split: str, data_dir: Optional[str], resolution: int,
-               channels: int, image_key: str = "image"):
+               channels: int, image_key: str = ""):
     import tensorflow_datasets as tfds
     if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
       raise UsageError(f"--data_dir={data_dir} does not exist or is not a folder; pass the "
                        f"folder that `tfds build {name} --data_dir=DIR` prepared")
     try:
       with _log_only_on_success():  # a missing dataset's warnings only repeat the error below
-        self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
       raise UsageError(f"TFDS has no dataset called {name!r}; check the name in the TFDS "
                        "catalog (e.g. tfds:mnist, tfds:cifar10, tfds:celeb_a)") from None
     except ImportError as e:  # a gs:// data_dir without gcsfs, say
       raise UsageError(f"TFDS cannot read {data_dir or 'its data_dir'} for {name!r}: {e} (pip "
                        "install the package it names)") from None
-    except Exception as e:  # not prepared, wrong format, unreadable files
-      where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-      cause = first_line(e)
-      raise UsageError(
-          f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} "
-          f"({type(e).__name__}: {cause}); on a machine with internet run `pip install "
-          f"tensorflow` (the tfds command needs it) and `tfds build {name} "
-          f"--file_format=array_record --data_dir=DIR`, then pass --data_dir=DIR") from None
+    except ValueError as e:  # a config or version it does not have, a malformed name
+      dataset, _, config = name.split(":")[0].partition("/")
+      configs = _config_names(dataset)
+      if config and configs and config not in configs:
+        raise UsageError(f"TFDS dataset {dataset!r} has no config {config!r} (its configs: "
+                         f"{', '.join(configs)})") from None
+      raise UsageError(f"TFDS cannot make the dataset {name!r} ({first_line(e, 160)}); name it "
+                       "as NAME[/CONFIG][:VERSION], e.g. tfds:lsun/church_outdoor") from None
+    configs = [config.name for config in builder.BUILDER_CONFIGS or ()]
+    if len(configs) > 1 and "/" not in name.split(":")[0]:
+      raise UsageError(f"TFDS dataset {name!r} has configs ({', '.join(configs)}); name one, "
+                       f"e.g. tfds:{name}/{configs[0]}, rather than train on TFDS's default")
+    try:
+      with _log_only_on_success():
+        self._source = builder.as_data_source(split=split)
+    except Exception as e:  # not prepared, another format or split, unreadable files
+      with _log_only_on_success():  # TFDS's warnings while finding out why say less
+        raise _unreadable_dataset(builder, name, split, data_dir, e) from None
     features = self._source.dataset_info.features
-    if image_key not in features:
-      raise UsageError(f"TFDS dataset {name!r} has no {image_key!r} feature (its features: "
-                       f"{', '.join(features.keys())}); choose an image dataset")
-    self._name, self._image_key = name, image_key
-    self.resolution, self.channels = resolution, channels
+    self._image_key = image_key or _image_feature(features, name)
+    if self._image_key not in features:
+      raise UsageError(f"TFDS dataset {name!r} has no {self._image_key!r} feature (its "
+                       f"features: {', '.join(features.keys())}); pass --image_feature=NAME")
+    self._name, self.resolution, self.channels = name, resolution, channels
+    logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
+                 self._image_key)
+    self._scale = 1
+    if len(self._source) and max(self._read(i).max() for i in range(min(8, len(self)))) == 1:
+      logging.warning("TFDS dataset %r stores its pixels as 0 and 1: read as 0 and 255", name)
+      self._scale = 255
 
   def __len__(self) -> int:
     return len(self._source)
@@ -178,10 +200,69 @@ class TfdsSource:
   def __getitem__(self, indices) -> np.ndarray:
     return _fit_each(self._fit, indices)
 
+  def _read(self, index: int) -> np.ndarray:
+    return to_uint8(np.asarray(self._source[index][self._image_key]),
+                    f"image {index} of TFDS dataset {self._name!r}")
+
   def _fit(self, index: int) -> np.ndarray:
-    pixels = to_uint8(np.asarray(self._source[index][self._image_key]),
-                      f"image {index} of TFDS dataset {self._name!r}")
-    return fit_image(pixels, self.resolution, self.channels)
+    return fit_image(self._read(index) * np.uint8(self._scale), self.resolution, self.channels)
+
+
+def _config_names(dataset: str) -> list:
+  """The names of the configs of TFDS's ``dataset`` (none for an unknown one)."""
+  import tensorflow_datasets as tfds
+  try:
+    return [config.name for config in tfds.builder_cls(dataset).BUILDER_CONFIGS or ()]
+  except Exception:  # not in the catalog, or a malformed name: TFDS's own error says more
+    return []
+
+
+def _image_feature(features, name: str) -> str:
+  """``image``, or the only image feature of a dataset's ``features``; UsageError otherwise."""
+  import tensorflow_datasets as tfds
+  if "image" in features:
+    return "image"
+  images = [key for key, feature in features.items() if isinstance(feature, tfds.features.Image)]
+  if len(images) == 1:
+    return images[0]
+  raise UsageError(f"TFDS dataset {name!r} has no 'image' feature" + (
+      f" and several image features ({', '.join(images)}); pass --image_feature=NAME" if images
+      else f" nor another image feature (its features: {', '.join(features.keys())}); choose an "
+      "image dataset"))
+
+
+def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
+                        error: Exception) -> UsageError:
+  """Why TFDS could not open ``split`` of a dataset it knows, as one UsageError that says what
+  to do: not prepared (or another version is), prepared in a format without random access
+  (tfrecord, TFDS's default), a split it does not have, or damaged files."""
+  import tensorflow_datasets as tfds
+  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+  if not builder.is_prepared():
+    folder, version = os.path.dirname(str(builder.data_dir)), str(builder.version)
+    others = sorted(v for v in (os.listdir(folder) if os.path.isdir(folder) else ())
+                    if os.path.isfile(os.path.join(folder, v, "dataset_info.json")))
+    if others:
+      return UsageError(f"TFDS dataset {name!r} is prepared in {where} as version "
+                        f"{', '.join(others)}, not {version}: pass "
+                        f"tfds:{name.split(':')[0]}:{others[-1]}, or prepare {version}")
+    return UsageError(
+        f"TFDS dataset {name!r} is not prepared in {where}; on a machine with internet run "
+        f"`pip install tensorflow` (the tfds command needs it) and `tfds build {name} "
+        f"--file_format=array_record --data_dir=DIR`, then pass --data_dir=DIR")
+  file_format = builder.info.file_format
+  if file_format not in tfds.core.file_adapters.FileFormat.with_random_access():
+    return UsageError(
+        f"TFDS dataset {name!r} in {where} is stored as {file_format.value}, which cannot be "
+        "read by index; convert it in place with `tfds convert_format --dataset_version_dir="
+        f"{builder.data_dir} --out_file_format=array_record` (needs `pip install tensorflow`)")
+  splits = list(builder.info.splits)
+  asked = {part.split("[")[0].strip() for part in split.split("+")}
+  if not asked <= set(splits):
+    return UsageError(f"TFDS dataset {name!r} has no split {split!r} (its splits: "
+                      f"{', '.join(splits)}); pass --split, e.g. --split={splits[0]}")
+  return UsageError(f"TFDS dataset {name!r} in {where} cannot be read ({type(error).__name__}: "
+                    f"{first_line(error)}); prepare it again")
 
 
 def _opens_as_image(path: str) -> bool:
@@ -278,12 +359,13 @@ def _fit_each(fit: Callable[[int], np.ndarray], indices) -> np.ndarray:
 
 
 def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional[str] = None,
-                split: str = "train"):
-  """The source named by a ``--dataset`` value (see the module docstring)."""
+                split: str = "train", image_feature: str = ""):
+  """The source named by a ``--dataset`` value (see the module docstring); ``split`` and
+  ``image_feature`` are a TFDS dataset's (see ``TfdsSource``)."""
   if dataset == "mnist":
     return mnist_source(resolution, channels)
   if dataset.startswith("tfds:") and len(dataset) > 5:
-    return TfdsSource(dataset[5:], split, data_dir, resolution, channels)
+    return TfdsSource(dataset[5:], split, data_dir, resolution, channels, image_feature)
   if dataset.startswith("folder:") and len(dataset) > 7:
     return FolderSource(dataset[7:], resolution, channels)
   raise UsageError(f"unknown --dataset={dataset!r}; use mnist, tfds:NAME (e.g. tfds:cifar10) "

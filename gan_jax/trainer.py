@@ -65,6 +65,10 @@ class TrainConfig:
   """One DCGAN experiment; every field is a flag of ``experiments.dcgan``."""
   dataset: str = field("mnist", "mnist (embedded, offline), tfds:NAME or folder:PATH.")
   data_dir: Optional[str] = field(None, "TFDS data_dir holding prepared datasets.")
+  split: str = field("train", "TFDS split to train on, in TFDS's syntax (train+validation, "
+                     "train[:90%]); the evaluation's real images come from it too.")
+  image_feature: str = field("", "TFDS feature holding the images (default: image, or the "
+                             "dataset's only image feature).")
   data_cache_gib: float = field(4.0, "Keep the images of a folder or TFDS dataset in host "
                                 "memory once decoded (as uint8), so that later epochs skip "
                                 "decoding, if they take at most this many GiB (0: never).")
@@ -128,8 +132,8 @@ class TrainConfig:
 
 T = TypeVar("T")
 # What defines the model and the data: a resumed run must keep these.
-RESUME_FIXED = ("dataset", "resolution", "channels", "latent_dim", "g_width", "d_width",
-                "d_norm", "batch_size", "seed", "n_critic", "ema_decay")
+RESUME_FIXED = ("dataset", "split", "image_feature", "resolution", "channels", "latent_dim",
+                "g_width", "d_width", "d_norm", "batch_size", "seed", "n_critic", "ema_decay")
 
 
 def validate(config: TrainConfig, device_count: int) -> None:
@@ -164,8 +168,10 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(not config.inception_weights or config.eval_extractor in ("auto", "inception"),
           f"--inception_weights is for --eval_extractor=inception (or auto), not "
           f"--eval_extractor={config.eval_extractor}; drop one of them")
-  require(not config.data_dir or config.dataset.startswith("tfds:"), f"--data_dir is where "
-          f"TFDS datasets are; --dataset={config.dataset} does not read it: drop --data_dir")
+  for name, default in (("data_dir", None), ("split", "train"), ("image_feature", "")):
+    require(getattr(config, name) == default or config.dataset.startswith("tfds:"),
+            f"--{name} is a TFDS dataset's; --dataset={config.dataset} does not read it: drop "
+            f"--{name}")
   for name in ("sample_every_steps", "eval_every_steps"):
     require(getattr(config, name) >= 0,
             f"--{name} must be >= 0 (0: only at the end), got {getattr(config, name)}")
@@ -603,7 +609,7 @@ class _Run:
       if self.primary:  # a process of another job, on process 0's workdir, is refused with it
         held.enter_context(workdir_lock.hold(workdir))
       source = input_pipeline.make_source(config.dataset, config.resolution, config.channels,
-                                          config.data_dir)
+                                          config.data_dir, config.split, config.image_feature)
       require(len(source) >= config.batch_size, f"the dataset has {len(source)} images, fewer "
               f"than --batch_size={config.batch_size}; lower --batch_size")
       return source

@@ -54,7 +54,10 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--inception_weights={tmp}/w.npz", "--eval_extractor=mnist_classifier"],
      "--inception_weights is for --eval_extractor=inception .*, not "
      "--eval_extractor=mnist_classifier"),
-    (["--data_dir={tmp}"], "--data_dir is where TFDS datasets are; --dataset=mnist does not read"),
+    (["--data_dir={tmp}"], "--data_dir is a TFDS dataset's; --dataset=mnist does not read it"),
+    (["--split=test"], "--split is a TFDS dataset's; --dataset=mnist does not read it"),
+    (["--dataset=folder:{tmp}", "--image_feature=hr"], "--image_feature is a TFDS dataset's; "
+     "--dataset=folder:.* does not read it"),
     (["--dataset=tfds:mnist", "--data_dir={tmp}/nothing"],
      "--data_dir=.*nothing does not exist or is not a folder"),
 ])
@@ -199,7 +202,7 @@ def test_tfds_data_that_is_not_prepared_is_one_line_without_the_warnings_of_tfds
                                                           f"--data_dir={tmp_path}"])
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
-      "error: TFDS dataset 'mnist' (split 'train') is not prepared"), result.stderr
+      "error: TFDS dataset 'mnist' is not prepared"), result.stderr
   assert not [line for line in result.stderr.splitlines() if line.startswith("W")], result.stderr
 
 

@@ -310,6 +310,77 @@ def test_tfds_source_reads_a_prepared_array_record_dataset_in_the_order_asked(tm
   assert np.abs(expected[0] - expected[1]).mean() > 0.1  # the photos differ
 
 
+class ScanDataset(tfds.core.GeneratorBasedBuilder):
+  """Binary 8x8 scans (pixels 0 and 1, as binarized MNIST stores them) under the feature 'scan',
+  in two configs, with the splits trainA and testA only."""
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="small"), tfds.core.BuilderConfig(name="large")]
+  code_path = None
+
+  @staticmethod
+  def scan(i: int) -> np.ndarray:
+    return np.random.default_rng(i).integers(0, 2, (8, 8, 1), dtype=np.uint8)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {"scan": tfds.features.Image(shape=(8, 8, 1), encoding_format="png"),
+         "number": tfds.features.Scalar(np.int64)}))
+
+  def _split_generators(self, dl_manager):
+    return {"trainA": self._generate_examples(0), "testA": self._generate_examples(100)}
+
+  def _generate_examples(self, first):
+    for i in range(first, first + 6):
+      png = io.BytesIO()
+      Image.fromarray(self.scan(i)[:, :, 0]).save(png, "PNG")
+      png.seek(0)
+      yield i, {"scan": png, "number": i}
+
+
+def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_to_pass(tmp_path):
+  """A dataset of several configs must name one (TFDS would take its first); a split it lacks
+  is named with the ones it has; its only image feature is found under another name; 0/1
+  pixels are read as 0 and 255."""
+  data_dir = str(tmp_path)
+  ScanDataset(config="small", data_dir=data_dir, file_format="array_record").download_and_prepare()
+  with pytest.raises(UsageError, match=r"'scan_dataset' has configs \(small, large\); name "
+                                       r"one, e.g. tfds:scan_dataset/small"):
+    input_pipeline.make_source("tfds:scan_dataset", 8, 1, data_dir)
+  with pytest.raises(UsageError, match=r"'scan_dataset/small' has no split 'train' \(its "
+                                       r"splits: trainA, testA\); pass --split"):
+    input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir)
+  source = input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA+testA")
+  assert len(source) == 12
+  numbers = [int(r["number"]) for r in tfds.data_source("scan_dataset/small",
+                                                        split="trainA+testA", data_dir=data_dir)]
+  np.testing.assert_array_equal(source[np.arange(12)],
+                                np.stack([ScanDataset.scan(n) * 2.0 - 1 for n in numbers]))
+  with pytest.raises(UsageError, match=r"has no 'pixels' feature \(its features: scan, number"):
+    input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA", "pixels")
+
+
+def test_tfds_data_of_another_version_or_format_says_what_to_pass_or_run(tmp_path):
+  """tfrecord, TFDS's default format, has no random access: converting it is the way, not
+  building again (which refuses a folder of another format)."""
+  data_dir = str(tmp_path)
+  (tmp_path / "mnist" / "2.0.0").mkdir(parents=True)
+  (tmp_path / "mnist" / "2.0.0" / "dataset_info.json").write_text("{}")
+  with pytest.raises(UsageError, match=r"'mnist' is prepared in .* as version 2.0.0, not 3.0.1: "
+                                       r"pass tfds:mnist:2.0.0"):
+    input_pipeline.make_source("tfds:mnist", 28, 1, data_dir)
+  PhotoDataset(data_dir=data_dir, file_format="array_record").download_and_prepare()
+  info = tmp_path / "photo_dataset" / "1.0.0" / "dataset_info.json"
+  info.write_text(info.read_text().replace('"array_record"', '"tfrecord"'))
+  with pytest.raises(UsageError, match=r"'photo_dataset' in .* is stored as tfrecord, which "
+                                       r"cannot be read by index; convert it in place with `tfds "
+                                       r"convert_format --dataset_version_dir=.*photo_dataset/"
+                                       r"1.0.0 --out_file_format=array_record`"):
+    input_pipeline.make_source("tfds:photo_dataset", 16, 3, data_dir)
+  with pytest.raises(UsageError, match=r"'lsun' has no config 'nochurch' \(its configs: "
+                                       r"classroom, bedroom, .*church_outdoor"):
+    input_pipeline.make_source("tfds:lsun/nochurch", 32, 3, data_dir)
+
+
 @pytest.mark.parametrize("pixels, expected", [
     (np.array([[0, 257 * 64, 32768, 65535]], np.uint16), [0, 64, 128, 255]),
     (np.array([[0.5]], np.float32), "image 3 of TFDS dataset 'mnist' holds floating-point"),
@@ -332,8 +403,8 @@ def test_tfds_pixels_of_other_types_are_scaled_as_in_folders_or_refused(monkeypa
 
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature \(its "
-                                         r"features: text, label\)"):
+    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature nor another "
+                                         r"image feature \(its features: text, label\)"):
       input_pipeline.make_source("tfds:imdb_reviews", 32, 1)
 
 
@@ -378,9 +449,9 @@ def test_closing_a_prefetch_ends_its_thread_and_lets_go_of_the_source():
 
 def test_a_data_dir_tfds_cannot_read_without_a_package_names_the_package(monkeypatch):
   """A gs:// data_dir without gcsfs is not an unprepared dataset: the error passes TFDS's on."""
-  def data_source(*args, **kwargs):
+  def builder(*args, **kwargs):
     raise ImportError("Please install gcsfs to access Google Storage")
-  monkeypatch.setattr(tfds, "data_source", data_source)
+  monkeypatch.setattr(tfds, "builder", builder)
   with pytest.raises(UsageError, match="TFDS cannot read gs://b/tfds for 'celeb_a': Please "
                      r"install gcsfs to access Google Storage \(pip install"):
     input_pipeline.make_source("tfds:celeb_a", 64, 3, "gs://b/tfds")
