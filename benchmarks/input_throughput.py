@@ -23,6 +23,8 @@ from gan_jax import cli, input_pipeline
 flags.DEFINE_string("dataset", None, "folder:PATH or tfds:NAME (mnist is held in memory).")
 flags.mark_flag_as_required("dataset")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir, for tfds:NAME.")
+flags.DEFINE_string("split", "train", "TFDS split, for tfds:NAME.")
+flags.DEFINE_string("image_feature", "image", "TFDS image feature, for tfds:NAME.")
 flags.DEFINE_integer("resolution", 64, "Image size the images are fitted to.", lower_bound=1)
 flags.DEFINE_integer("channels", 3, "Image channels, 1 or 3.")
 flags.register_validator("channels", lambda channels: channels in (1, 3),
@@ -44,7 +46,7 @@ def ms_per_batch(read, batches) -> float:
 def main(argv):
   del argv
   source = input_pipeline.make_source(FLAGS.dataset, FLAGS.resolution, FLAGS.channels,
-                                      FLAGS.data_dir)
+                                      FLAGS.data_dir, FLAGS.split, FLAGS.image_feature)
   cli.require(isinstance(source, (input_pipeline.FolderSource, input_pipeline.TfdsSource)),
               f"--dataset={FLAGS.dataset} is held in memory, with nothing to decode; pass "
               "folder:PATH or tfds:NAME")

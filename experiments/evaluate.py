@@ -6,8 +6,8 @@
 
 With ``--workdir`` the run's ``config.json`` names the model and the data; the generator of the
 newest checkpoint (eval mode, EMA weights when the run keeps them) draws ``--num_samples`` images
-from the run's fixed final latents; the checkpoints are only read (an unreadable one is skipped and
-left in place). ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
+from the run's fixed final latents; the checkpoints are only read (a damaged one is skipped and
+left in place; a read that fails for another reason, such as the file system's, stops it). ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
 in [-1, 1], e.g. from another framework. Each metric is printed beside its real-vs-real floor
 (two halves of the real set), and everything is written to ``--output`` as JSON: a ``.json``
 file that is new or holds an earlier result of this command (no other file is written over).
@@ -30,6 +30,9 @@ flags.DEFINE_integer("num_samples", None, "Images to score, at most 100,000 (def
                      "run's num_final_samples, or all of --samples).")
 flags.DEFINE_string("dataset", "mnist", "Real data for --samples (a run uses its own).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for --dataset=tfds:NAME.")
+flags.DEFINE_string("split", "train", "TFDS split of --dataset=tfds:NAME, in TFDS's syntax.")
+flags.DEFINE_string("image_feature", "image", "TFDS feature holding the images (for image, "
+                    "which the dataset lacks: its only image feature).")
 flags.DEFINE_integer("resolution", 28, "Resolution of the real data for --samples.")
 flags.DEFINE_integer("channels", 1, "Channels of the real data for --samples.")
 flags.DEFINE_string("eval_extractor", None, "Override the run's (or the default) extractor: "
@@ -58,6 +61,7 @@ def run_config() -> trainer.TrainConfig:
                            "by experiments.dcgan of this version?") from None
   else:
     config = trainer.TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                                 split=FLAGS.split, image_feature=FLAGS.image_feature,
                                  resolution=FLAGS.resolution, channels=FLAGS.channels)
   overrides = {name: getattr(FLAGS, name) for name in ("eval_extractor", "inception_weights")
                if getattr(FLAGS, name) is not None}
@@ -135,7 +139,8 @@ def load_samples(config: trainer.TrainConfig) -> Tuple[np.ndarray, Optional[int]
   return trainer.sampler(config)(state, trainer.latents(config, trainer.FINAL_LATENTS, n)), step
 
 
-DATA_FLAGS = ("dataset", "data_dir", "resolution", "channels")  # what a run's config.json names
+# what a run's config.json names
+DATA_FLAGS = ("dataset", "data_dir", "split", "image_feature", "resolution", "channels")
 
 
 def check_flags() -> None:

@@ -4,16 +4,16 @@ Each checkpoint holds the whole ``GANState`` (params, optimizer states, batch st
 step, root key) and a small JSON record with the data iterator position, so a resumed run repeats
 exactly what the interrupted one would have done. Orbax writes each step into a temporary folder
 and renames it when complete, so a crash mid-save never leaves a half checkpoint behind.
-A checkpoint that still cannot be read (disk corruption, a partial copy) is moved aside to
-``workdir/unreadable_checkpoints/`` with one log line once an older one is read, and the run
-resumes from that; when none can be read, or a read fails for a reason outside the checkpoint
-(memory, permissions, an I/O error of the mount), nothing is moved and the restore stops with a
-``RunError``. Nothing is deleted but the oldest of the run's own checkpoints beyond
-``max_to_keep`` and those that ``replace`` replaces (the single slot of a run's best checkpoint). A readable
-checkpoint of another model (arrays of other names or shapes) is not corrupt: it is left in
-place and the restore stops with a ``UsageError``. A ``read_only`` checkpointer (an evaluation
-of someone's run) changes nothing on disk: it skips an unreadable checkpoint and leaves it where
-it is.
+A checkpoint that still cannot be read (damaged or missing files, a partial copy) is moved
+aside to ``workdir/unreadable_checkpoints/`` with one log line once an older one is read, and
+the run resumes from that; when none can be read, or a read fails for a reason outside the
+checkpoint (memory, permissions, an I/O error of the mount), nothing is moved and the restore
+stops with a ``RunError``. Nothing is deleted but the oldest of the run's own checkpoints beyond
+``max_to_keep`` and those that ``replace`` replaces (the single slot of a run's best
+checkpoint). A readable checkpoint of another model (arrays of other names or shapes) is not
+corrupt: it is left in place and the restore stops with a ``UsageError``. A ``read_only``
+checkpointer (an evaluation of someone's run) changes nothing on disk: it skips an unreadable
+checkpoint and leaves it where it is.
 """
 import contextlib
 import errno
@@ -177,7 +177,9 @@ class Checkpointer:
         if parallel.any_process(error is not None and _outside_the_checkpoint(error)):
           raise RunError(f"could not read checkpoint {step} in {self.directory} ({reason}): the "
                          "file system or the memory failed, not (as far as can be told) the "
-                         "checkpoint; nothing was moved: fix that and run the same command")
+                         "checkpoint; nothing was moved: fix that and run the same command (if "
+                         f"it persists, move {step} out of the folder to resume from the one "
+                         "before)")
         unreadable.append((step, reason))
         continue
       if other_model:

@@ -61,7 +61,7 @@ def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     raise TypeError(f"fit_image takes uint8 pixels, got {image.dtype} (see to_uint8)")
   if image.ndim == 2:
     image = image[:, :, None]
-  if image.shape[-1] in (2, 4):  # gray or RGB with alpha: the alpha is dropped
+  if image.ndim == 3 and image.shape[-1] in (2, 4):  # gray or RGB with alpha: alpha dropped
     image = image[:, :, :-1]
   if image.ndim != 3 or image.shape[-1] not in (1, 3):
     raise UsageError(f"an image of shape {image.shape}: the models take gray, RGB, or either "
@@ -142,18 +142,20 @@ def _log_only_on_success():
 class TfdsSource:
   """A TFDS image dataset read by random access (``tfds.data_source``).
 
-  ``name`` is TFDS's NAME[/CONFIG][:VERSION]; a dataset of several configs must name one. ``split`` is
-  TFDS's split syntax (``train``, ``train+validation``, ``train[:90%]``). ``image_key`` names
-  the image feature; empty: ``image``, or the dataset's only image feature. Images stored as 0
-  and 1 (binarized digits) are read as 0 and 255.
+  ``name`` is TFDS's NAME[/CONFIG][:VERSION]; a dataset of several configs should name one
+  (else TFDS takes its first, with a warning here). ``split`` is TFDS's split syntax (``train``,
+  ``train+validation``, ``train[:90%]``). ``image_key`` names the image feature; where the
+  dataset has no ``image``, its only image feature is taken. Images stored as 0 and 1 (binarized
+  digits) are read as 0 and 255.
   """
 
   def __init__(self, name: str, split: str, data_dir: Optional[str], resolution: int,
-               channels: int, image_key: str = ""):
+               channels: int, image_key: str = "image"):
     import tensorflow_datasets as tfds
     if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
       raise UsageError(f"--data_dir={data_dir} does not exist or is not a folder; pass the "
                        f"folder that `tfds build {name} --data_dir=DIR` prepared")
+    dataset, _, config = name.split(":")[0].partition("/")
     try:
       with _log_only_on_success():  # a missing dataset's warnings only repeat the error below
         builder = tfds.builder(name, data_dir=data_dir)
@@ -164,35 +166,34 @@ class TfdsSource:
       raise UsageError(f"TFDS cannot read {data_dir or 'its data_dir'} for {name!r}: {e} (pip "
                        "install the package it names)") from None
     except ValueError as e:  # a config or version it does not have, a malformed name
-      dataset, _, config = name.split(":")[0].partition("/")
       configs = _config_names(dataset)
       if config and configs and config not in configs:
         raise UsageError(f"TFDS dataset {dataset!r} has no config {config!r} (its configs: "
                          f"{', '.join(configs)})") from None
       raise UsageError(f"TFDS cannot make the dataset {name!r} ({first_line(e, 160)}); name it "
                        "as NAME[/CONFIG][:VERSION], e.g. tfds:lsun/church_outdoor") from None
-    configs = [config.name for config in builder.BUILDER_CONFIGS or ()]
-    if len(configs) > 1 and "/" not in name.split(":")[0]:
-      raise UsageError(f"TFDS dataset {name!r} has configs ({', '.join(configs)}); name one, "
-                       f"e.g. tfds:{name}/{configs[0]}, rather than train on TFDS's default")
+    configs = _config_names(dataset)
+    if len(configs) > 1 and not config:  # refused, it would leave older runs unresumable
+      logging.warning("TFDS dataset %r has configs (%s): training on %s, TFDS's default; name "
+                      "one (tfds:%s/CONFIG) to choose", name, ", ".join(configs),
+                      builder.info.full_name, dataset)
     try:
       with _log_only_on_success():
         self._source = builder.as_data_source(split=split)
+        size = len(self._source)  # a reversed slice fails only here
     except Exception as e:  # not prepared, another format or split, unreadable files
       with _log_only_on_success():  # TFDS's warnings while finding out why say less
         raise _unreadable_dataset(builder, name, split, data_dir, e) from None
-    features = self._source.dataset_info.features
-    self._image_key = image_key or _image_feature(features, name)
-    if self._image_key not in features:
-      raise UsageError(f"TFDS dataset {name!r} has no {self._image_key!r} feature (its "
-                       f"features: {', '.join(features.keys())}); pass --image_feature=NAME")
+    if not size:
+      raise UsageError(f"split {split!r} of TFDS dataset {name!r} holds no images; pass "
+                       "another --split")
+    self._image_key = _image_feature(self._source.dataset_info.features, image_key, name)
     self._name, self.resolution, self.channels = name, resolution, channels
     logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
                  self._image_key)
-    self._scale = 1
-    if len(self._source) and max(self._read(i).max() for i in range(min(8, len(self)))) == 1:
+    self._binary = max(self._read(i).max() for i in range(min(8, size))) == 1
+    if self._binary:
       logging.warning("TFDS dataset %r stores its pixels as 0 and 1: read as 0 and 255", name)
-      self._scale = 255
 
   def __len__(self) -> int:
     return len(self._source)
@@ -205,7 +206,13 @@ class TfdsSource:
                     f"image {index} of TFDS dataset {self._name!r}")
 
   def _fit(self, index: int) -> np.ndarray:
-    return fit_image(self._read(index) * np.uint8(self._scale), self.resolution, self.channels)
+    pixels = self._read(index)
+    if self._binary:
+      if pixels.max() > 1:
+        raise UsageError(f"image {index} of TFDS dataset {self._name!r} holds pixels above 1, "
+                         "though its first images held only 0 and 1 (read as 0 and 255)")
+      pixels = pixels * np.uint8(255)
+    return fit_image(pixels, self.resolution, self.channels)
 
 
 def _config_names(dataset: str) -> list:
@@ -217,18 +224,20 @@ def _config_names(dataset: str) -> list:
     return []
 
 
-def _image_feature(features, name: str) -> str:
-  """``image``, or the only image feature of a dataset's ``features``; UsageError otherwise."""
+def _image_feature(features, asked: str, name: str) -> str:
+  """``asked`` if it is an image feature of a dataset's ``features``; for ``image``, which the
+  dataset lacks, its only image feature. UsageError otherwise, naming its image features."""
   import tensorflow_datasets as tfds
-  if "image" in features:
-    return "image"
   images = [key for key, feature in features.items() if isinstance(feature, tfds.features.Image)]
-  if len(images) == 1:
+  if asked in images:
+    return asked
+  if asked == "image" and "image" not in features and len(images) == 1:
     return images[0]
-  raise UsageError(f"TFDS dataset {name!r} has no 'image' feature" + (
-      f" and several image features ({', '.join(images)}); pass --image_feature=NAME" if images
-      else f" nor another image feature (its features: {', '.join(features.keys())}); choose an "
-      "image dataset"))
+  if not images:
+    raise UsageError(f"TFDS dataset {name!r} has no image feature (its features: "
+                     f"{', '.join(features.keys())}); choose an image dataset")
+  raise UsageError(f"TFDS dataset {name!r} has no image feature {asked!r} (its image features: "
+                   f"{', '.join(images)}); pass --image_feature=NAME")
 
 
 def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
@@ -240,8 +249,9 @@ def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
   where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
   if not builder.is_prepared():
     folder, version = os.path.dirname(str(builder.data_dir)), str(builder.version)
-    others = sorted(v for v in (os.listdir(folder) if os.path.isdir(folder) else ())
-                    if os.path.isfile(os.path.join(folder, v, "dataset_info.json")))
+    others = sorted((v for v in (os.listdir(folder) if os.path.isdir(folder) else ())
+                     if os.path.isfile(os.path.join(folder, v, "dataset_info.json"))),
+                    key=tfds.core.Version)
     if others:
       return UsageError(f"TFDS dataset {name!r} is prepared in {where} as version "
                         f"{', '.join(others)}, not {version}: pass "
@@ -261,8 +271,12 @@ def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
   if not asked <= set(splits):
     return UsageError(f"TFDS dataset {name!r} has no split {split!r} (its splits: "
                       f"{', '.join(splits)}); pass --split, e.g. --split={splits[0]}")
-  return UsageError(f"TFDS dataset {name!r} in {where} cannot be read ({type(error).__name__}: "
-                    f"{first_line(error)}); prepare it again")
+  cause = f"{type(error).__name__}: {first_line(error)}"
+  if "split" in str(error).lower() or "__len__" in str(error):  # a slice TFDS cannot take
+    return UsageError(f"TFDS cannot read split {split!r} of {name!r} ({cause}); write it as "
+                      "TFDS's split syntax has it: train, train+test, train[:90%], train[10:20]")
+  return UsageError(f"TFDS dataset {name!r} in {where} cannot be read ({cause}); prepare it "
+                    "again")
 
 
 def _opens_as_image(path: str) -> bool:
@@ -359,7 +373,7 @@ def _fit_each(fit: Callable[[int], np.ndarray], indices) -> np.ndarray:
 
 
 def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional[str] = None,
-                split: str = "train", image_feature: str = ""):
+                split: str = "train", image_feature: str = "image"):
   """The source named by a ``--dataset`` value (see the module docstring); ``split`` and
   ``image_feature`` are a TFDS dataset's (see ``TfdsSource``)."""
   if dataset == "mnist":

@@ -23,10 +23,12 @@ LOG2 = float(np.log(2.0))
 
 
 def _same_shape_arrays(**arrays: Array) -> Tuple[Array, ...]:
-  """The arrays (values on one grid, also given as lists) as jax arrays, in order; ValueError
-  unless they have one shape (numpy would broadcast a ``(n,)`` and an ``(n, 1)`` density into an
-  ``(n, n)`` grid without a word)."""
+  """The arrays (values on one grid, also given as lists or of integers) as float jax arrays,
+  in order; ValueError unless they have one shape (numpy would broadcast a ``(n,)`` and an
+  ``(n, 1)`` density into an ``(n, n)`` grid without a word)."""
   arrays = {name: jnp.asarray(a) for name, a in arrays.items()}
+  arrays = {name: a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(float)
+            for name, a in arrays.items()}  # the default float: float32, float64 with x64
   shapes = {name: a.shape for name, a in arrays.items()}
   if len(set(shapes.values())) > 1:
     raise ValueError("values on one grid must have one shape, got " + ", ".join(

@@ -67,8 +67,8 @@ class TrainConfig:
   data_dir: Optional[str] = field(None, "TFDS data_dir holding prepared datasets.")
   split: str = field("train", "TFDS split to train on, in TFDS's syntax (train+validation, "
                      "train[:90%]); the evaluation's real images come from it too.")
-  image_feature: str = field("", "TFDS feature holding the images (default: image, or the "
-                             "dataset's only image feature).")
+  image_feature: str = field("image", "TFDS feature holding the images (for image, which the "
+                             "dataset lacks: its only image feature).")
   data_cache_gib: float = field(4.0, "Keep the images of a folder or TFDS dataset in host "
                                 "memory once decoded (as uint8), so that later epochs skip "
                                 "decoding, if they take at most this many GiB (0: never).")
@@ -140,10 +140,11 @@ def validate(config: TrainConfig, device_count: int) -> None:
   """Raises UsageError naming the first bad setting and what to do, for a job of
   ``device_count`` devices (over all processes)."""
   require(config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}")
+  fewer = (", or fewer devices with --num_devices (a resumed run keeps its --batch_size)"
+           if jax.process_count() == 1 else "")
   require(config.batch_size % device_count == 0,
           f"--batch_size={config.batch_size} is not divisible by the {device_count} devices; "
-          f"use a multiple of {device_count}, or fewer devices with --num_devices (a resumed "
-          "run keeps its --batch_size)")
+          f"use a multiple of {device_count}{fewer}")
   require(config.num_steps >= 0, f"--num_steps must be >= 0, got {config.num_steps}")
   require(config.max_train_minutes >= 0,
           f"--max_train_minutes must be >= 0 (0: no limit), got {config.max_train_minutes}")
@@ -168,7 +169,7 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(not config.inception_weights or config.eval_extractor in ("auto", "inception"),
           f"--inception_weights is for --eval_extractor=inception (or auto), not "
           f"--eval_extractor={config.eval_extractor}; drop one of them")
-  for name, default in (("data_dir", None), ("split", "train"), ("image_feature", "")):
+  for name, default in (("data_dir", None), ("split", "train"), ("image_feature", "image")):
     require(getattr(config, name) == default or config.dataset.startswith("tfds:"),
             f"--{name} is a TFDS dataset's; --dataset={config.dataset} does not read it: drop "
             f"--{name}")
@@ -245,10 +246,10 @@ def check_same_dataset(source) -> None:
           "on each host)")
 
 
-def check_same_weights(variables, source: str) -> None:
+def check_same_weights(variables, source: str, remedy: str) -> None:
   """Every process must score with the same feature network, or each would score its share of
   the samples with its own. UsageError on a process whose ``variables`` (numpy or replicated
-  arrays) differ from process 0's in any byte; ``source`` names where they came from (a
+  arrays) differ from process 0's in any byte, naming their ``source`` and the ``remedy`` (a
   collective)."""
   checksum = 0
   for leaf in jax.tree.leaves(variables):
@@ -256,7 +257,7 @@ def check_same_weights(variables, source: str) -> None:
   here, first = _here_and_on_process_0([checksum % 2**31])
   require(np.array_equal(here, first), f"process {jax.process_index()} loaded other weights "
           f"from {source} than process 0: every host must score with the same feature network "
-          "(copy process 0's file to every host)")
+          f"({remedy})")
 
 
 SHARED_CHECK_FILE = ".shared_workdir_check"
@@ -322,14 +323,21 @@ def prepare_workdir(workdir: str, config: TrainConfig) -> None:
       logging.info("flags changed since the run's config.json: %s", ", ".join(changed))
 
 
+# Settings that joined RESUME_FIXED later: what a run without them in its record used.
+RESUME_FIXED_BEFORE = {"split": "train", "image_feature": "image"}
+
+
 def check_resume_settings(config: TrainConfig, settings: dict, workdir: str) -> None:
   """UsageError naming the first flag of ``RESUME_FIXED`` that differs from its value in
   ``settings`` (a run's config.json, or a checkpoint's record of them)."""
   for name in RESUME_FIXED:
-    if name in settings and settings[name] != getattr(config, name):
+    saved = settings.get(name, RESUME_FIXED_BEFORE.get(name, getattr(config, name)))
+    pins_a_version = (name == "dataset" and saved.startswith("tfds:") and ":" not in saved[5:]
+                      and config.dataset.startswith(saved + ":"))  # after a TFDS upgrade
+    if saved != getattr(config, name) and not pins_a_version:
       raise UsageError(
-          f"--{name}={getattr(config, name)} differs from {settings[name]} of the run in "
-          f"{workdir}; resume with --{name}={settings[name]} or use a new --workdir")
+          f"--{name}={getattr(config, name)} differs from {saved} of the run in "
+          f"{workdir}; resume with --{name}={saved} or use a new --workdir")
 
 
 def read_saved_config(workdir: str, advice: str = "restore it, or use a new --workdir"
@@ -445,9 +453,11 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
   extractor = agreed(lambda: mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                      else inception.load_inception(config.inception_weights))
   if jax.process_count() > 1:  # every process scores the same images: each takes a share
-    source_of_weights = ("the packaged MNIST classifier" if name == "mnist_classifier" else
-                         f"--inception_weights={config.inception_weights}")
-    agreed(lambda: check_same_weights(extractor.variables, source_of_weights))
+    source, remedy = (("the MNIST classifier gan_jax ships", "install one gan_jax version on "
+                       "every host") if name == "mnist_classifier" else
+                      (f"--inception_weights={config.inception_weights}",
+                       "copy process 0's file to every host"))
+    agreed(lambda: check_same_weights(extractor.variables, source, remedy))
     extractor = extractor.on(jax.devices())
   elif config.num_devices:  # the run's devices (of those here: experiments.evaluate reads them)
     extractor = extractor.on(jax.local_devices()[:config.num_devices])
@@ -604,7 +614,8 @@ class _Run:
 
     def start_up_checks():
       self.devices = training_devices(config)
-      validate(config, len(self.devices) * jax.process_count())
+      self.device_count = len(self.devices) * jax.process_count()  # over all processes
+      validate(config, self.device_count)
       prepare_workdir(workdir, config)
       if self.primary:  # a process of another job, on process 0's workdir, is refused with it
         held.enter_context(workdir_lock.hold(workdir))
@@ -623,7 +634,7 @@ class _Run:
     source = input_pipeline.cached(source, config.resolution, config.channels,
                                    config.data_cache_gib)
 
-    self.use_pmap = len(self.devices) * jax.process_count() > 1
+    self.use_pmap = self.device_count > 1
     axis_name = parallel.AXIS_NAME if self.use_pmap else None
     generator, discriminator = models(config, axis_name)
     state = initial_state(config, generator, discriminator)
@@ -633,7 +644,7 @@ class _Run:
                  config.resolution, config.resolution, config.channels,
                  f"{train_state.count_params(state.generator.params):,}",
                  f"{train_state.count_params(state.discriminator.params):,}",
-                 config.batch_size, len(self.devices) * jax.process_count(),
+                 config.batch_size, self.device_count,
                  jax.default_backend(), jax.process_count())
     self.checkpoints = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                   config.keep_checkpoints)
@@ -658,12 +669,12 @@ class _Run:
               "the data order would change; restore the dataset (replace unreadable files "
               "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
-      devices, saved_devices = len(self.devices) * jax.process_count(), record.get("devices")
-      if saved_devices not in (None, devices):  # older checkpoints lack it
+      saved_devices = record.get("devices")
+      if saved_devices not in (None, self.device_count):  # older checkpoints lack it
         logging.warning("checkpoint %d was written by a run on %d devices, this one trains on "
                         "%d: it goes on with the same data and noise, equal up to the rounding "
                         "of the float sums over devices, not bitwise", self.start_step,
-                        saved_devices, devices)
+                        saved_devices, self.device_count)
     if self.finished:  # its outputs stand: nothing to build for training or scoring
       if self.primary and not os.path.exists(os.path.join(workdir, "config.json")):
         save_config(workdir, config)  # lost: from these flags, whose resume settings held
@@ -743,7 +754,7 @@ class _Run:
     dataset's size, which fixes the data order, the devices that trained, the metrics since the
     last row, and the settings a resume must keep."""
     return {"data_position": step, "dataset_size": self.dataset_size,
-            "devices": len(self.devices) * jax.process_count(),
+            "devices": self.device_count,
             "metrics_since_row": self.interval.state(),
             "fixed_settings": {name: getattr(self.config, name) for name in RESUME_FIXED}}
 

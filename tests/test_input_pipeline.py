@@ -1,6 +1,7 @@
 """The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
 import io
 import itertools
+import re
 import threading
 
 import numpy as np
@@ -337,26 +338,33 @@ class ScanDataset(tfds.core.GeneratorBasedBuilder):
       yield i, {"scan": png, "number": i}
 
 
-def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_to_pass(tmp_path):
-  """A dataset of several configs must name one (TFDS would take its first); a split it lacks
-  is named with the ones it has; its only image feature is found under another name; 0/1
-  pixels are read as 0 and 255."""
+def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_to_pass(
+    tmp_path, caplog):
+  """A dataset of several configs read without one warns (TFDS takes its first); a split it
+  lacks, or cannot parse, is named with what to pass; its only image feature is found under
+  another name, and a feature that holds no images is refused; 0/1 pixels read as 0 and 255."""
   data_dir = str(tmp_path)
   ScanDataset(config="small", data_dir=data_dir, file_format="array_record").download_and_prepare()
-  with pytest.raises(UsageError, match=r"'scan_dataset' has configs \(small, large\); name "
-                                       r"one, e.g. tfds:scan_dataset/small"):
-    input_pipeline.make_source("tfds:scan_dataset", 8, 1, data_dir)
+  input_pipeline.make_source("tfds:scan_dataset", 8, 1, data_dir, "trainA")
+  assert ("'scan_dataset' has configs (small, large): training on scan_dataset/small/1.0.0, "
+          "TFDS's default") in caplog.text
   with pytest.raises(UsageError, match=r"'scan_dataset/small' has no split 'train' \(its "
                                        r"splits: trainA, testA\); pass --split"):
     input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir)
+  for split in ("trainA[:200%]", "trainA[5:2]"):
+    with pytest.raises(UsageError, match=rf"cannot read split '{re.escape(split)}' of "
+                                         r"'scan_dataset/small' .*; write it as TFDS's split"):
+      input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, split)
   source = input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA+testA")
   assert len(source) == 12
   numbers = [int(r["number"]) for r in tfds.data_source("scan_dataset/small",
                                                         split="trainA+testA", data_dir=data_dir)]
   np.testing.assert_array_equal(source[np.arange(12)],
                                 np.stack([ScanDataset.scan(n) * 2.0 - 1 for n in numbers]))
-  with pytest.raises(UsageError, match=r"has no 'pixels' feature \(its features: scan, number"):
-    input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA", "pixels")
+  for feature in ("pixels", "number"):
+    with pytest.raises(UsageError, match=rf"has no image feature '{feature}' \(its image "
+                                         r"features: scan\); pass --image_feature"):
+      input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA", feature)
 
 
 def test_tfds_data_of_another_version_or_format_says_what_to_pass_or_run(tmp_path):
@@ -403,8 +411,8 @@ def test_tfds_pixels_of_other_types_are_scaled_as_in_folders_or_refused(monkeypa
 
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(UsageError, match=r"'imdb_reviews' has no 'image' feature nor another "
-                                         r"image feature \(its features: text, label\)"):
+    with pytest.raises(UsageError, match=r"'imdb_reviews' has no image feature \(its "
+                                         r"features: text, label\); choose an image dataset"):
       input_pipeline.make_source("tfds:imdb_reviews", 32, 1)
 
 

@@ -314,6 +314,8 @@ def test_manifold_metrics_reject_bad_input():
     metrics.density_coverage(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
   with pytest.raises(ValueError, match="no fake features"):
     metrics.density_coverage(np.random.default_rng(0).normal(size=(50, 2)), np.zeros((0, 2)))
+  with pytest.raises(ValueError, match="k=3 needs"):
+    metrics.precision_recall(np.zeros((0, 2)), np.zeros((5, 2)))
 
 
 def test_manifold_metrics_do_not_see_an_offset_shared_by_both_sets():

@@ -153,6 +153,29 @@ def test_unreadable_newest_checkpoint_falls_back_and_nothing_foreign_is_deleted(
   assert (workdir / "checkpoints" / "README.txt").read_text() == "also mine"
 
 
+@pytest.mark.parametrize("flags, saved_dataset, refused", [
+    ([], "tfds:mnist", None),
+    (["--split=test"], "tfds:mnist", "--split=test differs from train"),  # a record before it
+    (["--image_feature=digit"], "tfds:mnist", "--image_feature=digit differs from image"),
+    (["--dataset=tfds:mnist:3.0.1"], "tfds:mnist", None),  # a version pinned after an upgrade
+    (["--dataset=tfds:mnist:3.0.1"], "tfds:mnist:2.0.0", "differs from tfds:mnist:2.0.0"),
+    (["--dataset=tfds:mnist_corrupted"], "tfds:mnist", "differs from tfds:mnist of"),
+])
+def test_resume_settings_of_records_before_split_and_image_feature(flags, saved_dataset,
+                                                                    refused):
+  """Records of versions before --split and --image_feature hold neither: they trained on
+  TFDS's train split and its image feature, which a resume must keep."""
+  settings = {name: getattr(config("--dataset=tfds:mnist"), name) for name in trainer.RESUME_FIXED
+              if name not in trainer.RESUME_FIXED_BEFORE}
+  settings["dataset"] = saved_dataset
+  resumed = config("--dataset=tfds:mnist", *flags)
+  if refused is None:
+    trainer.check_resume_settings(resumed, settings, "w")
+  else:
+    with pytest.raises(UsageError, match=re.escape(refused)):
+      trainer.check_resume_settings(resumed, settings, "w")
+
+
 def test_num_devices_moves_a_run_to_a_device_count_its_batch_does_not_divide(tmp_path, caplog):
   """A run of batch 6 trained on 2 of the 4 devices cannot resume on all 4 (its batch size is
   fixed); --num_devices=3 resumes it, and the move is recorded and logged."""
@@ -321,7 +344,7 @@ def test_processes_refuse_to_score_with_different_feature_weights(monkeypatch, c
   monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
                       lambda here: gathered.append(here) or np.stack([here, here]))
   monkeypatch.setattr(trainer.jax, "process_index", lambda: 0)
-  trainer.check_same_weights(weights, "--inception_weights=w.npz")
+  trainer.check_same_weights(weights, "--inception_weights=w.npz", "copy it")
   monkeypatch.setattr(trainer.jax, "process_index", lambda: 1)
   monkeypatch.setattr(trainer.multihost_utils, "process_allgather",
                       lambda here: np.stack([gathered[0], here]))
@@ -330,8 +353,9 @@ def test_processes_refuse_to_score_with_different_feature_weights(monkeypatch, c
   elif change == "a transposed kernel":
     weights["conv"]["kernel"] = weights["conv"]["kernel"].T.copy()
   if change is None:
-    trainer.check_same_weights(jax.device_put(weights), "--inception_weights=w.npz")
+    trainer.check_same_weights(jax.device_put(weights), "--inception_weights=w.npz", "copy it")
   else:
     with pytest.raises(UsageError, match=re.escape(
-        "process 1 loaded other weights from --inception_weights=w.npz than process 0")):
-      trainer.check_same_weights(weights, "--inception_weights=w.npz")
+        "process 1 loaded other weights from --inception_weights=w.npz than process 0: every "
+        "host must score with the same feature network (copy it)")):
+      trainer.check_same_weights(weights, "--inception_weights=w.npz", "copy it")

@@ -247,6 +247,9 @@ def test_densities_given_as_lists_give_what_arrays_give(function, arguments):
   extra = (0.5,) if function not in (theory.optimal_discriminator, theory.optimal_logits) else ()
   np.testing.assert_array_equal(function(*grids, *extra),
                                 function(*map(jnp.asarray, grids), *extra))
+  counts = ([0, 1, 0], [1, 1, 0], [0, 1, 1])[:arguments]  # integers: as their floats
+  np.testing.assert_array_equal(function(*counts, *extra),
+                                function(*(jnp.float32(c) for c in counts), *extra))
 
 
 @pytest.mark.parametrize("p, q", [(5.0, 2e-38), (2e-38, 3e-38), (1e-25, 2e-25), (1.0, 3.0)])

@@ -28,7 +28,7 @@ def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
   require_finite(fake, "fake features")
   # The metrics are translation-invariant; centred, the distances |x|^2 + |y|^2 - 2 x.y lose
   # nothing to cancellation when features share an offset much larger than their spread.
-  centre = real.mean(axis=0)
+  centre = real.mean(axis=0) if len(real) else 0.0  # none: the k-NN check refuses them next
   return real - centre, fake - centre
 
 
