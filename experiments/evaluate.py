@@ -7,7 +7,8 @@
 With ``--workdir`` the run's ``config.json`` names the model and the data; the generator of the
 newest checkpoint (eval mode, EMA weights when the run keeps them) draws ``--num_samples`` images
 from the run's fixed final latents; the checkpoints are only read (a damaged one is skipped and
-left in place; a read that fails for another reason, such as the file system's, stops it). ``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
+left in place; a read that fails for another reason, such as the file system's, stops it).
+``--samples`` scores any ``.npy`` of images ``(N, H, W, C)``
 in [-1, 1], e.g. from another framework. Each metric is printed beside its real-vs-real floor
 (two halves of the real set), and everything is written to ``--output`` as JSON: a ``.json``
 file that is new or holds an earlier result of this command (no other file is written over).

@@ -53,10 +53,11 @@ def border(size: int, resolution: int) -> Optional[int]:
 
 
 def fit_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-  """One uint8 image ``(H, W)`` or ``(H, W, C)``, C = 1 to 4 -> float32 ``(resolution, resolution, channels)``
-  in [-1, 1]: a square image a few pixels smaller is padded with -1 (MNIST 28 -> 32), any other
-  one center-cropped to a square and resized bilinearly. Every value is k / 127.5 - 1 for an
-  integer k in [0, 255] (``CachedSource`` relies on it)."""
+  """One uint8 image ``(H, W)`` or ``(H, W, C)``, C = 1 to 4 (an alpha channel is dropped) ->
+  float32 ``(resolution, resolution, channels)`` in [-1, 1]: a square image a few pixels smaller
+  is padded with -1 (MNIST 28 -> 32), any other one center-cropped to a square and resized
+  bilinearly. Every value is k / 127.5 - 1 for an integer k in [0, 255] (``CachedSource`` relies
+  on it)."""
   if image.dtype != np.uint8:
     raise TypeError(f"fit_image takes uint8 pixels, got {image.dtype} (see to_uint8)")
   if image.ndim == 2:
