@@ -18,6 +18,7 @@ checkpoint and leaves it where it is.
 import contextlib
 import errno
 import os
+import re
 import shutil
 from typing import Any, Optional, Tuple
 
@@ -175,11 +176,12 @@ class Checkpointer:
         reason = (f"{type(error).__name__}: {first_line(error, 200)}" if error is not None
                   else "another process could not read it")
         if parallel.any_process(error is not None and _outside_the_checkpoint(error)):
+          way_out = ("" if self.read_only else f" (if it persists, move {step} out of the "
+                     "folder to resume from the one before)")
           raise RunError(f"could not read checkpoint {step} in {self.directory} ({reason}): the "
                          "file system or the memory failed, not (as far as can be told) the "
-                         "checkpoint; nothing was moved: fix that and run the same command (if "
-                         f"it persists, move {step} out of the folder to resume from the one "
-                         "before)")
+                         f"checkpoint; nothing was moved: fix that and run the same command"
+                         f"{way_out}")
         unreadable.append((step, reason))
         continue
       if other_model:
@@ -193,7 +195,7 @@ class Checkpointer:
       newest, reason = unreadable[0]
       raise RunError(f"none of the {len(unreadable)} checkpoint(s) in {self.directory} can be "
                      f"read (the newest, {newest}: {reason}); nothing was moved. If they are "
-                     "damaged, move the folder away to train again from step 0")
+                     "damaged, use a new --workdir to train again from step 0")
     self._set_aside(unreadable)  # read-only: each named, left in place
     return None
 
@@ -240,10 +242,16 @@ def _outside_the_checkpoint(error: Exception) -> bool:
   """Whether a failure to read a checkpoint comes from its surroundings (memory, permissions,
   an I/O error or stale handle of a network mount), not from damaged or missing files: a
   checkpoint set aside for it would be lost to a run that starts again from an older one."""
-  if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
-    return False
-  return isinstance(error, (OSError, MemoryError)) or any(
-      code in str(error) for code in _STORAGE_ERRORS + ("UNAVAILABLE", "DEADLINE_EXCEEDED"))
+  not_there = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)  # missing files: the checkpoint's
+  if isinstance(error, OSError):
+    return error.errno not in not_there
+  # tensorstore's: "<status>: ... [os_error_code='116']" (ESTALE shows as ABORTED, EIO UNKNOWN)
+  code = re.search(r"os_error_code='(\d+)'", str(error))
+  if code:
+    return int(code.group(1)) not in not_there
+  return isinstance(error, MemoryError) or any(
+      status in str(error) for status in _STORAGE_ERRORS + ("UNAVAILABLE", "DEADLINE_EXCEEDED",
+                                                             "ABORTED"))
 
 
 def saved_steps(directory: str) -> list:

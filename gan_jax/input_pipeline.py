@@ -166,7 +166,7 @@ class TfdsSource:
     except ImportError as e:  # a gs:// data_dir without gcsfs, say
       raise UsageError(f"TFDS cannot read {data_dir or 'its data_dir'} for {name!r}: {e} (pip "
                        "install the package it names)") from None
-    except ValueError as e:  # a config or version it does not have, a malformed name
+    except (ValueError, AssertionError) as e:  # a config or version it lacks, a bad name
       configs = _config_names(dataset)
       if config and configs and config not in configs:
         raise UsageError(f"TFDS dataset {dataset!r} has no config {config!r} (its configs: "
@@ -175,8 +175,8 @@ class TfdsSource:
                        "as NAME[/CONFIG][:VERSION], e.g. tfds:lsun/church_outdoor") from None
     configs = _config_names(dataset)
     if len(configs) > 1 and not config:  # refused, it would leave older runs unresumable
-      logging.warning("TFDS dataset %r has configs (%s): training on %s, TFDS's default; name "
-                      "one (tfds:%s/CONFIG) to choose", name, ", ".join(configs),
+      logging.warning("TFDS dataset %r has configs (%s): reading %s, TFDS's default; a new "
+                      "run chooses one with --dataset=tfds:%s/CONFIG", name, ", ".join(configs),
                       builder.info.full_name, dataset)
     try:
       with _log_only_on_success():
@@ -185,14 +185,12 @@ class TfdsSource:
     except Exception as e:  # not prepared, another format or split, unreadable files
       with _log_only_on_success():  # TFDS's warnings while finding out why say less
         raise _unreadable_dataset(builder, name, split, data_dir, e) from None
-    if not size:
-      raise UsageError(f"split {split!r} of TFDS dataset {name!r} holds no images; pass "
-                       "another --split")
     self._image_key = _image_feature(self._source.dataset_info.features, image_key, name)
     self._name, self.resolution, self.channels = name, resolution, channels
     logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
                  self._image_key)
-    self._binary = max(self._read(i).max() for i in range(min(8, size))) == 1
+    first = [np.asarray(self._source[i][self._image_key]) for i in range(min(8, size))]
+    self._binary = all(x.dtype == np.uint8 for x in first) and max(x.max() for x in first) == 1
     if self._binary:
       logging.warning("TFDS dataset %r stores its pixels as 0 and 1: read as 0 and 255", name)
 
@@ -251,7 +249,8 @@ def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
   if not builder.is_prepared():
     folder, version = os.path.dirname(str(builder.data_dir)), str(builder.version)
     others = sorted((v for v in (os.listdir(folder) if os.path.isdir(folder) else ())
-                     if os.path.isfile(os.path.join(folder, v, "dataset_info.json"))),
+                     if tfds.core.Version.is_valid(v)
+                     and os.path.isfile(os.path.join(folder, v, "dataset_info.json"))),
                     key=tfds.core.Version)
     if others:
       return UsageError(f"TFDS dataset {name!r} is prepared in {where} as version "
@@ -263,21 +262,30 @@ def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
         f"--file_format=array_record --data_dir=DIR`, then pass --data_dir=DIR")
   file_format = builder.info.file_format
   if file_format not in tfds.core.file_adapters.FileFormat.with_random_access():
+    # converted in place, TFDS lists array_record only as an alternative, which a builder made
+    # from its code does not read: into another folder it is the format
     return UsageError(
         f"TFDS dataset {name!r} in {where} is stored as {file_format.value}, which cannot be "
-        "read by index; convert it in place with `tfds convert_format --dataset_version_dir="
-        f"{builder.data_dir} --out_file_format=array_record` (needs `pip install tensorflow`)")
-  splits = list(builder.info.splits)
+        "read by index; convert it into a new folder with `tfds convert_format "
+        f"--dataset_version_dir={builder.data_dir} --out_file_format=array_record "
+        f"--out_dir=NEWDIR/{builder.info.full_name}` (needs `pip install tensorflow`), then "
+        "pass --data_dir=NEWDIR")
+  splits = builder.info.splits
   asked = {part.split("[")[0].strip() for part in split.split("+")}
   if not asked <= set(splits):
     return UsageError(f"TFDS dataset {name!r} has no split {split!r} (its splits: "
-                      f"{', '.join(splits)}); pass --split, e.g. --split={splits[0]}")
-  cause = f"{type(error).__name__}: {first_line(error)}"
-  if "split" in str(error).lower() or "__len__" in str(error):  # a slice TFDS cannot take
-    return UsageError(f"TFDS cannot read split {split!r} of {name!r} ({cause}); write it as "
-                      "TFDS's split syntax has it: train, train+test, train[:90%], train[10:20]")
-  return UsageError(f"TFDS dataset {name!r} in {where} cannot be read ({cause}); prepare it "
-                    "again")
+                      f"{', '.join(splits)}); pass --split, e.g. --split={list(splits)[0]}")
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(splits)
+  except Exception as e:  # a slice it cannot parse
+    return UsageError(f"TFDS cannot read split {split!r} of {name!r} ({first_line(e)}); write "
+                      "it in TFDS's split syntax: train, train+test, train[:90%], train[10:20]")
+  if sum(max(0, (p.to if p.to is not None else splits[p.splitname].num_examples)
+             - (p.from_ or 0)) for p in parts) == 0:
+    return UsageError(f"split {split!r} of TFDS dataset {name!r} holds no images; pass another "
+                      "--split")
+  return UsageError(f"TFDS dataset {name!r} in {where} cannot be read ({type(error).__name__}: "
+                    f"{first_line(error)}); prepare it again")
 
 
 def _opens_as_image(path: str) -> bool:
@@ -377,6 +385,12 @@ def make_source(dataset: str, resolution: int, channels: int, data_dir: Optional
                 split: str = "train", image_feature: str = "image"):
   """The source named by a ``--dataset`` value (see the module docstring); ``split`` and
   ``image_feature`` are a TFDS dataset's (see ``TfdsSource``)."""
+  if not dataset.startswith("tfds:"):
+    for flag, value, default in (("data_dir", data_dir, None), ("split", split, "train"),
+                                 ("image_feature", image_feature, "image")):
+      if value != default:
+        raise UsageError(f"--{flag} is a TFDS dataset's; --dataset={dataset} does not read it: "
+                         f"drop --{flag}")
   if dataset == "mnist":
     return mnist_source(resolution, channels)
   if dataset.startswith("tfds:") and len(dataset) > 5:

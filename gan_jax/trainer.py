@@ -169,10 +169,6 @@ def validate(config: TrainConfig, device_count: int) -> None:
   require(not config.inception_weights or config.eval_extractor in ("auto", "inception"),
           f"--inception_weights is for --eval_extractor=inception (or auto), not "
           f"--eval_extractor={config.eval_extractor}; drop one of them")
-  for name, default in (("data_dir", None), ("split", "train"), ("image_feature", "image")):
-    require(getattr(config, name) == default or config.dataset.startswith("tfds:"),
-            f"--{name} is a TFDS dataset's; --dataset={config.dataset} does not read it: drop "
-            f"--{name}")
   for name in ("sample_every_steps", "eval_every_steps"):
     require(getattr(config, name) >= 0,
             f"--{name} must be >= 0 (0: only at the end), got {getattr(config, name)}")

@@ -107,7 +107,12 @@ def saved_steps_1_to_3(directory) -> checkpointing.Checkpointer:
 @pytest.mark.parametrize("error", [
     OSError(errno.ESTALE, "Stale file handle"), OSError(errno.EIO, "Input/output error"),
     PermissionError(errno.EACCES, "Permission denied"), MemoryError(),
-    ValueError("UNAVAILABLE: Error reading local file"),
+    # tensorstore's, as it reports a stale handle and an I/O error of the mount
+    ValueError("ABORTED: Error reading local file \"/mnt/run/checkpoints/3/state/d/12ab\": "
+               "[OS error 116: Stale file handle] [source locations='tensorstore/internal/os/"
+               "file_util_posix.cc:181'] [os_error_code='116']"),
+    ValueError("UNKNOWN: Error reading local file \"/mnt/run/checkpoints/3/state/d/12ab\": "
+               "[OS error 5: Input/output error] [os_error_code='5']"),
 ])
 def test_a_read_failing_outside_the_checkpoint_stops_and_moves_nothing(tmp_path, monkeypatch,
                                                                        error):
@@ -127,6 +132,17 @@ def test_a_read_failing_outside_the_checkpoint_stops_and_moves_nothing(tmp_path,
   assert tree_contents(tmp_path) == before
 
 
+@pytest.mark.parametrize("error, outside", [
+    (FileNotFoundError(errno.ENOENT, "No such file"), False),
+    (ValueError("NOT_FOUND: Error opening file [os_error_code='2']"), False),
+    (ValueError("DATA_LOSS: Error reading \"x\": checksum mismatch"), False),
+    (ValueError("UNKNOWN: Failed to open [os_error_code='40']"), True),  # a symlink loop
+    (OSError(errno.EIO, "Input/output error"), True),
+])
+def test_read_errors_are_told_apart_by_what_they_say_of_the_files(error, outside):
+  assert checkpointing._outside_the_checkpoint(error) == outside
+
+
 def test_damaged_checkpoints_are_set_aside_only_once_an_older_one_is_read(tmp_path):
   checkpoints = saved_steps_1_to_3(tmp_path / "checkpoints")
   for step in (2, 3):
@@ -142,7 +158,8 @@ def test_damaged_checkpoints_are_set_aside_only_once_an_older_one_is_read(tmp_pa
     dcgan_runs.damage(tmp_path / "other" / str(step))
   before = tree_contents(tmp_path)
   with pytest.raises(RunError, match=r"none of the 3 checkpoint\(s\) in .*other can be read "
-                                     r"\(the newest, 3: .*nothing was moved"):
+                                     r"\(the newest, 3: .*nothing was moved. If they are damaged, use a new "
+                                     r"--workdir"):
     checkpoints.restore_latest(STATE)
   checkpoints.close()
   assert tree_contents(tmp_path) == before

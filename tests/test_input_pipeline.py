@@ -346,14 +346,17 @@ def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_t
   data_dir = str(tmp_path)
   ScanDataset(config="small", data_dir=data_dir, file_format="array_record").download_and_prepare()
   input_pipeline.make_source("tfds:scan_dataset", 8, 1, data_dir, "trainA")
-  assert ("'scan_dataset' has configs (small, large): training on scan_dataset/small/1.0.0, "
+  assert ("'scan_dataset' has configs (small, large): reading scan_dataset/small/1.0.0, "
           "TFDS's default") in caplog.text
   with pytest.raises(UsageError, match=r"'scan_dataset/small' has no split 'train' \(its "
                                        r"splits: trainA, testA\); pass --split"):
     input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir)
-  for split in ("trainA[:200%]", "trainA[5:2]"):
-    with pytest.raises(UsageError, match=rf"cannot read split '{re.escape(split)}' of "
-                                         r"'scan_dataset/small' .*; write it as TFDS's split"):
+  with pytest.raises(UsageError, match=r"cannot read split 'trainA\[:200%\]' of "
+                                       r"'scan_dataset/small' .*; write it in TFDS's split"):
+    input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA[:200%]")
+  for split in ("trainA[5:2]", "trainA[:0]", "trainA[:0%]"):
+    with pytest.raises(UsageError, match=rf"split '{re.escape(split)}' of TFDS dataset "
+                                         r"'scan_dataset/small' holds no images"):
       input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, split)
   source = input_pipeline.make_source("tfds:scan_dataset/small", 8, 1, data_dir, "trainA+testA")
   assert len(source) == 12
@@ -361,6 +364,9 @@ def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_t
                                                         split="trainA+testA", data_dir=data_dir)]
   np.testing.assert_array_equal(source[np.arange(12)],
                                 np.stack([ScanDataset.scan(n) * 2.0 - 1 for n in numbers]))
+  source._source = [{"scan": np.full((8, 8, 1), 2, np.uint8)}]  # a later image that is not 0/1
+  with pytest.raises(UsageError, match="image 0 of TFDS dataset .* holds pixels above 1"):
+    source[[0]]
   for feature in ("pixels", "number"):
     with pytest.raises(UsageError, match=rf"has no image feature '{feature}' \(its image "
                                          r"features: scan\); pass --image_feature"):
@@ -371,18 +377,22 @@ def test_tfds_data_of_another_version_or_format_says_what_to_pass_or_run(tmp_pat
   """tfrecord, TFDS's default format, has no random access: converting it is the way, not
   building again (which refuses a folder of another format)."""
   data_dir = str(tmp_path)
-  (tmp_path / "mnist" / "2.0.0").mkdir(parents=True)
-  (tmp_path / "mnist" / "2.0.0" / "dataset_info.json").write_text("{}")
-  with pytest.raises(UsageError, match=r"'mnist' is prepared in .* as version 2.0.0, not 3.0.1: "
-                                       r"pass tfds:mnist:2.0.0"):
+  for version in ("2.0.0", "10.0.0", "3.0.1.bak"):  # newest by version, not by name
+    (tmp_path / "mnist" / version).mkdir(parents=True)
+    (tmp_path / "mnist" / version / "dataset_info.json").write_text("{}")
+  with pytest.raises(UsageError, match=r"'mnist' is prepared in .* as version 2.0.0, 10.0.0, "
+                                       r"not 3.0.1: pass tfds:mnist:10.0.0"):
     input_pipeline.make_source("tfds:mnist", 28, 1, data_dir)
+  with pytest.raises(UsageError, match=r"TFDS cannot make the dataset 'mnist:1.0.0'"):
+    input_pipeline.make_source("tfds:mnist:1.0.0", 28, 1, data_dir)  # nor in TFDS's code
   PhotoDataset(data_dir=data_dir, file_format="array_record").download_and_prepare()
   info = tmp_path / "photo_dataset" / "1.0.0" / "dataset_info.json"
   info.write_text(info.read_text().replace('"array_record"', '"tfrecord"'))
   with pytest.raises(UsageError, match=r"'photo_dataset' in .* is stored as tfrecord, which "
-                                       r"cannot be read by index; convert it in place with `tfds "
-                                       r"convert_format --dataset_version_dir=.*photo_dataset/"
-                                       r"1.0.0 --out_file_format=array_record`"):
+                                       r"cannot be read by index; convert it into a new folder "
+                                       r"with `tfds convert_format --dataset_version_dir=.*"
+                                       r"photo_dataset/1.0.0 --out_file_format=array_record "
+                                       r"--out_dir=NEWDIR/photo_dataset/1.0.0`"):
     input_pipeline.make_source("tfds:photo_dataset", 16, 3, data_dir)
   with pytest.raises(UsageError, match=r"'lsun' has no config 'nochurch' \(its configs: "
                                        r"classroom, bedroom, .*church_outdoor"):
