@@ -449,11 +449,11 @@ def build_evaluator(config: TrainConfig, source) -> Optional[evaluation.Evaluato
   extractor = agreed(lambda: mnist_classifier.load_mnist_classifier() if name == "mnist_classifier"
                      else inception.load_inception(config.inception_weights))
   if jax.process_count() > 1:  # every process scores the same images: each takes a share
-    source, remedy = (("the MNIST classifier gan_jax ships", "install one gan_jax version on "
-                       "every host") if name == "mnist_classifier" else
-                      (f"--inception_weights={config.inception_weights}",
-                       "copy process 0's file to every host"))
-    agreed(lambda: check_same_weights(extractor.variables, source, remedy))
+    weights_from, remedy = (
+        ("the MNIST classifier gan_jax ships", "install one gan_jax version on every host")
+        if name == "mnist_classifier" else
+        (f"--inception_weights={config.inception_weights}", "copy process 0's file to every host"))
+    agreed(lambda: check_same_weights(extractor.variables, weights_from, remedy))
     extractor = extractor.on(jax.devices())
   elif config.num_devices:  # the run's devices (of those here: experiments.evaluate reads them)
     extractor = extractor.on(jax.local_devices()[:config.num_devices])
