@@ -158,8 +158,8 @@ def test_damaged_checkpoints_are_set_aside_only_once_an_older_one_is_read(tmp_pa
     dcgan_runs.damage(tmp_path / "other" / str(step))
   before = tree_contents(tmp_path)
   with pytest.raises(RunError, match=r"none of the 3 checkpoint\(s\) in .*other can be read "
-                                     r"\(the newest, 3: .*nothing was moved. If they are damaged, use a new "
-                                     r"--workdir"):
+                                     r"\(the newest, 3: .*nothing was moved. If they are "
+                                     r"damaged, use a new --workdir"):
     checkpoints.restore_latest(STATE)
   checkpoints.close()
   assert tree_contents(tmp_path) == before
