@@ -189,7 +189,7 @@ class TfdsSource:
     self._name, self.resolution, self.channels = name, resolution, channels
     logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
                  self._image_key)
-    first = [np.asarray(self._source[i][self._image_key]) for i in range(min(8, size))]
+    first = [self._raw(i) for i in range(min(8, size))]
     self._binary = all(x.dtype == np.uint8 for x in first) and max(x.max() for x in first) == 1
     if self._binary:
       logging.warning("TFDS dataset %r stores its pixels as 0 and 1: read as 0 and 255", name)
@@ -200,9 +200,12 @@ class TfdsSource:
   def __getitem__(self, indices) -> np.ndarray:
     return _fit_each(self._fit, indices)
 
+  def _raw(self, index: int) -> np.ndarray:
+    """Image ``index`` as TFDS decodes it."""
+    return np.asarray(self._source[index][self._image_key])
+
   def _read(self, index: int) -> np.ndarray:
-    return to_uint8(np.asarray(self._source[index][self._image_key]),
-                    f"image {index} of TFDS dataset {self._name!r}")
+    return to_uint8(self._raw(index), f"image {index} of TFDS dataset {self._name!r}")
 
   def _fit(self, index: int) -> np.ndarray:
     pixels = self._read(index)
