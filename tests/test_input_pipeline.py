@@ -271,6 +271,14 @@ def test_tfds_source_reads_the_images_it_is_asked_for_padded_and_scaled():
   assert expected.std() > 0.1  # the mock images are not blank
 
 
+def png_file(pixels: np.ndarray) -> io.BytesIO:
+  """``pixels`` encoded as PNG: a TFDS image feature given encoded bytes needs no TensorFlow."""
+  png = io.BytesIO()
+  Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(png, "PNG")
+  png.seek(0)
+  return png
+
+
 class PhotoDataset(tfds.core.GeneratorBasedBuilder):
   """12 RGB photos of 24x20 pixels, stored as PNG, each with its number (TFDS shuffles them)."""
   VERSION = tfds.core.Version("1.0.0")
@@ -290,10 +298,7 @@ class PhotoDataset(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self):
     for i in range(12):
-      png = io.BytesIO()
-      Image.fromarray(self.photo(i)).save(png, "PNG")
-      png.seek(0)  # encoded already: TFDS needs no TensorFlow then
-      yield i, {"image": png, "number": i}
+      yield i, {"image": png_file(self.photo(i)), "number": i}
 
 
 def test_tfds_source_reads_a_prepared_array_record_dataset_in_the_order_asked(tmp_path):
@@ -332,10 +337,7 @@ class ScanDataset(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, first):
     for i in range(first, first + 6):
-      png = io.BytesIO()
-      Image.fromarray(self.scan(i)[:, :, 0]).save(png, "PNG")
-      png.seek(0)
-      yield i, {"scan": png, "number": i}
+      yield i, {"scan": png_file(self.scan(i)), "number": i}
 
 
 def test_tfds_configs_splits_and_image_features_are_named_or_refused_with_what_to_pass(
