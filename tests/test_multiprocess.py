@@ -20,6 +20,7 @@ from PIL import Image
 from gan_jax import checkpointing, distributed, trainer
 from gan_jax.errors import UsageError
 from tests import dcgan_runs
+from tests.xla_flags import with_cpu_devices
 
 ARGS = ["--resolution=28", *dcgan_runs.TINY_RUN, "--num_final_samples=16", "--eval_extractor=none"]
 
@@ -31,7 +32,7 @@ def free_port() -> int:
 
 
 def devices_env(n):
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+  return dict(os.environ, XLA_FLAGS=with_cpu_devices(os.environ["XLA_FLAGS"], n))
 
 
 def start_two_processes(workdir, args) -> list:

@@ -15,6 +15,7 @@ from PIL import Image
 from experiments import vanilla_gan
 from gan_jax import cli, distributions, parallel, preemption, workdir_lock
 from gan_jax.metrics import modes
+from tests.xla_flags import with_cpu_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT_RUN = ["--num_steps=20", "--log_every_steps=10", "--snapshot_every_steps=10",
@@ -23,7 +24,8 @@ SHORT_RUN = ["--num_steps=20", "--log_every_steps=10", "--snapshot_every_steps=1
 
 def run_cli(*flags, timeout=300):
   # without the 4 devices of conftest.py: the command makes its own CPU devices
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=with_cpu_devices(os.environ["XLA_FLAGS"], None))
   return subprocess.run([sys.executable, "-m", "experiments.vanilla_gan", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
 
