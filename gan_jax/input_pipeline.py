@@ -144,7 +144,8 @@ class TfdsSource:
   """A TFDS image dataset read by random access (``tfds.data_source``).
 
   ``name`` is TFDS's NAME[/CONFIG][:VERSION]; a dataset of several configs should name one
-  (else TFDS takes its first, with a warning here). ``split`` is TFDS's split syntax (``train``,
+  (else TFDS takes its first, with a warning here). ``version`` is the version read, as
+  ``"3.0.1"``. ``split`` is TFDS's split syntax (``train``,
   ``train+validation``, ``train[:90%]``). ``image_key`` names the image feature; where the
   dataset has no ``image``, its only image feature is taken. Images stored as 0 and 1 (binarized
   digits) are read as 0 and 255.
@@ -187,6 +188,7 @@ class TfdsSource:
         raise _unreadable_dataset(builder, name, split, data_dir, e) from None
     self._image_key = _image_feature(self._source.dataset_info.features, image_key, name)
     self._name, self.resolution, self.channels = name, resolution, channels
+    self.version = str(builder.version)
     logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
                  self._image_key)
     first = [self._raw(i) for i in range(min(8, size))]

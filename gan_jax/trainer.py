@@ -627,6 +627,7 @@ class _Run:
       if self.primary:  # every process has read it (the agreement is a collective after that)
         with contextlib.suppress(OSError):  # a leftover token harms nothing; a lone exit would
           os.remove(os.path.join(workdir, SHARED_CHECK_FILE))
+    self.dataset_version = getattr(source, "version", None)  # TFDS's; other sources have none
     source = input_pipeline.cached(source, config.resolution, config.channels,
                                    config.data_cache_gib)
 
@@ -665,6 +666,14 @@ class _Run:
               "the data order would change; restore the dataset (replace unreadable files "
               "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
+      saved_version = record.get("dataset_version")  # older checkpoints lack it
+      if saved_version not in (None, self.dataset_version):
+        unpinned = ":".join(config.dataset.split(":")[:2])  # tfds:NAME[/CONFIG]
+        logging.warning("checkpoint %d was trained on version %s of %s, this run reads version "
+                        "%s (of as many images): the same order of indices, whose images may "
+                        "differ; pass --dataset=%s:%s to read the version trained on",
+                        self.start_step, saved_version, unpinned, self.dataset_version,
+                        unpinned, saved_version)
       saved_devices = record.get("devices")
       if saved_devices not in (None, self.device_count):  # older checkpoints lack it
         logging.warning("checkpoint %d was written by a run on %d devices, this one trains on "
@@ -747,10 +756,10 @@ class _Run:
 
   def record(self, step: int) -> dict:
     """What a checkpoint of ``step`` records besides the state: the batches consumed, the
-    dataset's size, which fixes the data order, the devices that trained, the metrics since the
-    last row, and the settings a resume must keep."""
+    dataset's size, which fixes the data order, and its TFDS version, the devices that trained,
+    the metrics since the last row, and the settings a resume must keep."""
     return {"data_position": step, "dataset_size": self.dataset_size,
-            "devices": self.device_count,
+            "dataset_version": self.dataset_version, "devices": self.device_count,
             "metrics_since_row": self.interval.state(),
             "fixed_settings": {name: getattr(self.config, name) for name in RESUME_FIXED}}
 

@@ -3,6 +3,7 @@ layouts: test_multiprocess.py)."""
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from PIL import Image
 
-from gan_jax import checkpointing, cli, trainer
+from gan_jax import checkpointing, cli, input_pipeline, trainer
 from gan_jax.cli import UsageError
 from tests import dcgan_runs
 
@@ -115,6 +116,33 @@ def test_tfds_flagfiles_on_mock_data(tmp_path, flagfile, overrides):
   with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
     trainer.train_and_evaluate(config, str(tmp_path))
   assert_outputs(str(tmp_path), config)
+
+
+def test_a_resume_on_another_tfds_version_warns_naming_the_version_trained_on(
+    tmp_path, monkeypatch, caplog):
+  """After a TFDS upgrade, a dataset named without a version reads the new one: of as many
+  images, it is resumed (the size fixes the order), with a warning that names the old version."""
+  config = config_from(None, "--dataset=tfds:mnist", "--resolution=28")
+  opened = input_pipeline.TfdsSource.__init__
+
+  def opened_as_an_older_version(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    self.version = "2.0.0"
+
+  caplog.set_level(logging.INFO, logger="absl")
+  with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+    with monkeypatch.context() as patched:
+      patched.setattr(input_pipeline.TfdsSource, "__init__", opened_as_an_older_version)
+      trainer.train_and_evaluate(config, str(tmp_path))
+    assert "trained on version" not in caplog.text
+    trainer.train_and_evaluate(dataclasses.replace(config, num_steps=6), str(tmp_path))
+  assert ("checkpoint 4 was trained on version 2.0.0 of tfds:mnist, this run reads version 3.0.1 "
+          "(of as many images)" in caplog.text)
+  assert "pass --dataset=tfds:mnist:2.0.0 to read the version trained on" in caplog.text
+  checkpoints = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
+  assert checkpoints.latest_record()[0] == 6
+  assert checkpoints.latest_record()[1]["dataset_version"] == "3.0.1"
+  checkpoints.close()
 
 
 @dataclasses.dataclass(frozen=True)
