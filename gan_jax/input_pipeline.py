@@ -293,14 +293,33 @@ def _unreadable_dataset(builder, name: str, split: str, data_dir: Optional[str],
                     f"{first_line(error)}); prepare it again")
 
 
-def _opens_as_image(path: str) -> bool:
-  """Whether PIL recognizes the file's header (reads the header only, not the pixels) and
-  the image is not larger than PIL's decompression-bomb limit."""
+def _header_mode(path: str) -> Optional[str]:
+  """The PIL mode of an image file, as its header says (the pixels are not read); None where
+  PIL does not recognize the header or the image is larger than its decompression-bomb limit."""
   try:
-    with Image.open(path):
-      return True
+    with Image.open(path) as image:
+      return image.mode
   except (OSError, Image.DecompressionBombError):
-    return False
+    return None
+
+
+def _image_files(folder: str) -> list:
+  """The image files under ``folder``, recursively, sorted. Links to folders are followed, each
+  real folder once (a link to a folder above would loop), in sorted order, so that the files'
+  names do not depend on the order the file system lists them in."""
+  files, seen = [], set()
+  for root, folders, names in os.walk(folder, followlinks=True):
+    real = os.path.realpath(root)
+    folders[:] = [] if real in seen else sorted(folders)
+    if real not in seen:
+      seen.add(real)
+      files += [os.path.join(root, name) for name in names
+                if name.lower().endswith(IMAGE_EXTENSIONS)]
+  return sorted(files)
+
+
+def _named(files: list) -> str:
+  return f"{', '.join(map(repr, files[:3]))}{' ...' if len(files) > 3 else ''}"
 
 
 def read_image(path: str) -> np.ndarray:
@@ -340,17 +359,23 @@ class FolderSource:
     if not os.path.isdir(path):
       raise UsageError(f"image folder {path!r} does not exist or is not a folder; "
                        "pass --dataset=folder:PATH with a folder of images")
-    self.files = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                        for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    self.files = _image_files(path)
     if not self.files:
       raise UsageError(f"image folder {path!r} holds no image files "
                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or choose another folder")
     self.resolution, self.channels = resolution, channels
-    unreadable = [file for file in self.files if not _opens_as_image(file)]
-    if unreadable:  # fail now, not mid-run, and before a removal could change the data order
+    # Fail now, not mid-run, and before a removal could change the data order.
+    modes = [_header_mode(file) for file in self.files]
+    unreadable = [file for file, mode in zip(self.files, modes) if mode is None]
+    if unreadable:
       raise UsageError(f"{len(unreadable)} of the {len(self.files)} image files under {path!r} "
-                       f"are not images (or too large): {', '.join(map(repr, unreadable[:3]))}"
-                       f"{' ...' if len(unreadable) > 3 else ''}; remove or replace them")
+                       f"are not images (or too large): {_named(unreadable)}; remove or replace "
+                       "them")
+    floating = [file for file, mode in zip(self.files, modes) if mode == "F"]
+    if floating:
+      raise UsageError(f"{len(floating)} of the {len(self.files)} image files under {path!r} "
+                       f"hold floating-point pixels, whose range is unknown: "
+                       f"{_named(floating)}; save them with 8 or 16 bits per channel")
     self[[0]]  # and the first one decodes
 
   def __len__(self) -> int:
@@ -363,8 +388,9 @@ class FolderSource:
     try:
       return fit_image(read_image(self.files[index]), self.resolution, self.channels)
     except OSError as e:
-      raise UsageError(f"cannot read image {self.files[index]!r} ({e}); remove or replace "
-                       "it") from None
+      raise UsageError(f"cannot read image {self.files[index]!r} ({e}); replace it with a "
+                       "readable copy (removing it changes the dataset's size, which a resume "
+                       "refuses)") from None
 
 
 @functools.cache

@@ -233,7 +233,7 @@ def check_same_dataset(source) -> None:
   """Every process must read the same images: each global batch is a slice of one permutation
   of them. UsageError on a process whose ``source`` differs from process 0's in size or, for an
   image folder, in its file names (a collective)."""
-  names = zlib.crc32("\n".join(getattr(source, "files", ())).encode()) % 2**31
+  names = zlib.crc32(b"\n".join(map(os.fsencode, getattr(source, "files", ())))) % 2**31
   here, first = _here_and_on_process_0([len(source), names])
   what = (f"{here[0]} images, process 0 {first[0]}" if here[0] != first[0] else
           f"other file names than process 0 ({here[0]} images each)")
@@ -763,6 +763,20 @@ class _Run:
             "metrics_since_row": self.interval.state(),
             "fixed_settings": {name: getattr(self.config, name) for name in RESUME_FIXED}}
 
+  def next_batch(self, step: int, pending: Optional[tuple]):
+    """The global batch of ``step`` on the devices. Where an image does not decode (UsageError),
+    the steps since the last checkpoint are saved first, ``pending`` metrics included; in one
+    process only: with several, the others wait for this one in the step's collective."""
+    try:
+      return next(self.device_batches)
+    except UsageError:
+      if jax.process_count() == 1 and step > self.start_step:
+        if pending is not None:
+          self.handle_metrics(*pending)
+        if self.save(step, wait=True):
+          logging.info("saved checkpoint %d before stopping", step)
+      raise
+
   def save(self, step: int, wait: bool = False) -> bool:
     """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a
     checkpoint must hold a state that trains."""
@@ -873,7 +887,7 @@ class _Run:
                          step > self.start_step and time.monotonic() >= deadline)
       if stop:
         break
-      self.state, metrics = self.step_fn(self.state, next(self.device_batches))
+      self.state, metrics = self.step_fn(self.state, self.next_batch(step, pending))
       step += 1
       if step == self.start_step + 1:  # that call compiled the step: time the rest from here
         jax.block_until_ready(self.state)

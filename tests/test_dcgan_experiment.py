@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,38 @@ def test_image_folder_dataset(tmp_path):
     trainer.train_and_evaluate(dataclasses.replace(config, num_steps=config.num_steps + 2),
                                str(tmp_path / "run"))
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == kept
+
+
+def test_an_image_that_fails_to_decode_mid_run_is_named_and_the_steps_before_it_are_kept(
+    tmp_path, caplog):
+  """Start-up reads only the files' headers: a cut-off file fails when its batch is read. The
+  steps before are saved; with the file replaced, the run resumes to the run that never
+  stopped."""
+  folder = tmp_path / "images"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(24):
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(folder / f"{i:02d}.png")
+  config = config_from(None, f"--dataset=folder:{folder}", "--channels=3", "--resolution=32",
+                       "--checkpoint_every_steps=100", "--eval_extractor=none")
+  trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+  source = input_pipeline.make_source(config.dataset, 32, 3)
+  damaged = source.files[input_pipeline.BatchIterator(source, 8, config.seed).indices(2)[0]]
+  intact = open(damaged, "rb").read()
+  open(damaged, "wb").write(intact[:len(intact) // 2])
+  caplog.set_level(logging.INFO, logger="absl")
+  with pytest.raises(UsageError, match=f"cannot read image {re.escape(repr(damaged))} .*; "
+                                       "replace it with a readable copy"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "saved checkpoint 2 before stopping" in caplog.text
+  assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
+  open(damaged, "wb").write(intact)
+  assert trainer.train_and_evaluate(config, str(tmp_path / "run"))["start_step"] == 2
+  untimed = lambda workdir: [{k: v for k, v in row.items() if k != "steps_per_sec"}
+                             for row in trainer.read_metrics(str(workdir))]
+  assert untimed(tmp_path / "run") == untimed(tmp_path / "straight")
+  np.testing.assert_array_equal(np.load(tmp_path / "run" / "final_samples.npy"),
+                                np.load(tmp_path / "straight" / "final_samples.npy"))
 
 
 @pytest.mark.parametrize("name", trainer.RUN_FILES)

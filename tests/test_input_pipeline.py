@@ -1,6 +1,7 @@
 """The data pipeline: exact resume, per-host sharding, epochs, image fitting, bad input."""
 import io
 import itertools
+import os
 import re
 import threading
 
@@ -117,6 +118,41 @@ def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
   np.testing.assert_allclose(batch[:, 0, 0, 0], np.array([200, 100, 50]) / 127.5 - 1, atol=1e-6)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_folders_behind_links_are_read_once_each_under_names_that_do_not_depend_on_listing(
+    tmp_path, monkeypatch, reverse):
+  """Image folders are often links to folders elsewhere; a link to a folder above would loop.
+  The file system lists a folder in either order of names here."""
+  shared = tmp_path / "shared"
+  (shared / "inner").mkdir(parents=True)
+  data = tmp_path / "data"
+  data.mkdir()
+  for i, folder in enumerate([data, shared, shared / "inner"]):
+    Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(folder / f"{i}.png")
+  (data / "a_link").symlink_to(shared)
+  (data / "z_link").symlink_to(shared)  # the same folder again
+  (shared / "inner" / "up").symlink_to(data)  # a loop
+  listed = os.scandir
+
+  class Listing:  # what os.walk takes of os.scandir's iterator
+    def __init__(self, path):
+      with listed(path) as entries:
+        self.entries = iter(sorted(entries, key=lambda entry: entry.name, reverse=reverse))
+
+    def __next__(self):
+      return next(self.entries)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *_):
+      pass
+
+  monkeypatch.setattr(os, "scandir", Listing)
+  assert input_pipeline.make_source(f"folder:{data}", 8, 1).files == [
+      str(data / name) for name in ("0.png", "a_link/1.png", "a_link/inner/2.png")]
+
+
 def test_a_truncated_image_is_one_error_naming_it_without_an_exif_warning(tmp_path, caplog):
   """Only headers are checked at start: a cut-off file fails when its batch is read."""
   for name in ("a.png", "b.png"):
@@ -138,6 +174,17 @@ def test_tiff_pixels_without_a_known_range_are_refused_not_scaled_wrong(tmp_path
   Image.fromarray(pixels).save(tmp_path / "wide.tif")
   with pytest.raises(UsageError, match=message):
     input_pipeline.read_image(str(tmp_path / "wide.tif"))
+
+
+def test_a_folder_with_floating_point_images_is_refused_before_training(tmp_path):
+  """The mode is in the header: found when the run starts, not when the image is read."""
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+  for name in ("b.tif", "c.tif"):
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / name)
+  with pytest.raises(UsageError, match=r"2 of the 3 image files under .* hold floating-point "
+                                       r"pixels, whose range is unknown: '.*b.tif', '.*c.tif'; "
+                                       r"save them with 8 or 16 bits per channel"):
+    input_pipeline.make_source(f"folder:{tmp_path}", 8, 1)
 
 
 def test_a_folder_batch_decoded_by_threads_is_in_the_order_asked_for(tmp_path):

@@ -313,6 +313,8 @@ class Folder:
 @pytest.mark.parametrize("files, error", [
     (["a.png", "b.png"], None),
     (["a.png", "c.png"], "process 1 reads other file names than process 0 (2 images each)"),
+    (["a.png", os.fsdecode(b"b\xff.png")],  # a name that is not UTF-8, as Linux allows
+     "process 1 reads other file names than process 0 (2 images each)"),
     (["a.png", "b.png", "c.png"], "process 1 reads 3 images, process 0 2"),
 ])
 def test_processes_refuse_to_start_on_different_datasets(monkeypatch, files, error):
