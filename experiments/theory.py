@@ -99,8 +99,9 @@ def validate(config: TheoryConfig) -> None:
 def density(mixture: distributions.GaussianMixture) -> np.ndarray:
   """The mixture's density on ``GRID``, normalized so that it sums to 1 / DX.
 
-  Values below 1e-30 are set to 0: they carry no mass, and ``gan_jax.theory`` computes in
-  float32, where halving a subnormal density flushes it to 0 and KL(p || (p + q) / 2) to inf.
+  Values below 1e-30 are set to 0: they carry no mass, and in the float32 arithmetic of
+  ``gan_jax.theory`` they would be subnormal numbers, which the CPU may flush to 0 in one
+  operation and not in another.
   """
   p = np.exp(np.asarray(mixture.log_prob(jnp.asarray(GRID[:, None])), np.float64))
   p = np.where(p < 1e-30, 0.0, p)
