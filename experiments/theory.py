@@ -100,8 +100,8 @@ def density(mixture: distributions.GaussianMixture) -> np.ndarray:
   """The mixture's density on ``GRID``, normalized so that it sums to 1 / DX.
 
   Values below 1e-30 are set to 0: they carry no mass, and in the float32 arithmetic of
-  ``gan_jax.theory`` they would be subnormal numbers, which the CPU may flush to 0 in one
-  operation and not in another.
+  ``gan_jax.theory`` their products and quotients fall below 1.2e-38, into subnormal numbers,
+  which the CPU may flush to 0 in one operation and not in another.
   """
   p = np.exp(np.asarray(mixture.log_prob(jnp.asarray(GRID[:, None])), np.float64))
   p = np.where(p < 1e-30, 0.0, p)

@@ -54,9 +54,9 @@ def optimal_logits(p_data: Array, p_g: Array) -> Array:
   """The logits of D*: log p_data(x) - log p_g(x); +inf where only the data has mass, -inf where
   only the generator does, 0 where neither.
 
-  D* itself rounds to 1 in float32 where the data density is about 1.7e7 times the
-  generator's, and log(1 - D*) loses digits well before; the logits do not, so
-  ``value_of_logits`` stays finite and accurate with them.
+  D* itself may round to 1 in float32 where the data density is 2^24 (1.7e7) times the
+  generator's, and does from 2^25 (3.4e7); log(1 - D*) loses digits well before. The logits do
+  not, so ``value_of_logits`` stays finite and accurate with them.
 
   Args:
     p_data: data density on the grid, any shape.

@@ -39,7 +39,7 @@ from jax.experimental import multihost_utils
 
 from gan_jax import (checkpointing, input_pipeline, parallel, plotting, train_state, train_step,
                      workdir_lock)
-from gan_jax.cli import (RunError, UsageError, field, make_writable_dir, require,
+from gan_jax.cli import (RunError, UsageError, field, first_line, make_writable_dir, require,
                          require_gan_settings, require_one_of, require_positive)
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
@@ -769,13 +769,17 @@ class _Run:
     process only: with several, the others wait for this one in the step's collective."""
     try:
       return next(self.device_batches)
-    except UsageError:
+    except UsageError as error:
       if jax.process_count() == 1 and step > self.start_step:
-        if pending is not None:
-          self.handle_metrics(*pending)
-        if self.save(step, wait=True):
-          logging.info("saved checkpoint %d before stopping", step)
-      raise
+        try:
+          if pending is not None:
+            self.handle_metrics(*pending)
+          if self.save(step, wait=True):
+            logging.info("saved checkpoint %d before stopping", step)
+        except Exception as failure:  # a full disk: the image is still the error to tell
+          logging.warning("could not save checkpoint %d before stopping: %s", step,
+                          first_line(failure))
+      raise error
 
   def save(self, step: int, wait: bool = False) -> bool:
     """Checkpoints ``step`` and returns True, unless the latest steps were non-finite (False): a

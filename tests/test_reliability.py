@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import time
+import types
 
 import jax
 import numpy as np
@@ -195,6 +196,24 @@ def test_num_devices_moves_a_run_to_a_device_count_its_batch_does_not_divide(tmp
   assert (summary["start_step"], summary["step"]) == (10, 20)
   assert "written by a run on 2 devices, this one trains on 3" in caplog.text
   assert ("flags changed since the run's config.json: --num_devices 2 -> 3, --num_steps 10 -> 20"
+          in caplog.text)
+
+
+def test_an_image_that_fails_to_decode_is_the_error_told_when_the_save_before_it_fails(caplog):
+  """The save of the steps before the damaged image (tests/test_dcgan_experiment.py) may fail
+  too, on a full disk: the image remains the error, which a rerun would meet again."""
+  def damaged():
+    raise UsageError("cannot read image 'x.png' (image file is truncated)")
+    yield
+
+  def full_disk(step, wait):
+    raise RunError("could not write a checkpoint ([Errno 28] No space left on device)")
+
+  run = types.SimpleNamespace(device_batches=damaged(), start_step=0, save=full_disk)
+  caplog.set_level(logging.INFO, logger="absl")
+  with pytest.raises(UsageError, match=r"cannot read image 'x.png'"):
+    trainer._Run.next_batch(run, 3, None)
+  assert ("could not save checkpoint 3 before stopping: could not write a checkpoint ([Errno 28]"
           in caplog.text)
 
 
