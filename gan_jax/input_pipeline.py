@@ -26,10 +26,11 @@ import concurrent.futures
 import contextlib
 import functools
 import gzip
+import itertools
 import os
 import queue
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 from absl import logging
@@ -191,8 +192,7 @@ class TfdsSource:
     self.version = str(builder.version)
     logging.info("TFDS dataset %s, split %s, feature %r", builder.info.full_name, split,
                  self._image_key)
-    first = [self._raw(i) for i in range(min(8, size))]
-    self._binary = all(x.dtype == np.uint8 for x in first) and max(x.max() for x in first) == 1
+    self._binary = holds_0_and_1(self._raw(i) for i in range(min(BINARY_PROBE, size)))
     if self._binary:
       logging.warning("TFDS dataset %r stores its pixels as 0 and 1: read as 0 and 255", name)
 
@@ -217,6 +217,16 @@ class TfdsSource:
                          "though its first images held only 0 and 1 (read as 0 and 255)")
       pixels = pixels * np.uint8(255)
     return fit_image(pixels, self.resolution, self.channels)
+
+
+BINARY_PROBE = 64  # the most images read to tell a binarized dataset
+
+
+def holds_0_and_1(images: Iterable[np.ndarray], shown: int = 8) -> bool:
+  """Whether ``images`` are binarized, as binarized MNIST stores them: the first ``shown`` of
+  them with a pixel above 0 (a blank image tells nothing) are uint8 and hold only 0 and 1."""
+  drawn = list(itertools.islice((x for x in images if x.max() > 0), shown))
+  return bool(drawn) and all(x.dtype == np.uint8 and x.max() == 1 for x in drawn)
 
 
 def _config_names(dataset: str) -> list:

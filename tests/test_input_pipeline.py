@@ -468,6 +468,17 @@ def test_tfds_pixels_of_other_types_are_scaled_as_in_folders_or_refused(monkeypa
                                   np.array(expected, np.float32) / 127.5 - 1)
 
 
+def test_binarized_images_are_told_by_the_first_that_are_not_blank():
+  blank, scan = np.zeros((8, 8, 1), np.uint8), ScanDataset.scan(0)
+  photo = PhotoDataset.photo(0)
+  assert input_pipeline.holds_0_and_1([blank] * 10 + [scan] * 3)  # a blank first page or eight
+  assert not input_pipeline.holds_0_and_1([blank] * 10)
+  assert not input_pipeline.holds_0_and_1([scan] * 3 + [photo])
+  assert not input_pipeline.holds_0_and_1([scan.astype(np.uint16)])
+  # at most `shown` images with pixels are read (a lazy sequence): the rest are not judged
+  assert input_pipeline.holds_0_and_1(iter([scan] * 8 + [photo]))
+
+
 def test_tfds_dataset_without_images_is_a_usage_error_naming_its_features():
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
     with pytest.raises(UsageError, match=r"'imdb_reviews' has no image feature \(its "
