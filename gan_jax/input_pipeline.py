@@ -320,11 +320,13 @@ def _image_files(folder: str) -> list:
   files, seen = [], set()
   for root, folders, names in os.walk(folder, followlinks=True):
     real = os.path.realpath(root)
-    folders[:] = [] if real in seen else sorted(folders)
-    if real not in seen:
-      seen.add(real)
-      files += [os.path.join(root, name) for name in names
-                if name.lower().endswith(IMAGE_EXTENSIONS)]
+    if real in seen:
+      folders.clear()  # os.walk descends into what is left in the list
+      continue
+    seen.add(real)
+    folders.sort()
+    files += [os.path.join(root, name) for name in names
+              if name.lower().endswith(IMAGE_EXTENSIONS)]
   return sorted(files)
 
 
