@@ -27,6 +27,8 @@ figures show) to ``--workdir``.
 """
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Dict
 
@@ -63,6 +65,7 @@ CASES = {
 }
 # Part (b): the data, far beyond the tails of a freshly initialized generator (within about 3 of 0).
 SATURATION_DATA = distributions.mixture([8.0], [0.5])
+OUTPUTS = ("optimal_discriminator.png", "saturation.png", "theory.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,28 +262,18 @@ def same_discriminator_comparison(runs: Dict[str, dict], warmup_steps: int) -> d
                                     if mask.any() else None}
 
 
-def run_lab(config: TheoryConfig, workdir: str) -> dict:
-  """Runs both parts, then writes the figures and ``theory.json`` to ``workdir`` (so a run
-  stopped early leaves an earlier run's outputs as they were, all of one run).
-
-  Returns:
-    What ``theory.json`` holds.
-  """
-  start_time = time.time()
-  validate(config)
-  cli.make_writable_dir(workdir)
-  key = jax.random.PRNGKey(config.seed)
-  fits = optimal_discriminator_lab(config, jax.random.fold_in(key, 0))
-  runs = saturation_lab(config, jax.random.fold_in(key, 1))
+def _write_outputs(config: TheoryConfig, fits: dict, runs: dict, folder: str,
+                   wall_s: float) -> dict:
+  """Writes the two figures and ``theory.json`` (returned) into ``folder``."""
   numbers = ("max_abs_error", "mean_abs_error", "jsd", "optimal_value", "minus_log4_plus_2jsd",
              "trained_value")
   plotting.plot_discriminator_fits(GRID, [
       dict(fit, title=f"{name}\nmax |D - D*| = {fit['max_abs_error']:.4f}, "
            f"JSD = {fit['jsd']:.4f}\n-log 4 + 2 JSD = {fit['minus_log4_plus_2jsd']:.4f}, "
            f"trained V(D, G) = {fit['trained_value']:.4f}")
-      for name, fit in fits.items()], os.path.join(workdir, "optimal_discriminator.png"))
+      for name, fit in fits.items()], os.path.join(folder, "optimal_discriminator.png"))
   plotting.plot_saturation(runs, float(SATURATION_DATA.means[0, 0]),
-                           os.path.join(workdir, "saturation.png"), config.gan_warmup_steps)
+                           os.path.join(folder, "saturation.png"), config.gan_warmup_steps)
   results = {
       "config": dataclasses.asdict(config),
       "optimal_discriminator": {
@@ -292,8 +285,37 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
                      "losses": {loss: _saturation_summary(run) for loss, run in runs.items()},
                      "same_discriminator": same_discriminator_comparison(
                          runs, config.gan_warmup_steps)},
-      "wall_s": time.time() - start_time,
+      "wall_s": wall_s,
   }
+  run_log.write_json(os.path.join(folder, "theory.json"), results)
+  return results
+
+
+def run_lab(config: TheoryConfig, workdir: str) -> dict:
+  """Runs both parts, then writes the figures and ``theory.json`` to ``workdir``, together: they
+  are written into a staging folder there first and then moved into place, so that a run
+  stopped at any point (or one beside it in the same workdir) leaves the outputs all of one run.
+
+  Returns:
+    What ``theory.json`` holds.
+  """
+  start_time = time.time()
+  validate(config)
+  cli.make_writable_dir(workdir)
+  key = jax.random.PRNGKey(config.seed)
+  fits = optimal_discriminator_lab(config, jax.random.fold_in(key, 0))
+  runs = saturation_lab(config, jax.random.fold_in(key, 1))
+  try:
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=workdir)
+    try:
+      results = _write_outputs(config, fits, runs, staging, time.time() - start_time)
+      for name in OUTPUTS:
+        os.replace(os.path.join(staging, name), os.path.join(workdir, name))
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  except OSError as e:  # a full disk, or the folder's permissions changed under the run
+    raise cli.RunError(f"could not write the outputs in {workdir} ({e}); free space or fix the "
+                       "folder's permissions, then run again") from e
   for name, case in results["optimal_discriminator"]["cases"].items():
     logging.info("(a) %s: targets %s", name, "met" if case["targets_met"] else "NOT met")
   for loss, summary in results["saturation"]["losses"].items():
@@ -309,7 +331,6 @@ def run_lab(config: TheoryConfig, workdir: str) -> dict:
                "non-saturating / minimax gradient norm, median %s (predicted (1 - D) / D: %s)",
                same["steps"], CONFIDENT, same["median_gradient_ratio"],
                same["median_predicted_ratio"])
-  run_log.write_json(os.path.join(workdir, "theory.json"), results)
   logging.info("wall time %.1f s; figures and theory.json in %s", results["wall_s"], workdir)
   return results
 

@@ -31,9 +31,14 @@ Writes to ``--workdir``:
   stopped the run: ``stopped_by``), skipped updates per seed, wall time, and for the mixtures
   the PacGAN mode metrics of every seed (modes covered, high-quality fraction, reverse KL) with
   their mean and std;
+* ``config.json``: the flags, written at start;
 * ``.lock``: held while the run lives (``gan_jax.workdir_lock``).
+
+A rerun in the same workdir keeps a finished run and trains a stopped or killed one again from
+step 0 (``earlier_run``).
 """
 import dataclasses
+import glob
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -52,7 +57,7 @@ from gan_jax.cli import RunError, field, require
 from gan_jax.metrics import modes
 from gan_jax.models import mlp
 from gan_jax.preemption import Preemption, exit_status
-from gan_jax.run_log import RunLog, write_json, write_npy
+from gan_jax.run_log import RunLog, read_json_object, read_metrics, write_json, write_npy
 
 Array = jax.Array
 DATASETS = (*distributions.TOY_DATASETS, "mnist")
@@ -62,6 +67,9 @@ DIGITS_PER_SEED = 64  # digits per seed in the MNIST pictures, 4 rows of 16
 DIGITS_PER_ROW = 16
 MODE_METRICS = ("modes", "high_quality", "reverse_kl")
 MAX_SAMPLES = 100_000  # per seed
+# written at the end (metrics.json last), all of one run; metrics.jsonl and TensorBoard restart
+# by themselves (RunLog at step 0)
+RUN_OUTPUTS = ("metrics.json", "final_samples.npy", "final_samples.png", "curves.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +406,39 @@ def write_final_outputs(workdir: str, samples: np.ndarray, data: RealData, seeds
   save_pictures(samples, data, seeds, path + ".png", per_seed)
 
 
+def earlier_run(config: VanillaConfig, workdir: str) -> Optional[dict]:
+  """What a run of ``config`` does with the run already in ``workdir``.
+
+  Vanilla runs keep no checkpoints: a run of the same flags that was stopped or killed trains
+  again from step 0 (on the same devices, bitwise the same run), its outputs removed first so
+  that none of them is left beside the new ones. A run that finished is kept: its results
+  (``metrics.json``) are returned. A run of other flags, or one without ``config.json``, is
+  refused with UsageError, unless it wrote no metrics row (it failed at start: nothing to keep).
+  """
+  results = read_json_object(os.path.join(workdir, "metrics.json"), "run's results",
+                             "move it away or use a new --workdir")
+  if results is None and not read_metrics(workdir):
+    return None
+  saved = read_json_object(os.path.join(workdir, "config.json"), "run's configuration",
+                           "move it away or use a new --workdir")
+  changed = [f"--{name}" for name, value in dataclasses.asdict(config).items()
+             if saved is not None and saved.get(name) != value]
+  require(saved is not None and not changed, f"--workdir={workdir} holds another run ("
+          f"{'other ' + ', '.join(changed) if changed else 'without config.json'}), and vanilla "
+          "runs keep no checkpoints to resume from; use a new --workdir")
+  if results is not None and results.get("stopped_by") is None:
+    return results
+  logging.warning("the run in %s %s; vanilla runs keep no checkpoints, so it trains again from "
+                  "step 0", workdir, f"was stopped by {results['stopped_by']} at step "
+                  f"{results['steps']}" if results else "was killed before it finished")
+  stale = [os.path.join(workdir, name) for name in RUN_OUTPUTS]
+  stale += glob.glob(os.path.join(workdir, "samples", "step_*.png"))
+  for path in stale:
+    if os.path.isfile(path):
+      os.remove(path)
+  return None
+
+
 def train_and_evaluate(config: VanillaConfig, workdir: str,
                        devices: Optional[List[jax.Device]] = None,
                        stop: Optional[Preemption] = None) -> dict:
@@ -406,7 +447,8 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
 
   Once ``stop`` (the command installs one) has caught a SIGTERM or a first Ctrl-C, the training
   stops after the chunk of steps under way; the run then writes its outputs for the steps done
-  (``steps`` and ``stopped_by`` in ``metrics.json``).
+  (``steps`` and ``stopped_by`` in ``metrics.json``). A run already in ``workdir`` is kept if it
+  finished, or trained again if not (``earlier_run``).
 
   Returns:
     What ``metrics.json`` holds (see the module docstring).
@@ -421,12 +463,13 @@ def train_and_evaluate(config: VanillaConfig, workdir: str,
 def _train(config: VanillaConfig, workdir: str, devices: Optional[List[jax.Device]],
            stop: Optional[Preemption], start_time: float) -> dict:
   """``train_and_evaluate`` in its workdir, locked."""
-  # No checkpoints to resume from: another run's outputs would be overwritten, and its sample
-  # pictures left beside the new ones.
-  require(not os.path.exists(os.path.join(workdir, "metrics.jsonl")),
-          f"--workdir={workdir} holds another run (metrics.jsonl), and vanilla runs keep no "
-          "checkpoints to resume from; use a new --workdir")
+  finished = earlier_run(config, workdir)
+  if finished is not None:
+    logging.info("the run in %s finished already; its outputs are kept (train again in a new "
+                 "--workdir)", workdir)
+    return finished
   cli.make_writable_dir(os.path.join(workdir, "samples"))
+  write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
   data = load_data(config.dataset)
   generator, discriminator = build_models(config, data.dim)
   mesh = seed_mesh(config, devices)
@@ -482,8 +525,8 @@ def _train(config: VanillaConfig, workdir: str, devices: Optional[List[jax.Devic
   train_time = time.time() - train_start - snapshot_s
   if stopped_by:
     logging.warning("stopped by %s after step %d of %d: the outputs are of that step (vanilla "
-                    "runs keep no checkpoints to resume from)", stopped_by, step,
-                    config.num_steps)
+                    "runs keep no checkpoints: the same command trains it again from step 0)",
+                    stopped_by, step, config.num_steps)
 
   results = {"config": dataclasses.asdict(config), "seeds": seeds.tolist(),
              "devices": mesh.size, "mesh": dict(mesh.shape), "padding_runs": runs - num_seeds,

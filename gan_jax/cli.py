@@ -86,16 +86,23 @@ def run(main: Callable) -> None:
     except (UsageError, RunError) as e:
       fail(e, 2 if isinstance(e, UsageError) else 1)
     except (MemoryError, jax.errors.JaxRuntimeError) as e:
-      if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
+      if isinstance(e, jax.errors.JaxRuntimeError) and not is_out_of_memory(e):
         raise
       fail(f"out of memory ({first_line(e)}); lower the batch size, the "
-           "model's size or the sample counts (checkpoints already written are kept)", 1)
+           "model's size or the sample counts (outputs already written are kept)", 1)
     except KeyboardInterrupt:
       logging.flush()
       print("interrupted (Ctrl-C); outputs already written are kept", file=sys.stderr)
       _exit(130)
 
   app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def is_out_of_memory(error: Exception) -> bool:
+  """Whether a JAX runtime error is an allocation that failed: XLA says RESOURCE_EXHAUSTED where
+  it checks a buffer's size first, "Out of memory allocating ..." where it dispatches one."""
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
 
 
 def _exit(status: int) -> None:

@@ -42,10 +42,16 @@ def _format_duration(seconds: float) -> str:
 
 def _replace_file(path: str, content: Union[str, bytes]) -> None:
   """Writes ``content`` to ``path`` through a temporary file, so that a failed write (a full
-  disk) leaves any earlier file whole; OSError if it fails."""
-  with open(path + ".tmp", "wb" if isinstance(content, bytes) else "w") as f:
-    f.write(content)
-  os.replace(path + ".tmp", path)
+  disk) leaves any earlier file whole, and no part of the new one taking space; OSError if it
+  fails."""
+  try:
+    with open(path + ".tmp", "wb" if isinstance(content, bytes) else "w") as f:
+      f.write(content)
+    os.replace(path + ".tmp", path)
+  except OSError:
+    with contextlib.suppress(OSError):
+      os.remove(path + ".tmp")
+    raise
 
 
 def finite_or_none(value):
@@ -89,6 +95,21 @@ def write_npy(path: str, array: np.ndarray) -> None:
   buffer = io.BytesIO()
   np.save(buffer, array)
   write_file(path, buffer.getvalue())
+
+
+def read_json_object(path: str, what: str, advice: str) -> Optional[dict]:
+  """The JSON object in ``path`` (a run's ``what``, e.g. "run's configuration"), or None if there
+  is no file; UsageError ending in ``advice`` if it cannot be read as one."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:  # a folder, unreadable, not JSON
+    raise UsageError(f"cannot read {path} as a {what} ({e}); {advice}") from None
+  if not isinstance(value, dict):
+    raise UsageError(f"{path} holds no {what} (a JSON object); {advice}")
+  return value
 
 
 def read_metrics(workdir: str) -> list:

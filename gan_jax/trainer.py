@@ -22,7 +22,6 @@ returns normally, with the signal's name as the summary's ``preempted``
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import signal
 import time
@@ -44,7 +43,8 @@ from gan_jax.cli import (RunError, UsageError, field, first_line, make_writable_
 from gan_jax.metrics import evaluation, inception, mnist_classifier
 from gan_jax.models import dcgan, layers
 from gan_jax.preemption import Preemption
-from gan_jax.run_log import IntervalMeans, RunLog, read_metrics, write_json, write_npy
+from gan_jax.run_log import (IntervalMeans, RunLog, read_json_object, read_metrics, write_json,
+                             write_npy)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GRID_SIZE = 64
@@ -340,17 +340,7 @@ def read_saved_config(workdir: str, advice: str = "restore it, or use a new --wo
                       ) -> Optional[dict]:
   """The settings in ``workdir/config.json``, or None if there is none; UsageError ending in
   ``advice`` if it cannot be read as a run's configuration."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:  # a folder, unreadable, not JSON
-    raise UsageError(f"cannot read {path} as a run's configuration ({e}); {advice}") from None
-  require(isinstance(saved, dict), f"{path} holds no run's configuration (a JSON object); "
-          f"{advice}")
-  return saved
+  return read_json_object(os.path.join(workdir, "config.json"), "run's configuration", advice)
 
 
 def save_config(workdir: str, config: TrainConfig) -> None:

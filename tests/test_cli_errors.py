@@ -248,11 +248,14 @@ def test_reports_of_reads_into_a_closed_event_loop_are_dropped_and_others_kept()
 @pytest.mark.parametrize("allocation, cause", [
     ("numpy.empty((10**7, 10**7))", "Unable to allocate 728. TiB"),
     ("jax.numpy.zeros((10**7, 10**7))", "RESOURCE_EXHAUSTED: Out of memory allocating"),
+    # as a vanilla GAN of --g_width=200000 runs out where the sharded program is dispatched
+    ("raise jax.errors.JaxRuntimeError('INTERNAL: Error dispatching computation: Out of memory "
+     "allocating 160000000000 bytes.')", "INTERNAL: Error dispatching computation: Out of memory"),
 ])
 def test_running_out_of_memory_is_one_line_and_status_1(allocation, cause):
   """A model, batch or sample count too large for host or device memory (fuzzing found a
   90-line traceback for --latent_dim=1000000000)."""
-  script = (f"import jax.numpy, numpy\nfrom gan_jax import cli\n"
+  script = (f"import jax, jax.numpy, numpy\nfrom gan_jax import cli\n"
             f"def main(argv):\n  {allocation}\ncli.run(main)\n")
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, cwd=dcgan_runs.ROOT)

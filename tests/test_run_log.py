@@ -99,6 +99,36 @@ def test_a_row_cut_off_by_a_crash_is_dropped_and_a_bad_row_before_the_end_is_an_
     run_log.read_metrics(str(tmp_path))
 
 
+def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_part_of_the_new_one(tmp_path,
+                                                                                  monkeypatch):
+  """A disk that fills up part way through a write: the earlier file stays whole, and the
+  partly written temporary file is removed (it took the space a rerun needs)."""
+  path = tmp_path / "final_samples.npy"
+  run_log.write_file(str(path), b"earlier")
+
+  class FillingUp:
+    """A file that takes 3 bytes, then finds the disk full."""
+    def __init__(self, name, mode):
+      self.file = open(name, mode)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *error):
+      self.file.close()
+
+    def write(self, content):
+      self.file.write(content[:3])
+      self.file.flush()
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(run_log, "open", FillingUp, raising=False)
+  with pytest.raises(RunError, match="could not write .*final_samples.npy .*No space left"):
+    run_log.write_file(str(path), b"the new content")
+  assert path.read_bytes() == b"earlier"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["final_samples.npy"]
+
+
 def test_a_full_disk_while_logging_is_a_run_error_saying_what_to_do(tmp_path):
   log = run_log.RunLog(str(tmp_path), 0, 10, after_failure="resume as the trainer says")
 

@@ -1,12 +1,13 @@
 """The theory lab: trained D against the closed form D*, and the saturating generator loss."""
 import json
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import theory
-from gan_jax import cli, distributions
+from gan_jax import cli, distributions, plotting
 from tests.test_theory import float64_jsd
 
 
@@ -51,6 +52,23 @@ def test_lab_writes_its_figures_and_numbers(short_lab):
     assert (workdir / name).stat().st_size > 10_000
   assert set(results["optimal_discriminator"]["cases"]) == set(theory.CASES)
   assert set(results["saturation"]["losses"]) == set(theory.COMPARED_LOSSES)
+
+
+def test_a_run_that_fails_while_writing_leaves_the_earlier_outputs_all_of_one_run(
+    short_lab, tmp_path, monkeypatch):
+  """A full disk after the first figure of a rerun (with another seed): the earlier run's
+  figures and numbers stay as they were, and no staging folder is left."""
+  workdir = tmp_path / "lab"
+  shutil.copytree(short_lab[0], workdir)
+  before = {path.name: path.read_bytes() for path in workdir.iterdir()}
+
+  def full_disk(*args, **kwargs):
+    raise cli.RunError("could not write saturation.png (No space left on device)")
+  monkeypatch.setattr(plotting, "plot_saturation", full_disk)
+  with pytest.raises(cli.RunError, match="No space left"):
+    theory.run_lab(theory.TheoryConfig(seed=7, fit_steps=20, gan_steps=100, gan_warmup_steps=10),
+                   str(workdir))
+  assert {path.name: path.read_bytes() for path in workdir.iterdir()} == before
 
 
 @pytest.mark.slow

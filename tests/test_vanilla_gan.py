@@ -1,4 +1,5 @@
 """The vanilla GAN experiment: end to end from its flagfiles, seeds vmapped == seeds run alone."""
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from experiments import vanilla_gan
-from gan_jax import cli, distributions, parallel, preemption, workdir_lock
+from gan_jax import cli, distributions, parallel, preemption, run_log, workdir_lock
 from gan_jax.metrics import modes
 from tests.xla_flags import with_cpu_devices
 
@@ -119,10 +120,10 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k_alone(tmp_path, monkeypa
   assert together["per_seed"][1] == pytest.approx(alone["per_seed"][0], nan_ok=True)
   # and the seeds differ from each other.
   assert np.max(np.abs(samples_together[0] - samples_together[1])) > 0.01
-  # a run keeps no checkpoints to resume from: a second one in its workdir is refused, and one
-  # while another is under way there (before that one has written anything)
-  with pytest.raises(cli.UsageError, match="holds another run"):
-    vanilla_gan.train_and_evaluate(small_config(seed=4, num_seeds=1), tmp_path / "one",
+  # a run keeps no checkpoints to resume from: one of other flags in its workdir is refused, and
+  # one while another is under way there (before that one has written anything)
+  with pytest.raises(cli.UsageError, match=r"holds another run \(other --seed\)"):
+    vanilla_gan.train_and_evaluate(small_config(seed=5, num_seeds=1), tmp_path / "one",
                                    jax.devices()[:1])
   (tmp_path / "new").mkdir()
   with workdir_lock.hold(str(tmp_path / "new")), pytest.raises(
@@ -253,6 +254,52 @@ def test_sigterm_stops_after_the_chunk_under_way_and_writes_the_outputs_of_its_s
   assert np.load(tmp_path / "run" / "final_samples.npy").shape == (1, 500, 2)
   with open(tmp_path / "run" / "metrics.json") as f:
     assert strict_json(f.read())["steps"] == steps
+
+
+def test_a_stopped_run_trains_again_from_step_0_and_a_finished_one_is_kept(tmp_path,
+                                                                          monkeypatch):
+  """Vanilla runs keep no checkpoints: the rerun of a stopped run (a scheduler's, after its
+  status 143) trains it again, to bitwise the run that never stopped, with none of the stopped
+  run's outputs left; the rerun of a finished run keeps it."""
+  config, devices = small_config(num_seeds=1), jax.devices()[:1]
+  vanilla_gan.train_and_evaluate(config, tmp_path / "whole", devices)
+  run = tmp_path / "run"
+  write = vanilla_gan.RunLog.write
+
+  def write_then_terminate(log, step, row):
+    write(log, step, row)
+    if step == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+  with monkeypatch.context() as patch, preemption.Preemption() as stop:
+    patch.setattr(vanilla_gan.RunLog, "write", write_then_terminate)
+    assert vanilla_gan.train_and_evaluate(config, run, devices, stop)["steps"] == 10
+  (run / "samples" / "step_000090.png").write_bytes(b"from a longer attempt")
+  results = vanilla_gan.train_and_evaluate(config, run, devices)
+  assert (results["steps"], results["stopped_by"]) == (30, None)
+  np.testing.assert_array_equal(np.load(run / "final_samples.npy"),
+                                np.load(tmp_path / "whole" / "final_samples.npy"))
+  rows = [{k: v for k, v in row.items() if k != "steps_per_sec"}
+          for row in run_log.read_metrics(str(run))]
+  assert rows == [{k: v for k, v in row.items() if k != "steps_per_sec"}
+                  for row in run_log.read_metrics(str(tmp_path / "whole"))]
+  assert not (run / "samples" / "step_000090.png").exists()
+  # finished: the same flags again keep its outputs and return its results
+  outputs = {name: (run / name).read_bytes() for name in vanilla_gan.RUN_OUTPUTS}
+  assert vanilla_gan.train_and_evaluate(config, run, devices) == strict_json(
+      outputs["metrics.json"])
+  assert {name: (run / name).read_bytes() for name in vanilla_gan.RUN_OUTPUTS} == outputs
+
+
+def test_an_attempt_that_failed_before_its_first_row_leaves_nothing_to_keep(tmp_path):
+  """Out of memory at the first chunk, say: its config.json and empty metrics.jsonl fix no
+  flag, and the next attempt (a smaller batch) trains there."""
+  vanilla_gan.write_json(str(tmp_path / "config.json"),
+                         dataclasses.asdict(small_config(batch_size=10**9)))
+  (tmp_path / "metrics.jsonl").write_text("")
+  results = vanilla_gan.train_and_evaluate(small_config(num_seeds=1), tmp_path,
+                                           jax.devices()[:1])
+  assert results["steps"] == 30
+  assert strict_json((tmp_path / "config.json").read_text())["batch_size"] == 64
 
 
 def test_a_run_whose_every_step_skips_updates_stops_with_one_line(tmp_path):
