@@ -157,7 +157,8 @@ class TfdsSource:
     import tensorflow_datasets as tfds
     if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
       raise UsageError(f"--data_dir={data_dir} does not exist or is not a folder; pass the "
-                       f"folder that `tfds build {name} --data_dir=DIR` prepared")
+                       f"folder that `tfds build {name} --file_format=array_record "
+                       "--data_dir=DIR` prepared")
     dataset, _, config = name.split(":")[0].partition("/")
     try:
       with _log_only_on_success():  # a missing dataset's warnings only repeat the error below

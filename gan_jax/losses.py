@@ -3,8 +3,9 @@
 Every adversarial loss takes *logits*: the discriminator's pre-sigmoid outputs, of any shape
 (usually ``(batch,)`` or ``(batch, 1)``), and returns a scalar: the mean over all elements. The
 log-probabilities are written with ``log_sigmoid``/``softplus`` so that values and gradients stay
-finite for logits of any magnitude (``log(sigmoid(x))`` underflows to ``-inf`` near ``x = -104``
-in float32). Nothing here holds state or calls a model, so every function composes with ``jit``,
+finite for logits of any magnitude (``log(sigmoid(x))`` is ``-inf`` in float32 from about
+``x = -88`` where subnormals are flushed to zero, as on XLA's CPU, and from about -104 where they
+are not). Nothing here holds state or calls a model, so every function composes with ``jit``,
 ``grad`` and ``vmap``.
 
 Sign conventions: ``discriminator_*`` / ``critic`` losses are what the discriminator *minimizes*;

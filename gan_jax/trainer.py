@@ -87,9 +87,10 @@ class TrainConfig:
                            "divide over them: fewer devices resume a run on a machine with "
                            "another count.")
   num_steps: int = field(2000, "Generator updates to train for (a resumed run continues).")
-  max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes (0: "
-                                   "no limit) and finish as at --num_steps (samples, scores); "
-                                   "rerun to continue to --num_steps.")
+  max_train_minutes: float = field(0.0, "Stop the training loop after this many minutes, the "
+                                   "first step's compilation included (0: no limit), and "
+                                   "finish as at --num_steps (samples, scores); rerun to "
+                                   "continue to --num_steps.")
   seed: int = field(0, "Seed of the initialization, the noise and the data order.")
   loss: str = field("non_saturating", "GAN loss: non_saturating, minimax, wasserstein, hinge, "
                     "least_squares.")
@@ -656,8 +657,10 @@ class _Run:
               "the data order would change; restore the dataset (replace unreadable files "
               "rather than remove them) or use a new --workdir")
       logging.info("resuming from checkpoint %d in %s", self.start_step, workdir)
-      saved_version = record.get("dataset_version")  # older checkpoints lack it
-      if saved_version not in (None, self.dataset_version):
+      # None for other sources (read back as NaN, as every null of a record), and older
+      # checkpoints lack it
+      saved_version = record.get("dataset_version")
+      if isinstance(saved_version, str) and saved_version != self.dataset_version:
         unpinned = ":".join(config.dataset.split(":")[:2])  # tfds:NAME[/CONFIG]
         logging.warning("checkpoint %d was trained on version %s of %s, this run reads version "
                         "%s (of as many images): the same order of indices, whose images may "

@@ -59,7 +59,8 @@ TINY = ["--g_width=8", "--d_width=8", "--batch_size=8", "--num_steps=2", "--reso
     (["--dataset=folder:{tmp}", "--image_feature=hr"], "--image_feature is a TFDS dataset's; "
      "--dataset=folder:.* does not read it"),
     (["--dataset=tfds:mnist", "--data_dir={tmp}/nothing"],
-     "--data_dir=.*nothing does not exist or is not a folder"),
+     "--data_dir=.*nothing does not exist or is not a folder; pass the folder that `tfds build "
+     "mnist --file_format=array_record --data_dir=DIR` prepared"),
 ])
 def test_bad_settings_raise_one_usage_error(tmp_path, flags, message):
   flags = [f.format(tmp=tmp_path) for f in flags]

@@ -75,10 +75,13 @@ def assert_same_run(workdir, reference, stopped_at=()):
   assert {s: rows[s] for s in reference_rows} == reference_rows
 
 
-def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path):
+def test_stop_at_20_and_resume_to_40_is_bitwise_identical(straight, tmp_path, caplog):
   trainer.train_and_evaluate(config("--num_steps=20"), str(tmp_path))
+  caplog.set_level(logging.INFO, logger="absl")
   summary = trainer.train_and_evaluate(config(), str(tmp_path))
   assert summary["start_step"] == 20
+  assert "resuming from checkpoint 20" in caplog.text
+  assert "trained on version" not in caplog.text  # the embedded digits have no TFDS version
   assert_same_run(tmp_path, straight, stopped_at=[20])  # its row at 21: the mean of 19 to 21
 
 
@@ -282,15 +285,18 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoint
   assert all(np.isfinite(r["d_grad_norm"]) or r["nonfinite"] > 0 for r in rows)
 
 
-def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
+def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts(caplog):
   """The same path as SIGTERM above (the loop checkpoints and returns; experiments.dcgan then
-  exits with the shell's status for Ctrl-C, 130)."""
+  exits with the shell's status for Ctrl-C, 130). The first is acknowledged as it arrives."""
   assert [preemption.exit_status(name) for name in (None, "SIGINT", "SIGTERM")] == [0, 130, 143]
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command
+  caplog.set_level(logging.INFO, logger="absl")
   try:
     with preemption.Preemption() as stop:
       os.kill(os.getpid(), signal.SIGINT)
       assert stop.requested == "SIGINT"
+      assert ("SIGINT: stopping once the step (or chunk of steps) under way ends; Ctrl-C again "
+              "stops at once" in caplog.text)
       with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
