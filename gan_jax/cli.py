@@ -12,6 +12,7 @@ import math
 import os
 import socket
 import sys
+import textwrap
 import threading
 import traceback
 import types
@@ -80,8 +81,9 @@ def run(main: Callable) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     sys.unraisablehook = _drop_closed_event_loop_reports
     try:
-      require(len(argv) == 1, f"unexpected arguments {' '.join(argv[1:])}; flags look like "
-              "--name=value")
+      unexpected = " ".join(argv[1:])  # a text file given as --flagfile: all of it
+      require(len(argv) == 1, f"unexpected arguments {textwrap.shorten(unexpected, 200)}; flags "
+              "look like --name=value")
       return main(argv)
     except (UsageError, RunError) as e:
       fail(e, 2 if isinstance(e, UsageError) else 1)

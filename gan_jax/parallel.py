@@ -16,12 +16,14 @@ the float round-off, which GAN training amplifies, depends on the mesh.
 """
 import math
 import os
+import re
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.experimental import multihost_utils
 
@@ -197,6 +199,11 @@ def split_cpu(num_seeds: int, batch_size: int, count: Optional[int] = None) -> i
     seed_blocks, batch_shards = seed_and_batch_blocks(num_seeds, batch_size,
                                                       CPU_DEVICES_PER_CORE * cores, cores)
     count = seed_blocks * batch_shards
+  forced = re.search(r"--xla_force_host_platform_device_count=(\d+)",
+                     os.environ.get("XLA_FLAGS", ""))
+  if forced and int(forced.group(1)) != count:
+    logging.warning("XLA_FLAGS asks for %s CPU devices, and this command makes %d of its own: "
+                    "set them with --cpu_devices", forced.group(1), count)
   jax.config.update("jax_num_cpu_devices", count)
   return count
 

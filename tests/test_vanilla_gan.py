@@ -213,6 +213,27 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --dataset must be one of ring8, grid25, mnist, got 'cifar10'")
+  # a text file given as --flagfile: its words are named, not all of them
+  (tmp_path / "notes.txt").write_text("a note that is not a flagfile\n" * 100)
+  result = run_cli(f"--workdir={tmp_path}", f"--flagfile={tmp_path / 'notes.txt'}")
+  assert result.returncode == 2
+  error = result.stderr.strip().splitlines()[-1]
+  assert error.startswith("error: unexpected arguments a note that is not a flagfile a note")
+  assert error.endswith("[...]; flags look like --name=value") and len(error) < 300
+
+
+def test_a_device_count_in_xla_flags_is_not_silently_replaced(tmp_path):
+  """The command makes its own CPU devices (--cpu_devices); one asked for in XLA_FLAGS is named
+  in a warning (here before the run stops: its workdir is a file)."""
+  (tmp_path / "file").write_text("")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=with_cpu_devices(
+      os.environ["XLA_FLAGS"], 1))
+  result = subprocess.run([sys.executable, "-m", "experiments.vanilla_gan", "--num_seeds=2",
+                           f"--workdir={tmp_path / 'file'}", "--cpu_devices=2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert ("XLA_FLAGS asks for 1 CPU devices, and this command makes 2 of its own: set them with "
+          "--cpu_devices" in result.stderr)
 
 
 @pytest.mark.parametrize("cpu_max, cores", [
