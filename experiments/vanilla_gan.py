@@ -430,7 +430,7 @@ def earlier_run(config: VanillaConfig, workdir: str) -> Optional[dict]:
     return results
   logging.warning("the run in %s %s; vanilla runs keep no checkpoints, so it trains again from "
                   "step 0", workdir, f"was stopped by {results['stopped_by']} at step "
-                  f"{results['steps']}" if results else "was killed before it finished")
+                  f"{results.get('steps')}" if results else "was killed before it finished")
   stale = [os.path.join(workdir, name) for name in RUN_OUTPUTS]
   stale += glob.glob(os.path.join(workdir, "samples", "step_*.png"))
   for path in stale:

@@ -2,8 +2,6 @@
 import signal
 from typing import Optional
 
-from absl import logging
-
 
 class Preemption:
   """Remembers a SIGTERM or a first Ctrl-C (SIGINT) while installed, so that a training loop can
@@ -30,10 +28,6 @@ class Preemption:
   def _handle(self, signum, frame):
     del frame
     self.requested, self.relayed = signal.Signals(signum).name, False
-    # Said at once: the step under way (its compilation, at the start) may take a while.
-    logging.warning("%s: stopping once the step (or chunk of steps) under way ends%s",
-                    self.requested,
-                    "; Ctrl-C again stops at once" if signum == signal.SIGINT else "")
     if signum == signal.SIGINT:
       signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 

@@ -300,18 +300,6 @@ def test_manifold_metrics_match_reference(monkeypatch, block_entries):
   np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("block_entries", [7, 4_000_000])
-def test_manifold_metrics_decide_ties_on_discrete_features_as_exact_distances(monkeypatch,
-                                                                             block_entries):
-  """Integer features tie on ball boundaries by the thousand: centred on the real mean (no longer
-  integers), |x|^2 + |y|^2 - 2 x.y rounded them either way (density 0.632 against 0.480)."""
-  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", block_entries)
-  rng = np.random.default_rng(0)
-  real, fake = rng.integers(0, 4, (200, 3)) * 1.0, rng.integers(0, 4, (150, 3)) * 1.0
-  got = metrics.precision_recall(real, fake, k=3) + metrics.density_coverage(real, fake, k=5)
-  assert got == reference_manifold_metrics(real, fake, 3, 5)
-
-
 def test_manifold_metrics_on_identical_and_disjoint_sets():
   rng = np.random.default_rng(1)
   real = rng.normal(size=(300, 8))
