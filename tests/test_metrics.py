@@ -1,5 +1,6 @@
 """Metrics on feature arrays against float64 references, known values and limiting cases."""
 import itertools
+import tracemalloc
 
 import jax.numpy as jnp
 import numpy as np
@@ -300,6 +301,38 @@ def test_manifold_metrics_match_reference(monkeypatch, block_entries):
   np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("block_entries", [7, 4_000_000])
+def test_manifold_metrics_decide_ties_on_discrete_features_as_exact_distances(monkeypatch,
+                                                                             block_entries):
+  """Integer features tie on ball boundaries by the thousand: centred on the real mean (no longer
+  integers), |x|^2 + |y|^2 - 2 x.y rounded them either way (density 0.632 against 0.480)."""
+  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", block_entries)
+  rng = np.random.default_rng(0)
+  real, fake = rng.integers(0, 4, (200, 3)) * 1.0, rng.integers(0, 4, (150, 3)) * 1.0
+  got = metrics.precision_recall(real, fake, k=3) + metrics.density_coverage(real, fake, k=5)
+  assert got == reference_manifold_metrics(real, fake, 3, 5)
+
+
+def test_manifold_metrics_settle_all_pairs_tying_in_bounded_memory(monkeypatch):
+  """Every distance between the real points 3 e_i (N = D = 400) is 3 sqrt(2), a tie with every
+  radius, and the fakes are one real point repeated (a collapsed generator): all N^2 + M^2
+  entries lie on a boundary. Taking all their differences at once held 1.5 GB here; a block at a
+  time, and none for equal vectors, stays within a few blocks. The closed forms: every fake sits
+  on real 0 (precision 1, density 1/k, as no fake lies strictly inside another ball); the fake
+  balls have radius 0 and hold real 0 only (recall and coverage 1/N)."""
+  monkeypatch.setattr(_blocks, "BLOCK_ENTRIES", 400_000)  # 3.2 MB of float64
+  real = 3.0 * np.eye(400)
+  fake = np.repeat(real[:1], 300, axis=0)
+  tracemalloc.start()
+  try:
+    got = metrics.precision_recall(real, fake, k=3) + metrics.density_coverage(real, fake, k=5)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert got == (1.0, 1 / 400, 1 / 5, 1 / 400)
+  assert peak < 40e6, f"{peak / 1e6:.0f} MB"
+
+
 def test_manifold_metrics_on_identical_and_disjoint_sets():
   rng = np.random.default_rng(1)
   real = rng.normal(size=(300, 8))
@@ -330,6 +363,8 @@ def test_manifold_metrics_reject_bad_input():
     metrics.density_coverage(np.random.default_rng(0).normal(size=(50, 2)), np.zeros((0, 2)))
   with pytest.raises(ValueError, match="k=3 needs"):
     metrics.precision_recall(np.zeros((0, 2)), np.zeros((5, 2)))
+  with pytest.raises(ValueError, match="dimension 0"):
+    metrics.precision_recall(np.zeros((5, 0)), np.zeros((5, 0)))
 
 
 def test_manifold_metrics_do_not_see_an_offset_shared_by_both_sets():

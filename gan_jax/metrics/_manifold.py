@@ -7,9 +7,12 @@
 
 Distances are Euclidean, in float64 on the host, computed in blocks of rows (a few million
 entries, tens of MB, at a time), so 10k x 10k sets of 2048-d features fit in memory; the results
-are deterministic.
+are deterministic. Those within rounding error of a ball's radius are recomputed from the
+features' differences, a block at a time, so that a point on the boundary (a tie, common in
+discrete or quantized features) is inside or not as the exact distances say; equal feature
+vectors (a collapsed generator's) are at distance 0 without recomputation.
 """
-from typing import Iterator, Tuple
+from typing import Iterator, NamedTuple, Tuple
 
 import numpy as np
 
@@ -17,49 +20,107 @@ from gan_jax.metrics import _blocks
 from gan_jax.metrics._checks import require_finite
 
 
-def _as_feature_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
+class _Features(NamedTuple):
+  """A feature set ``(N, D)``: as given (float64), centred on the real features' mean (for the
+  products), the centred squared norms ``(N,)``, and ``(N,)`` ids, equal for equal feature
+  vectors in either set of a pair."""
+  given: np.ndarray
+  centred: np.ndarray
+  squared_norms: np.ndarray
+  ids: np.ndarray
+
+
+def _row_ids(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+  """``(N + M,)`` integers, equal exactly where rows of ``real (N, D)`` and ``fake (M, D)``,
+  taken together, are equal."""
+  rows = np.concatenate([real, fake])
+  rows += 0.0  # turns -0.0 into 0.0, an equal value with other bytes
+  as_bytes = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1])))[:, 0]
+  return np.unique(as_bytes, return_inverse=True)[1].reshape(-1)
+
+
+def _as_feature_pair(real, fake) -> Tuple[_Features, _Features]:
   real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
   if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
     raise ValueError(f"expected real (N, D) and fake (M, D) features, got shapes {real.shape} "
                      f"and {fake.shape}")
   if not len(fake):
     raise ValueError("no fake features: the metrics need at least one")
+  if not real.shape[1]:
+    raise ValueError("features of dimension 0: the metrics need at least one value per sample")
   require_finite(real, "real features")
   require_finite(fake, "fake features")
   # The metrics are translation-invariant; centred, the distances |x|^2 + |y|^2 - 2 x.y lose
   # nothing to cancellation when features share an offset much larger than their spread.
   centre = real.mean(axis=0) if len(real) else 0.0  # none: the k-NN check refuses them next
-  return real - centre, fake - centre
+  ids = _row_ids(real, fake)
+  pair = []
+  for given, given_ids in ((real, ids[:len(real)]), (fake, ids[len(real):])):
+    centred = given - centre
+    pair.append(_Features(given, centred, np.einsum("ij,ij->i", centred, centred), given_ids))
+  return pair[0], pair[1]
 
 
-def _distance_blocks(x: np.ndarray, y: np.ndarray) -> Iterator[Tuple[slice, np.ndarray]]:
-  """Yields ``(rows, distances)``: Euclidean distances ``(len(rows), len(y))`` for row blocks of x.
+def _squared_distance_blocks(x: _Features, y: _Features
+                             ) -> Iterator[Tuple[slice, np.ndarray, np.ndarray]]:
+  """Yields ``(rows, squared, slack)`` for row blocks of x: squared Euclidean distances
+  ``(len(rows), len(y))`` as |x|^2 + |y|^2 - 2 x.y of the centred features, and ``(len(rows),
+  1)`` bounds on their rounding error in each row (the dot products' error bound, about
+  D eps (|x|^2 + |y|^2), with room for the centring)."""
+  eps = np.finfo(np.float64).eps
+  largest = y.squared_norms.max(initial=0.0)
+  for block in _blocks.row_blocks(len(x.given), len(y.given)):
+    squared = x.squared_norms[block, None] + y.squared_norms[None, :]
+    squared -= 2.0 * (x.centred[block] @ y.centred.T)
+    slack = 4 * (x.given.shape[1] + 2) * eps * (x.squared_norms[block, None] + largest)
+    yield block, squared, slack
 
-  Squared distances are |x|^2 + |y|^2 - 2 x.y, clipped at 0 against cancellation.
-  """
-  x_sq, y_sq = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
-  for block in _blocks.row_blocks(len(x), len(y)):
-    squared = x_sq[block, None] + y_sq[None, :] - 2.0 * (x[block] @ y.T)
-    yield block, np.sqrt(np.maximum(squared, 0.0))
+
+def _settle(squared: np.ndarray, slack: np.ndarray, thresholds: np.ndarray, x: _Features,
+            y: _Features, rows: slice) -> np.ndarray:
+  """Recomputes in place the entries of ``squared`` (a block of rows of x against y) that lie
+  within ``2 slack`` of ``thresholds`` (broadcast against it) from the differences of the given
+  features, so that whether a point lies on a ball's boundary (a tie, common in discrete or
+  quantized features) is decided as exact distances decide it, not by rounding. Returns the
+  rows of the recomputed entries (one per entry)."""
+  gap = squared - thresholds
+  rows_near, columns_near = np.nonzero(np.abs(gap, out=gap) <= 2 * slack)
+  # Equal vectors are at distance 0; the others' differences are taken a block at a time, since
+  # all n^2 entries of a collapsed or quantized set can lie near a radius.
+  squared[rows_near, columns_near] = 0.0
+  unequal = np.flatnonzero(x.ids[rows.start + rows_near] != y.ids[columns_near])
+  for part in _blocks.row_blocks(len(unequal), x.given.shape[1]):
+    row, column = rows_near[unequal[part]], columns_near[unequal[part]]
+    difference = x.given[rows.start + row] - y.given[column]
+    squared[row, column] = np.einsum("ij,ij->i", difference, difference)
+  return rows_near
 
 
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-  """``(N,)`` distances from each point of ``x (N, D)`` to its k-th nearest neighbour in ``x``,
+def _knn_squared_radii(x: _Features, k: int) -> np.ndarray:
+  """``(N,)`` squared distances from each point of ``x`` to its k-th nearest neighbour in ``x``,
   the point itself excluded."""
-  if not 1 <= k < len(x):
-    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} points, got {len(x)}")
-  radii = np.empty(len(x))
-  for block, distances in _distance_blocks(x, x):
+  if not 1 <= k < len(x.given):
+    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} points, got {len(x.given)}")
+  radii = np.empty(len(x.given))
+  for block, squared, slack in _squared_distance_blocks(x, x):
     # Column k of the sorted row is the k-th neighbour: column 0 is the point itself (distance 0).
-    radii[block] = np.partition(distances, k, axis=1)[:, k]
+    kth = np.argpartition(squared, k, axis=1)[:, k]
+    within = np.arange(len(kth))
+    # The distances within rounding error of the k-th are recomputed exactly, the k-th among
+    # them: where it was the only one, it stays the k-th; elsewhere the order is taken again.
+    settled = _settle(squared, slack, squared[within, kth, None], x, x, block)
+    radii[block] = squared[within, kth]
+    again = np.flatnonzero(np.bincount(settled, minlength=len(kth)) > 1)
+    radii[block][again] = np.partition(squared[again], k, axis=1)[:, k]
   return radii
 
 
-def _fraction_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+def _fraction_inside(points: _Features, centres: _Features, squared_radii: np.ndarray) -> float:
   """Fraction of ``points`` inside (<=) at least one ball ``(centres[i], radii[i])``."""
-  inside = np.zeros(len(points), bool)
-  for block, distances in _distance_blocks(points, centres):
-    inside[block] = np.any(distances <= radii[None, :], axis=1)
+  inside = np.zeros(len(points.given), bool)
+  for block, squared, slack in _squared_distance_blocks(points, centres):
+    _settle(squared, slack, squared_radii[None, :], points, centres, block)
+    inside[block] = np.any(squared <= squared_radii[None, :], axis=1)
   return float(inside.mean())
 
 
@@ -83,8 +144,8 @@ def precision_recall(real, fake, k: int = 3) -> Tuple[float, float]:
     ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
   """
   real, fake = _as_feature_pair(real, fake)
-  precision = _fraction_inside(fake, real, _knn_radii(real, k))
-  recall = _fraction_inside(real, fake, _knn_radii(fake, k))
+  precision = _fraction_inside(fake, real, _knn_squared_radii(real, k))
+  recall = _fraction_inside(real, fake, _knn_squared_radii(fake, k))
   return precision, recall
 
 
@@ -109,11 +170,12 @@ def density_coverage(real, fake, k: int = 5) -> Tuple[float, float]:
     ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
   """
   real, fake = _as_feature_pair(real, fake)
-  radii = _knn_radii(real, k)
-  balls_per_fake = np.zeros(len(fake))
-  covered = np.zeros(len(real), bool)
-  for block, distances in _distance_blocks(real, fake):
-    inside = distances < radii[block, None]
+  squared_radii = _knn_squared_radii(real, k)
+  balls_per_fake = np.zeros(len(fake.given))
+  covered = np.zeros(len(real.given), bool)
+  for block, squared, slack in _squared_distance_blocks(real, fake):
+    _settle(squared, slack, squared_radii[block, None], real, fake, block)
+    inside = squared < squared_radii[block, None]
     balls_per_fake += inside.sum(axis=0)
     covered[block] = inside.any(axis=1)
-  return float(balls_per_fake.sum() / (k * len(fake))), float(covered.mean())
+  return float(balls_per_fake.sum() / (k * len(fake.given))), float(covered.mean())
