@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import threading
 import time
 import types
 
@@ -285,11 +286,12 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_keeping_checkpoint
   assert all(np.isfinite(r["d_grad_norm"]) or r["nonfinite"] > 0 for r in rows)
 
 
-def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
+def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts(caplog):
   """The same path as SIGTERM above (the loop checkpoints and returns; experiments.dcgan then
-  exits with the shell's status for Ctrl-C, 130)."""
+  exits with the shell's status for Ctrl-C, 130). Each is acknowledged in a log line."""
   assert [preemption.exit_status(name) for name in (None, "SIGINT", "SIGTERM")] == [0, 130, 143]
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command
+  caplog.set_level(logging.INFO, logger="absl")
   try:
     with preemption.Preemption() as stop:
       os.kill(os.getpid(), signal.SIGINT)
@@ -297,8 +299,55 @@ def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts():
       with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.set_wakeup_fd(-1) == -1  # the wake-up pipe is gone with the acknowledger
   finally:
     signal.signal(signal.SIGINT, previous)
+  assert [record.getMessage() for record in caplog.records] == [
+      "SIGINT: stopping once the step (or chunk of steps) under way ends; Ctrl-C again "
+      "interrupts without saving",
+      "SIGINT again: interrupting once the computation under way returns"]
+
+
+def test_a_signal_is_acknowledged_while_the_main_thread_waits_in_native_code():
+  """The main thread blocked in a system call (here a read; in a run, a long XLA computation)
+  runs no Python handler until it returns, and the signal's acknowledgement must not wait for
+  that: another thread sends SIGTERM and unblocks the main thread only once the line is logged
+  (after 60 s otherwise, and the test fails)."""
+  acknowledged = threading.Event()
+
+  class Watch(logging.Handler):
+    def emit(self, record):
+      if record.getMessage().startswith("SIGTERM: stopping"):
+        acknowledged.set()
+
+  watch, blocked_read, unblock = Watch(), *os.pipe()
+  logging.getLogger("absl").addHandler(watch)
+  seen_in_time, masked = [], threading.Event()
+
+  def send_and_wait():
+    masked.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    seen_in_time.append(acknowledged.wait(timeout=60))
+    os.write(unblock, b"x")
+
+  try:
+    with preemption.Preemption() as stop:
+      sender = threading.Thread(target=send_and_wait)
+      sender.start()  # before the mask, which new threads inherit
+      # Blocked here, the main thread leaves the signal to a thread that runs no Python handler.
+      signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+      try:
+        masked.set()
+        os.read(blocked_read, 1)
+      finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+      sender.join()
+      assert stop.requested == "SIGTERM"  # the handler ran, once the read returned
+  finally:
+    logging.getLogger("absl").removeHandler(watch)
+    os.close(blocked_read)
+    os.close(unblock)
+  assert seen_in_time == [True]
 
 
 @pytest.mark.parametrize("own, peer, stop_for, relayed", [
