@@ -153,14 +153,18 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
 
   Returns:
     Scalar >= 0 for normalized densities (up to the rounding of their masses' difference);
-    ``inf`` if p has mass where q has none. A q that underflowed to 0 where p did not counts as
-    none, as in ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13
-    standard deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End
-    the grid where q is still a normal number, or compute in float64 (``jax_enable_x64``).
+    ``inf`` if p has mass where q has none. A q that underflowed below the smallest normal
+    number (float32: 1.2e-38) where p did not counts as none, as a q of 0 in
+    ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13 standard
+    deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End the grid
+    where q is still a normal number, or compute in float64 (``jax_enable_x64``).
   """
   p, q = _same_shape_arrays(p=p, q=q)
-  # below the smallest normal number XLA's CPU log flushes p to 0; such cells hold no KL
-  has_mass = p >= jnp.finfo(p.dtype).tiny
+  # Below the smallest normal number, XLA's CPU log reads a number as 0 or not, depending on
+  # the array's length: cells where p is there hold no KL, and q there counts as 0.
+  tiny = jnp.finfo(p.dtype).tiny
+  has_mass = p >= tiny
+  q = jnp.where(q >= tiny, q, 0.0)
   safe_p = jnp.where(has_mass, p, 1.0)
   safe_q = jnp.where(has_mass, q, 1.0)
   # where p is 0, p log(p / q) is 0: the first term must then be q, to cancel the second's -q

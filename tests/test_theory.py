@@ -1,4 +1,8 @@
 """GAN theory on grids: the identities of Goodfellow et al. 2014, checked numerically."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,6 +90,24 @@ def test_kl_nonnegative_asymmetric_and_infinite_off_support():
   assert pq > 0 and qp > 0 and abs(pq - qp) > 0.05
   np.testing.assert_allclose(theory.kl_divergence(P, P, DX), 0.0, atol=1e-7)
   assert np.isinf(theory.kl_divergence(np.array([1.0, 1.0]), np.array([2.0, 0.0]), 0.5))
+
+
+def test_kl_counts_a_subnormal_q_as_none_whatever_the_grid_length():
+  """XLA's CPU log of float32 1e-40 (subnormal) was -inf for two cells and about -104 for three,
+  at XLA's default optimization level (the one users run; the tests' level 0 gave -inf): KL was
+  inf, or 51.3 once an empty cell was added. Run in a command at the default level."""
+  script = """if True:
+    import jax, jax.numpy as jnp
+    from gan_jax import theory
+    for empty_cells in (0, 1, 5):
+      p = jnp.float32([0.5, 0.5] + [0.0] * empty_cells)
+      q = jnp.float32([1.0, 1e-40] + [0.0] * empty_cells)
+      print(theory.kl_divergence(p, q, 1.0),
+            jax.jit(theory.kl_divergence, static_argnums=2)(p, q, 1.0))"""
+  flags = os.environ["XLA_FLAGS"].replace("--xla_backend_optimization_level=0", "")
+  printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True, env={**os.environ, "XLA_FLAGS": flags}).stdout
+  assert printed.split() == ["inf"] * 6
 
 
 def test_zero_densities_give_no_nan():
