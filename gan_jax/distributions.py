@@ -74,6 +74,8 @@ def mixture(means, stds, weights=None) -> GaussianMixture:
     means = means[:, None]
   stds = np.broadcast_to(np.asarray(stds, np.float64), means.shape[:1]).copy()
   weights = np.ones(means.shape[0]) if weights is None else np.asarray(weights, np.float64)
+  if not weights.sum() > 0:
+    raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
   return GaussianMixture(means, stds, weights / weights.sum())
 
 

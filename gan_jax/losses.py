@@ -188,6 +188,8 @@ def least_squares_generator_loss(fake_logits: Array) -> Array:
 def _check_groups(batch: int, group_size: int) -> int:
   """The number of packs of ``group_size`` in ``batch`` examples; ValueError if it does not
   divide."""
+  if batch < 1:
+    raise ValueError("an empty batch: the penalties need at least one example")
   if group_size < 1 or batch % group_size:
     raise ValueError(f"a batch of {batch} examples does not split into packs of "
                      f"group_size={group_size}")

@@ -70,6 +70,13 @@ def test_a_mixture_that_is_no_density_is_refused(means, stds, weights, message):
     distributions.GaussianMixture(np.array(means), np.array(stds), np.array(weights))
 
 
+def test_mixture_refuses_weights_it_cannot_normalize():
+  """Weights summing to 0 were divided by it, and the NaNs then refused without the cause."""
+  with pytest.raises(ValueError, match=r"weights must be non-negative with a positive sum, got "
+                     r"\[0. 0.\]"):
+    distributions.mixture([0.0, 1.0], 1.0, [0.0, 0.0])
+
+
 def test_log_prob_refuses_points_of_the_wrong_shape():
   with pytest.raises(ValueError, match=r"log_prob takes points of shape \(n, 2\), got \(5,\)"):
     distributions.ring().log_prob(jnp.zeros(5))

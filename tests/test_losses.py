@@ -1,4 +1,6 @@
 """Losses against float64 NumPy references, at ordinary and extreme logits."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -208,6 +210,14 @@ def test_penalties_refuse_inputs_that_would_be_misread(call, message):
   logit_fn = lambda x: 0.5 * jnp.sum(x ** 2, axis=-1)
   with pytest.raises(ValueError, match=message):
     call(logit_fn, jnp.ones((6, 2)))
+
+
+@pytest.mark.parametrize("penalty", [losses.r1_penalty, functools.partial(
+    losses.gradient_penalty, fake=jnp.ones((0, 2)), key=jax.random.PRNGKey(0))])
+def test_penalties_refuse_an_empty_batch(penalty):
+  """It divided by zero inside a reshape (ZeroDivisionError without a word on the cause)."""
+  with pytest.raises(ValueError, match="an empty batch: the penalties need at least one example"):
+    penalty(lambda x: jnp.sum(x, axis=-1), jnp.ones((0, 2)))
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))

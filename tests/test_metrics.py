@@ -260,6 +260,8 @@ def test_inception_score_matches_float64_reference():
 def test_inception_score_rejects_too_few_samples():
   with pytest.raises(ValueError, match="num_splits"):
     metrics.inception_score(np.full((5, 2), 0.5), num_splits=10)
+  with pytest.raises(ValueError, match="num_splits must be at least 1, got 0"):
+    metrics.inception_score(np.full((5, 2), 0.5), num_splits=0)
 
 
 @pytest.mark.parametrize("transform", [
@@ -361,8 +363,12 @@ def test_manifold_metrics_reject_bad_input():
     metrics.density_coverage(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
   with pytest.raises(ValueError, match="no fake features"):
     metrics.density_coverage(np.random.default_rng(0).normal(size=(50, 2)), np.zeros((0, 2)))
-  with pytest.raises(ValueError, match="k=3 needs"):
+  with pytest.raises(ValueError, match="k=3 needs at least k . 1 = 4 real features, got 0"):
     metrics.precision_recall(np.zeros((0, 2)), np.zeros((5, 2)))
+  with pytest.raises(ValueError, match="k=3 needs at least k . 1 = 4 fake features, got 3"):
+    metrics.precision_recall(np.eye(5, 2), np.eye(3, 2))
+  with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+    metrics.density_coverage(np.eye(5, 2), np.eye(3, 2), k=0)
   with pytest.raises(ValueError, match="dimension 0"):
     metrics.precision_recall(np.zeros((5, 0)), np.zeros((5, 0)))
 

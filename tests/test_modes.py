@@ -83,6 +83,8 @@ def test_no_high_quality_sample_gives_nan_reverse_kl():
 def test_shape_errors_are_reported():
   with pytest.raises(ValueError, match="expected samples"):
     modes.mode_metrics(np.zeros((10, 3)), RING.means, RING.stds)
+  with pytest.raises(ValueError, match=r"expected one std per mode, \(8,\), got shape \(3,\)"):
+    modes.mode_metrics(np.zeros((10, 2)), RING.means, RING.stds[:3])
 
 
 def test_a_sample_belongs_to_the_nearest_mode_in_its_standard_deviations():

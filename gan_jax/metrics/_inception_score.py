@@ -28,11 +28,14 @@ def inception_score(class_probs, num_splits: int = 10) -> MeanStd:
     ``MeanStd(mean, std)`` of the per-split scores, Python floats.
 
   Raises:
-    ValueError: on probabilities that are not ``(N, K)`` with N >= num_splits, not finite, or
+    ValueError: on num_splits < 1, probabilities that are not ``(N, K)`` with N >= num_splits,
+      not finite, or
       not rows of probabilities (negative, or summing to other than 1 by more than 1e-3).
   """
   probs = np.asarray(class_probs, np.float64)
-  if probs.ndim != 2 or not 1 <= num_splits <= len(probs):
+  if num_splits < 1:
+    raise ValueError(f"num_splits must be at least 1, got {num_splits}")
+  if probs.ndim != 2 or num_splits > len(probs):
     raise ValueError(f"class_probs must be (N, K) with N >= num_splits={num_splits}, got shape "
                      f"{probs.shape}")
   require_finite(probs, "class_probs")

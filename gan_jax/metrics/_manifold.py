@@ -96,11 +96,14 @@ def _settle(squared: np.ndarray, slack: np.ndarray, thresholds: np.ndarray, x: _
   return rows_near
 
 
-def _knn_squared_radii(x: _Features, k: int) -> np.ndarray:
+def _knn_squared_radii(x: _Features, k: int, name: str) -> np.ndarray:
   """``(N,)`` squared distances from each point of ``x`` to its k-th nearest neighbour in ``x``,
-  the point itself excluded."""
-  if not 1 <= k < len(x.given):
-    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} points, got {len(x.given)}")
+  the point itself excluded; ``name`` names the set in errors."""
+  if k < 1:
+    raise ValueError(f"k must be at least 1, got {k}")
+  if k >= len(x.given):
+    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} {name} features, got "
+                     f"{len(x.given)}")
   radii = np.empty(len(x.given))
   for block, squared, slack in _squared_distance_blocks(x, x):
     # Column k of the sorted row is the k-th neighbour: column 0 is the point itself (distance 0).
@@ -141,11 +144,12 @@ def precision_recall(real, fake, k: int = 3) -> Tuple[float, float]:
     ``(precision, recall)``, Python floats in [0, 1].
 
   Raises:
-    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
+    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf, and
+      on k < 1 or too few features for it.
   """
   real, fake = _as_feature_pair(real, fake)
-  precision = _fraction_inside(fake, real, _knn_squared_radii(real, k))
-  recall = _fraction_inside(real, fake, _knn_squared_radii(fake, k))
+  precision = _fraction_inside(fake, real, _knn_squared_radii(real, k, "real"))
+  recall = _fraction_inside(real, fake, _knn_squared_radii(fake, k, "fake"))
   return precision, recall
 
 
@@ -167,10 +171,11 @@ def density_coverage(real, fake, k: int = 5) -> Tuple[float, float]:
     ``(density, coverage)``, Python floats.
 
   Raises:
-    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf.
+    ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf, and
+      on k < 1 or too few features for it.
   """
   real, fake = _as_feature_pair(real, fake)
-  squared_radii = _knn_squared_radii(real, k)
+  squared_radii = _knn_squared_radii(real, k, "real")
   balls_per_fake = np.zeros(len(fake.given))
   covered = np.zeros(len(real.given), bool)
   for block, squared, slack in _squared_distance_blocks(real, fake):

@@ -42,10 +42,13 @@ def high_quality_counts(samples, means, stds, threshold: float = THRESHOLD_STDS)
                      f"{samples.shape} and {means.shape}")
   if not len(samples):
     raise ValueError("no samples to score")
+  stds = np.asarray(stds, np.float64)
+  if stds.shape != (len(means),):
+    raise ValueError(f"expected one std per mode, ({len(means)},), got shape {stds.shape}")
   # in standard deviations of each mode, as PacGAN's code measures (the same nearest mode for
   # equal stds)
   distances = (np.linalg.norm(samples[:, None, :] - means[None], axis=-1)
-               / np.asarray(stds, np.float64))  # (n, num_modes)
+               / stds)  # (n, num_modes)
   nearest = np.argmin(distances, axis=1)
   high_quality = distances[np.arange(len(samples)), nearest] < threshold
   return np.bincount(nearest[high_quality], minlength=len(means))
