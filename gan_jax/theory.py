@@ -202,8 +202,8 @@ def js_divergence(p: Array, q: Array, dx: float) -> Array:
     dx: volume of one grid cell.
 
   Returns:
-    Scalar in [0, log 2] for normalized densities (up to rounding: float32 disjoint supports
-    give log 2 plus an ulp); symmetric in p and q.
+    Scalar in [0, log 2] for normalized densities, up to the rounding of their sums (disjoint
+    supports can give log 2 plus a float32 ulp); symmetric in p and q.
   """
   p, q = _same_shape_arrays(p=p, q=q)
   both, safe_p, safe_q = _both_positive(p, q)
