@@ -14,7 +14,8 @@ Datasets (``--dataset``):
                    ``tfds:cifar10``, ``tfds:celeb_a``), read with ``tfds.data_source`` (random
                    access over array_record files, no TensorFlow needed).
   ``folder:PATH``  every image file under PATH (png, jpg, jpeg, bmp, gif, webp, tif, tiff),
-                   recursively.
+                   recursively, but for hidden files and folders (names that start with a dot:
+                   .ipynb_checkpoints/ copies, macOS's ._NAME.png metadata files).
 
 Images are fitted to the resolution the same way everywhere: a square image up to 4 pixels
 smaller, by an even number, is padded with the background value -1 (MNIST 28 -> 32, as in the
@@ -315,9 +316,10 @@ def _header_mode(path: str) -> Optional[str]:
 
 
 def _image_files(folder: str) -> list:
-  """The image files under ``folder``, recursively, sorted. Links to folders are followed, each
-  real folder once (a link to a folder above would loop), in sorted order, so that the files'
-  names do not depend on the order the file system lists them in."""
+  """The image files under ``folder``, recursively, sorted, hidden ones (a name that starts with
+  a dot) and those in hidden folders left out. Links to folders are followed, each real folder
+  once (a link to a folder above would loop), in sorted order, so that the files' names do not
+  depend on the order the file system lists them in."""
   files, seen = [], set()
   for root, folders, names in os.walk(folder, followlinks=True):
     real = os.path.realpath(root)
@@ -325,9 +327,9 @@ def _image_files(folder: str) -> list:
       folders.clear()  # os.walk descends into what is left in the list
       continue
     seen.add(real)
-    folders.sort()
+    folders[:] = sorted(name for name in folders if not name.startswith("."))
     files += [os.path.join(root, name) for name in names
-              if name.lower().endswith(IMAGE_EXTENSIONS)]
+              if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
   return sorted(files)
 
 

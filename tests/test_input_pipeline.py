@@ -111,8 +111,11 @@ def test_folder_source_reads_images_of_any_size_and_mode(tmp_path):
   Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "b.jpg")
   Image.fromarray(np.full((30, 30), 50, np.uint8)).save(tmp_path / "c.tif")
   (tmp_path / "notes.txt").write_text("not an image")
+  (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata, not an image")
+  (tmp_path / ".ipynb_checkpoints").mkdir()
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / ".ipynb_checkpoints" / "a.png")
   source = input_pipeline.make_source(f"folder:{tmp_path}", 16, 3)
-  assert len(source) == 3
+  assert len(source) == 3  # hidden files and folders are no data
   batch = source[[0, 1, 2]]
   assert batch.shape == (3, 16, 16, 3)
   np.testing.assert_allclose(batch[:, 0, 0, 0], np.array([200, 100, 50]) / 127.5 - 1, atol=1e-6)
