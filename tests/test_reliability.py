@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import types
+import warnings
 
 import jax
 import numpy as np
@@ -308,46 +309,91 @@ def test_a_first_ctrl_c_asks_for_a_clean_stop_and_a_second_one_interrupts(caplog
       "SIGINT again: interrupting once the computation under way returns"]
 
 
-def test_a_signal_is_acknowledged_while_the_main_thread_waits_in_native_code():
-  """The main thread blocked in a system call (here a read; in a run, a long XLA computation)
-  runs no Python handler until it returns, and the signal's acknowledgement must not wait for
-  that: another thread sends SIGTERM and unblocks the main thread only once the line is logged
-  (after 60 s otherwise, and the test fails)."""
-  acknowledged = threading.Event()
+def signals_while_blocked(signum: int, count: int, acknowledgement: str) -> bool:
+  """Sends ``count`` signals ``signum`` to this process while its main thread is blocked in a
+  system call (here a read; in a run, a long XLA computation), where it runs no Python handler
+  until the call returns. Another thread sends them and unblocks the main thread once as many
+  log lines starting with ``acknowledgement`` appeared, or after 60 s. Returns whether they
+  appeared in time."""
+  acknowledged = threading.Semaphore(0)
 
   class Watch(logging.Handler):
     def emit(self, record):
-      if record.getMessage().startswith("SIGTERM: stopping"):
-        acknowledged.set()
+      if record.getMessage().startswith(acknowledgement):
+        acknowledged.release()
 
-  watch, blocked_read, unblock = Watch(), *os.pipe()
+  watch, (blocked_read, unblock) = Watch(), os.pipe()
   logging.getLogger("absl").addHandler(watch)
   seen_in_time, masked = [], threading.Event()
 
   def send_and_wait():
     masked.wait()
-    os.kill(os.getpid(), signal.SIGTERM)
-    seen_in_time.append(acknowledged.wait(timeout=60))
+    for _ in range(count):
+      os.kill(os.getpid(), signum)
+      seen_in_time.append(acknowledged.acquire(timeout=60))
     os.write(unblock, b"x")
 
+  sender = threading.Thread(target=send_and_wait)
+  sender.start()  # before the mask, which new threads inherit
+  # Blocked here, the main thread leaves the signals to threads that run no Python handler.
+  signal.pthread_sigmask(signal.SIG_BLOCK, [signum])
   try:
-    with preemption.Preemption() as stop:
-      sender = threading.Thread(target=send_and_wait)
-      sender.start()  # before the mask, which new threads inherit
-      # Blocked here, the main thread leaves the signal to a thread that runs no Python handler.
-      signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
-      try:
-        masked.set()
-        os.read(blocked_read, 1)
-      finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-      sender.join()
-      assert stop.requested == "SIGTERM"  # the handler ran, once the read returned
+    masked.set()
+    os.read(blocked_read, 1)
   finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    sender.join()
     logging.getLogger("absl").removeHandler(watch)
     os.close(blocked_read)
     os.close(unblock)
-  assert seen_in_time == [True]
+  return seen_in_time == [True] * count
+
+
+def test_a_signal_is_acknowledged_while_the_main_thread_waits_in_native_code():
+  """The acknowledgement does not wait for the main thread's return to Python (the test fails
+  after 60 s otherwise)."""
+  with preemption.Preemption() as stop:
+    assert signals_while_blocked(signal.SIGTERM, 1, "SIGTERM: stopping")
+    assert stop.requested == "SIGTERM"  # the handler ran, once the read returned
+
+
+def test_a_second_ctrl_c_during_a_long_computation_interrupts():
+  """Python runs its handler once for both Ctrl-Cs that came during one computation; the
+  second was lost in the first, and the run stopped cleanly instead."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command
+  try:
+    with preemption.Preemption() as stop:
+      with pytest.raises(KeyboardInterrupt):
+        assert signals_while_blocked(signal.SIGINT, 2, "SIGINT")
+        time.sleep(1)  # where the KeyboardInterrupt arrives, at the latest
+      assert stop.requested == "SIGINT"
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_signals_still_reach_an_earlier_wake_up_file_and_not_from_forked_processes():
+  """An event loop's wake-up file (asyncio's) gets the signals that arrive inside; a process
+  forked inside writes to it, not to the pipe of the parent, which would count its signals
+  twice (a Ctrl-C to both is one)."""
+  earlier_read, earlier_write = os.pipe()
+  os.set_blocking(earlier_write, False)
+  os.set_blocking(earlier_read, False)
+  signal.set_wakeup_fd(earlier_write)
+  try:
+    with preemption.Preemption() as stop:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # JAX's threads: the child runs no JAX
+        child = os.fork()
+      if not child:
+        os._exit(0 if signal.set_wakeup_fd(-1) == earlier_write else 1)
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert stop.requested == "SIGTERM"
+    assert os.read(earlier_read, 16) == bytes([signal.SIGTERM])
+  finally:
+    signal.set_wakeup_fd(-1)
+    os.close(earlier_read)
+    os.close(earlier_write)
 
 
 @pytest.mark.parametrize("own, peer, stop_for, relayed", [
