@@ -10,8 +10,11 @@ entries, tens of MB, at a time), so 10k x 10k sets of 2048-d features fit in mem
 are deterministic. Those within rounding error of a ball's radius are recomputed from the
 features' differences, a block at a time, so that a point on the boundary (a tie, common in
 discrete or quantized features) is inside or not as the exact distances say; equal feature
-vectors (a collapsed generator's) are at distance 0 without recomputation.
+vectors (a collapsed generator's) are at distance 0 without recomputation. Each tie costs D
+operations more: sets whose distances all tie, such as 2,000 distinct one-hot vectors of 2048
+values, take a minute instead of a second.
 """
+import itertools
 from typing import Iterator, NamedTuple, Tuple
 
 import numpy as np
@@ -21,25 +24,42 @@ from gan_jax.metrics._checks import require_finite
 
 
 class _Features(NamedTuple):
-  """A feature set ``(N, D)``: as given (float64), centred on the real features' mean (for the
-  products), the centred squared norms ``(N,)``, and ``(N,)`` ids, equal for equal feature
-  vectors in either set of a pair."""
+  """A feature set ``(N, D)``: as given (float64), centred (for the products), the centred
+  squared norms ``(N,)``, and ``(N,)`` ids, equal for equal feature vectors in either set of a
+  pair."""
   given: np.ndarray
   centred: np.ndarray
   squared_norms: np.ndarray
   ids: np.ndarray
 
 
+def _features(given: np.ndarray, centre: np.ndarray, ids: np.ndarray) -> _Features:
+  """``given (N, D)`` centred on ``centre (D,)``. The metrics are translation-invariant; centred
+  near the points, the distances |x|^2 + |y|^2 - 2 x.y lose little to cancellation when the
+  points share an offset much larger than their spread."""
+  centred = given - centre
+  return _Features(given, centred, np.einsum("ij,ij->i", centred, centred), ids)
+
+
 def _row_ids(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
-  """``(N + M,)`` integers, equal exactly where rows of ``real (N, D)`` and ``fake (M, D)``,
-  taken together, are equal."""
-  rows = np.concatenate([real, fake])
-  rows += 0.0  # turns -0.0 into 0.0, an equal value with other bytes
-  as_bytes = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1])))[:, 0]
-  return np.unique(as_bytes, return_inverse=True)[1].reshape(-1)
+  """``(N + M,)`` ids of the rows of ``real (N, D)`` and ``fake (M, D)`` taken together: the
+  index of the first row equal to each (-0.0 equals 0.0), found by hashing each row's bytes.
+  A row whose hash an unequal one had first keeps its own index (exact, if slower later)."""
+  ids = np.empty(len(real) + len(fake), np.int64)
+  first = {}  # a row's hash -> the index of the first row with it
+  for index, row in enumerate(itertools.chain(real, fake)):
+    row = row + 0.0  # turns -0.0 into 0.0, an equal value with other bytes
+    ids[index] = first.setdefault(hash(row.tobytes()), index)
+    if ids[index] != index:
+      earlier = ids[index]
+      earlier_row = real[earlier] if earlier < len(real) else fake[earlier - len(real)]
+      if not np.array_equal(earlier_row, row):
+        ids[index] = index
+  return ids
 
 
-def _as_feature_pair(real, fake) -> Tuple[_Features, _Features]:
+def _checked_pair(real, fake) -> Tuple[np.ndarray, np.ndarray]:
+  """``real (N, D)`` and ``fake (M, D)`` as float64 arrays; ValueError where they are not."""
   real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
   if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
     raise ValueError(f"expected real (N, D) and fake (M, D) features, got shapes {real.shape} "
@@ -50,15 +70,15 @@ def _as_feature_pair(real, fake) -> Tuple[_Features, _Features]:
     raise ValueError("features of dimension 0: the metrics need at least one value per sample")
   require_finite(real, "real features")
   require_finite(fake, "fake features")
-  # The metrics are translation-invariant; centred, the distances |x|^2 + |y|^2 - 2 x.y lose
-  # nothing to cancellation when features share an offset much larger than their spread.
-  centre = real.mean(axis=0) if len(real) else 0.0  # none: the k-NN check refuses them next
-  ids = _row_ids(real, fake)
-  pair = []
-  for given, given_ids in ((real, ids[:len(real)]), (fake, ids[len(real):])):
-    centred = given - centre
-    pair.append(_Features(given, centred, np.einsum("ij,ij->i", centred, centred), given_ids))
-  return pair[0], pair[1]
+  return real, fake
+
+
+def _require_neighbours(k: int, features: np.ndarray, name: str) -> None:
+  if k < 1:
+    raise ValueError(f"k must be at least 1, got {k}")
+  if k >= len(features):
+    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} {name} features, got "
+                     f"{len(features)}")
 
 
 def _squared_distance_blocks(x: _Features, y: _Features
@@ -96,14 +116,10 @@ def _settle(squared: np.ndarray, slack: np.ndarray, thresholds: np.ndarray, x: _
   return rows_near
 
 
-def _knn_squared_radii(x: _Features, k: int, name: str) -> np.ndarray:
+def _knn_squared_radii(x: _Features, k: int) -> np.ndarray:
   """``(N,)`` squared distances from each point of ``x`` to its k-th nearest neighbour in ``x``,
-  the point itself excluded; ``name`` names the set in errors."""
-  if k < 1:
-    raise ValueError(f"k must be at least 1, got {k}")
-  if k >= len(x.given):
-    raise ValueError(f"k={k} needs at least k + 1 = {k + 1} {name} features, got "
-                     f"{len(x.given)}")
+  the point itself excluded (N > k). ``x`` is best centred on its own mean: the rounding error
+  of the distances, and the work of settling them, grow with the centred norms."""
   radii = np.empty(len(x.given))
   for block, squared, slack in _squared_distance_blocks(x, x):
     # Column k of the sorted row is the k-th neighbour: column 0 is the point itself (distance 0).
@@ -147,9 +163,17 @@ def precision_recall(real, fake, k: int = 3) -> Tuple[float, float]:
     ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf, and
       on k < 1 or too few features for it.
   """
-  real, fake = _as_feature_pair(real, fake)
-  precision = _fraction_inside(fake, real, _knn_squared_radii(real, k, "real"))
-  recall = _fraction_inside(real, fake, _knn_squared_radii(fake, k, "fake"))
+  real, fake = _checked_pair(real, fake)
+  _require_neighbours(k, real, "real")
+  _require_neighbours(k, fake, "fake")
+  ids, centre = _row_ids(real, fake), real.mean(axis=0)
+  real = _features(real, centre, ids[:len(real)])
+  # A generator collapsed to nearly one point, far from the real mean, has fake distances below
+  # the rounding error of the real centring: its radii take its own.
+  fake_radii = _knn_squared_radii(_features(fake, fake.mean(axis=0), ids[len(real.given):]), k)
+  fake = _features(fake, centre, ids[len(real.given):])
+  precision = _fraction_inside(fake, real, _knn_squared_radii(real, k))
+  recall = _fraction_inside(real, fake, fake_radii)
   return precision, recall
 
 
@@ -174,8 +198,11 @@ def density_coverage(real, fake, k: int = 5) -> Tuple[float, float]:
     ValueError: on features that are not ``(N, D)`` and ``(M, D)``, or hold NaN or inf, and
       on k < 1 or too few features for it.
   """
-  real, fake = _as_feature_pair(real, fake)
-  squared_radii = _knn_squared_radii(real, k, "real")
+  real, fake = _checked_pair(real, fake)
+  _require_neighbours(k, real, "real")
+  ids, centre = _row_ids(real, fake), real.mean(axis=0)
+  real, fake = _features(real, centre, ids[:len(real)]), _features(fake, centre, ids[len(real):])
+  squared_radii = _knn_squared_radii(real, k)
   balls_per_fake = np.zeros(len(fake.given))
   covered = np.zeros(len(real.given), bool)
   for block, squared, slack in _squared_distance_blocks(real, fake):
