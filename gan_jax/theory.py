@@ -162,9 +162,8 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   p, q = _same_shape_arrays(p=p, q=q)
   # Below the smallest normal number, XLA's CPU log reads a number as 0 or not, depending on
   # the array's length: cells where p is there hold no KL, and q there counts as 0.
-  tiny = jnp.finfo(p.dtype).tiny
-  has_mass = p >= tiny
-  q = jnp.where(q >= tiny, q, 0.0)
+  has_mass = p >= jnp.finfo(p.dtype).tiny
+  q = jnp.where((q >= 0) & (q < jnp.finfo(q.dtype).tiny), 0.0, q)  # NaN and q < 0 stay NaN
   safe_p = jnp.where(has_mass, p, 1.0)
   safe_q = jnp.where(has_mass, q, 1.0)
   # where p is 0, p log(p / q) is 0: the first term must then be q, to cancel the second's -q

@@ -108,6 +108,13 @@ def test_kl_counts_a_subnormal_q_as_none_whatever_the_grid_length():
   printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            check=True, env={**os.environ, "XLA_FLAGS": flags}).stdout
   assert printed.split() == ["inf"] * 6
+  # not read as underflows: NaN, a negative q, a float64 q (with float32 p) that is normal
+  p = jnp.float32([0.5, 0.5, 0.0])
+  assert np.isnan(theory.kl_divergence(p, jnp.float32([0.5, 0.5, np.nan]), 1.0))
+  assert np.isnan(theory.kl_divergence(p, jnp.float32([1.0, -0.1, 0.0]), 1.0))
+  with jax.enable_x64():
+    np.testing.assert_allclose(theory.kl_divergence(p, jnp.float64([1.0, 1e-50, 0.0]), 1.0),
+                               0.5 * np.log(0.5) + 0.5 * np.log(0.5 / 1e-50), rtol=1e-6)
 
 
 def test_zero_densities_give_no_nan():
