@@ -19,7 +19,6 @@ import os
 import re
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,10 +74,26 @@ def pmap_step(step_fn: Callable, axis_name: str = AXIS_NAME,
   return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,), devices=devices)
 
 
+def _one_block_per_device(devices: Sequence[jax.Device]) -> jax.sharding.NamedSharding:
+  """The leading axis split over ``devices``, one block each, on a mesh whose axis is named as
+  ``pmap_step``'s: where pmap puts its outputs, so that inputs placed so share one compiled
+  program with them (other placements compile the step again on the second call)."""
+  mesh = jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS_NAME))
+
+
 def replicate(tree: PyTree, devices: Optional[Sequence[jax.Device]] = None) -> PyTree:
   """Copies ``tree`` to each of ``devices`` (default: every local device); leading axis: their
-  count."""
-  return flax.jax_utils.replicate(tree, devices)
+  count. Placed as ``pmap_step`` places its outputs, so that its first call and the next share
+  one compiled program."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  sharding = _one_block_per_device(devices)
+
+  def copies(x):
+    one = jnp.expand_dims(x, 0)
+    return jax.make_array_from_single_device_arrays(
+        (len(devices),) + one.shape[1:], sharding, [jax.device_put(one, d) for d in devices])
+  return jax.tree_util.tree_map(copies, tree)
 
 
 def unreplicate(tree: PyTree) -> PyTree:
@@ -99,9 +114,7 @@ def shard(batch: np.ndarray, num_shards: int) -> np.ndarray:
 
 def put_sharded(batch: np.ndarray, devices) -> Array:
   """``shard(batch, len(devices))`` placed one block per device, as ``pmap`` expects it."""
-  mesh = jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS_NAME))
-  return jax.device_put(shard(batch, len(devices)), sharding)
+  return jax.device_put(shard(batch, len(devices)), _one_block_per_device(devices))
 
 
 def any_process(flag: bool) -> bool:

@@ -687,7 +687,10 @@ class _Run:
       self.state = parallel.replicate(state, subset)
       to_device = lambda batch: parallel.put_sharded(batch, self.devices)
     else:
-      self.step_fn, self.state, to_device = parallel.jit_step(raw_step), state, jax.device_put
+      # on the device, as the step's outputs: restored scalars come back as NumPy arrays, whose
+      # placement differs, and the second step compiled again
+      self.state = jax.device_put(state, self.devices[0])
+      self.step_fn, to_device = parallel.jit_step(raw_step), jax.device_put
     batches = input_pipeline.BatchIterator(
         source, config.batch_size * config.n_critic, config.seed, jax.process_index(),
         jax.process_count(), position)

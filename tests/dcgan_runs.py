@@ -1,4 +1,6 @@
 """Helpers for tests that run the DCGAN experiment, in this process or as a command."""
+import collections
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,3 +75,26 @@ def damage(folder) -> None:
 
 def leaves(tree) -> list:
   return [jax.device_get(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+# What JAX records for each program it lowers to MLIR (each compilation, from the persistent
+# cache or not).
+LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+
+@contextlib.contextmanager
+def lowered_programs():
+  """Yields a Counter, filled while the context lasts, of the programs lowered by name:
+  ``jit(train_step)`` for the jitted train step, ``jit(_fun)`` for the pmapped one."""
+  names = collections.Counter()
+
+  def listen(event, duration, fun_name=None, **kwargs):
+    del duration, kwargs
+    if event == LOWERING_EVENT:
+      names[fun_name] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
