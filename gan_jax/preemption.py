@@ -88,8 +88,8 @@ class Preemption:
     try:  # a second Ctrl-C may interrupt this anywhere: the handlers first
       for signum, handler in self._previous.items():
         signal.signal(signum, handler)
-      signal.set_wakeup_fd(self._previous_wakeup)
     finally:
+      signal.set_wakeup_fd(self._previous_wakeup)
       _installed.remove(self)
       os.write(self._wakeup_write, _STOP_READING)  # the reader closes its end and returns
       os.close(self._wakeup_write)

@@ -154,7 +154,7 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   Returns:
     Scalar >= 0 for normalized densities (up to the rounding of their masses' difference);
     ``inf`` if p has mass where q has none. A q that underflowed below the smallest normal
-    number (float32: 1.2e-38) where p did not counts as none, as a q of 0 in
+    number (float32: 1.2e-38; float16 is taken in float32) where p did not counts as none, as a q of 0 in
     ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13 standard
     deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End the grid
     where q is still a normal number, or compute in float64 (``jax_enable_x64``).
@@ -162,13 +162,19 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   p, q = _same_shape_arrays(p=p, q=q)
   # Below the smallest normal number, XLA's CPU log reads a number as 0 or not, depending on
   # the array's length: cells where p is there hold no KL, and q there counts as 0.
-  has_mass = p >= jnp.finfo(p.dtype).tiny
-  q = jnp.where((q >= 0) & (q < jnp.finfo(q.dtype).tiny), 0.0, q)  # NaN and q < 0 stay NaN
+  has_mass = p >= _smallest_normal_of_log(p)
+  q = jnp.where((q >= 0) & (q < _smallest_normal_of_log(q)), 0.0, q)  # NaN, q < 0 stay NaN
   safe_p = jnp.where(has_mass, p, 1.0)
   safe_q = jnp.where(has_mass, q, 1.0)
   # where p is 0, p log(p / q) is 0: the first term must then be q, to cancel the second's -q
   cells = jnp.where(has_mass, _kl_cell(safe_p, safe_q), q)
   return (jnp.sum(cells) + jnp.sum(p - q)) * dx
+
+
+def _smallest_normal_of_log(x: Array) -> float:
+  """The smallest normal number of the type XLA takes the log of ``x`` in: float32 for float16
+  and bfloat16, whose subnormals are normal there."""
+  return jnp.finfo(jnp.promote_types(x.dtype, jnp.float32)).tiny
 
 
 def _kl_cell(p: Array, q: Array) -> Array:

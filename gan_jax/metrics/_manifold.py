@@ -9,8 +9,10 @@ Distances are Euclidean, in float64 on the host, computed in blocks of rows (a f
 entries, tens of MB, at a time), so 10k x 10k sets of 2048-d features fit in memory; the results
 are deterministic. Those within rounding error of a ball's radius are recomputed from the
 features' differences, a block at a time, so that a point on the boundary (a tie, common in
-discrete or quantized features) is inside or not as the exact distances say; equal feature
-vectors (a collapsed generator's) are at distance 0 without recomputation. Each tie costs D
+discrete or quantized features) is inside or not as the differences say: as the exact
+distances, where features and differences are exact in binary (integers, multiples of powers of
+1/2), and up to their rounding elsewhere (multiples of 1/10, say); equal feature vectors (a
+collapsed generator's) are at distance 0 without recomputation. Each tie costs D
 operations more: sets whose distances all tie, such as 2,000 distinct one-hot vectors of 2048
 values, take a minute instead of a second.
 """
