@@ -154,10 +154,10 @@ def kl_divergence(p: Array, q: Array, dx: float) -> Array:
   Returns:
     Scalar >= 0 for normalized densities (up to the rounding of their masses' difference);
     ``inf`` if p has mass where q has none. A q that underflowed below the smallest normal
-    number (float32: 1.2e-38; float16 is taken in float32) where p did not counts as none, as a q of 0 in
-    ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13 standard
-    deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End the grid
-    where q is still a normal number, or compute in float64 (``jax_enable_x64``).
+    number (float32: 1.2e-38; float16 is taken in float32) where p did not counts as none, as
+    a q of 0 in ``scipy.special.rel_entr``: in float32 a unit Gaussian underflows about 13
+    standard deviations out, so KL(N(0, 1) || N(1, 1)) on a grid over [-13, 13] is ``inf``. End
+    the grid where q is still a normal number, or compute in float64 (``jax_enable_x64``).
   """
   p, q = _same_shape_arrays(p=p, q=q)
   # Below the smallest normal number, XLA's CPU log reads a number as 0 or not, depending on
