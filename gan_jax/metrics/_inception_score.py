@@ -29,8 +29,8 @@ def inception_score(class_probs, num_splits: int = 10) -> MeanStd:
 
   Raises:
     ValueError: on num_splits < 1, probabilities that are not ``(N, K)`` with N >= num_splits,
-      not finite, or
-      not rows of probabilities (negative, or summing to other than 1 by more than 1e-3).
+      not finite, or not rows of probabilities (negative, or summing to other than 1 by more
+      than 1e-3).
   """
   probs = np.asarray(class_probs, np.float64)
   if num_splits < 1:

@@ -103,8 +103,8 @@ def _settle(squared: np.ndarray, slack: np.ndarray, thresholds: np.ndarray, x: _
   """Recomputes in place the entries of ``squared`` (a block of rows of x against y) that lie
   within ``2 slack`` of ``thresholds`` (broadcast against it) from the differences of the given
   features, so that whether a point lies on a ball's boundary (a tie, common in discrete or
-  quantized features) is decided as exact distances decide it, not by rounding. Returns the
-  rows of the recomputed entries (one per entry)."""
+  quantized features) is decided by the differences, not by the rounding of the products (see
+  the module's docstring). Returns the rows of the recomputed entries (one per entry)."""
   gap = squared - thresholds
   rows_near, columns_near = np.nonzero(np.abs(gap, out=gap) <= 2 * slack)
   # Equal vectors are at distance 0; the others' differences are taken a block at a time, since
@@ -127,7 +127,7 @@ def _knn_squared_radii(x: _Features, k: int) -> np.ndarray:
     # Column k of the sorted row is the k-th neighbour: column 0 is the point itself (distance 0).
     kth = np.argpartition(squared, k, axis=1)[:, k]
     within = np.arange(len(kth))
-    # The distances within rounding error of the k-th are recomputed exactly, the k-th among
+    # The distances within rounding error of the k-th are recomputed (_settle), the k-th among
     # them: where it was the only one, it stays the k-th; elsewhere the order is taken again.
     settled = _settle(squared, slack, squared[within, kth, None], x, x, block)
     radii[block] = squared[within, kth]
